@@ -1,0 +1,91 @@
+//! Buffers that hold serialized telemetry events until a transport has delivered them.
+//!
+//! The [`Buffer`] trait is the extension point; [`MemoryBuffer`] is a bounded in-memory
+//! implementation. Delivery works by *claim and acknowledge*: the sender claims a batch,
+//! tries to deliver it, then acknowledges it (the events are gone) or releases it (the events
+//! are pending again, ahead of newer ones). A buffer never decides anything about consent; it
+//! stores and hands back bytes.
+//!
+//! Most SDK authors depend on the `telemetry` facade instead, which picks and wires a buffer.
+//!
+//! # Feature flags
+//!
+//! None yet.
+//!
+//! # Supported Rust versions
+//!
+//! The workspace's `rust-version` (1.85) and newer.
+
+mod memory;
+
+use std::fmt;
+
+pub use memory::{DEFAULT_MEMORY_CAPACITY, MemoryBuffer};
+use telemetry_model::EncodedEvent;
+
+/// Identifies one claimed batch until it is acknowledged or released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClaimId(pub u64);
+
+/// A batch of events claimed for delivery.
+#[derive(Debug)]
+pub struct Claim {
+    /// Pass this to [`Buffer::acknowledge`] or [`Buffer::release`].
+    pub id: ClaimId,
+    /// The events, oldest first.
+    pub events: Vec<EncodedEvent>,
+}
+
+/// What a buffer holds, for `status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Events waiting for delivery, claimed or not.
+    pub pending: usize,
+    /// Events dropped because the buffer was full, since it was opened.
+    pub dropped_full: u64,
+}
+
+/// Why a buffer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// The claim does not exist (already acknowledged or released, or from another buffer).
+    #[error("unknown claim {0:?}")]
+    UnknownClaim(ClaimId),
+    /// The storage behind the buffer failed.
+    #[error("buffer storage failed: {0}")]
+    Storage(String),
+}
+
+/// Holds serialized events between recording and delivery.
+///
+/// Rules for implementations:
+/// - Bounded: when full, [`append`](Buffer::append) drops the *oldest* unclaimed events, counts
+///   them in [`BufferStats::dropped_full`], and never fails because of it.
+/// - Claimed events are not handed out again until released; a released batch goes back in
+///   front of newer events, in its original order.
+/// - Called from the telemetry worker thread and from management commands, never from the
+///   thread that records an event; methods may block on local disk I/O but never on the network.
+/// - Shared by reference between threads (`Send + Sync`); every method takes `&self`.
+pub trait Buffer: Send + Sync + fmt::Debug {
+    /// A short name for `status`, such as `memory` or `sqlite`.
+    fn kind(&self) -> &'static str;
+
+    /// Adds events, dropping the oldest unclaimed ones if the buffer would overflow.
+    fn append(&self, events: Vec<EncodedEvent>) -> Result<(), BufferError>;
+
+    /// Claims up to `max_events` of the oldest unclaimed events; `None` when there are none.
+    fn claim(&self, max_events: usize) -> Result<Option<Claim>, BufferError>;
+
+    /// The claimed events were delivered (or deliberately dropped): forget them.
+    fn acknowledge(&self, claim: ClaimId) -> Result<(), BufferError>;
+
+    /// The claimed events were not delivered: make them pending again.
+    fn release(&self, claim: ClaimId) -> Result<(), BufferError>;
+
+    /// Counts of what the buffer holds.
+    fn stats(&self) -> Result<BufferStats, BufferError>;
+
+    /// Deletes every pending event, claimed or not (the user disabled telemetry).
+    /// Returns how many were deleted.
+    fn purge(&self) -> Result<usize, BufferError>;
+}

@@ -1,0 +1,119 @@
+//! The wire format: serialized events and the batch that carries them.
+//!
+//! An HTTPS request body is `{"schema_version": 1, "events": [ … ]}`; an offline export
+//! holds the same event objects, one per line. [`event_schema`] describes one event object
+//! and is committed as `docs/event.schema.json`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use schemars::{JsonSchema, Schema};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventId};
+
+/// The version of the wire format this crate writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A batch of events as one HTTPS request body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WireBatch {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The events, in the order they were recorded.
+    pub events: Vec<Event>,
+}
+
+/// One event already serialized to its JSON object, with its id kept beside it so that
+/// buffers can deduplicate and acknowledge without parsing.
+///
+/// Buffers and transports only ever move these bytes: they never see an [`Event`] and never
+/// decide anything about consent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    id: EventId,
+    json: Arc<str>,
+}
+
+impl EncodedEvent {
+    /// Serializes an event.
+    pub fn encode(event: &Event) -> Result<EncodedEvent, serde_json::Error> {
+        Ok(EncodedEvent {
+            id: event.event_id,
+            json: serde_json::to_string(event)?.into(),
+        })
+    }
+
+    /// Checks that `json` is one event object with the given id, for buffers that read
+    /// events back from storage that may have been damaged.
+    pub fn from_stored(id: EventId, json: &str) -> Result<EncodedEvent, serde_json::Error> {
+        let event: Event = serde_json::from_str(json)?;
+        if event.event_id != id {
+            return Err(serde::de::Error::custom("stored event id does not match its key"));
+        }
+        Ok(EncodedEvent { id, json: json.into() })
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The event as one line of compact JSON (no newline inside).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The event decoded again, for previews and tests.
+    pub fn decode(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+}
+
+impl fmt::Debug for EncodedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedEvent")
+            .field("id", &self.id)
+            .field("bytes", &self.json.len())
+            .finish()
+    }
+}
+
+/// Writes the HTTPS body `{"schema_version":1,"events":[…]}` around already serialized events,
+/// without parsing them again.
+pub fn encode_batch(events: &[EncodedEvent]) -> Vec<u8> {
+    let payload: usize = events.iter().map(|event| event.json.len() + 1).sum();
+    let mut body = Vec::with_capacity(payload + 40);
+    body.extend_from_slice(b"{\"schema_version\":");
+    body.extend_from_slice(SCHEMA_VERSION.to_string().as_bytes());
+    body.extend_from_slice(b",\"events\":[");
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event.json.as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// The JSON Schema (draft 2020-12) of one event object.
+pub fn event_schema() -> Schema {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<Event>();
+    schema.insert(
+        "$id".to_owned(),
+        "https://github.com/flowkit-dev/sdk-telemetry/docs/event.schema.json".into(),
+    );
+    schema
+}
+
+/// [`event_schema`] as the pretty-printed text committed in `docs/event.schema.json`.
+pub fn event_schema_text() -> String {
+    // Serializing a `serde_json::Value` tree cannot fail.
+    let mut text = serde_json::to_string_pretty(&event_schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}

@@ -1,0 +1,430 @@
+//! How an SDK describes itself to the library, and how the library works out what to do.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use telemetry_buffer::Buffer;
+use telemetry_model::{
+    Catalog, DeploymentStage, Integration, Interface, InvalidIdentifier, Name, SessionId, UtcDate,
+    Version,
+};
+use telemetry_policy::{
+    ConsentState, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, Decision, DecisionInputs,
+    DecisionReason, Endpoint, EndpointError, EnvPrefix, EnvSnapshot, InvalidPrefix, SettingError,
+    Settings, StateError, StateStore, decide, is_ci,
+};
+use telemetry_transport::Transport;
+
+/// The default capacity of the queue between recording threads and the worker, in records.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8_192;
+
+/// The default time that dropping the last handle waits for the worker to deliver.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What is wrong with an SDK's telemetry set-up. These are mistakes in the SDK's code,
+/// reported when the SDK builds its [`TelemetryConfig`], never a user's doing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The SDK name or a version has the wrong shape.
+    #[error("invalid SDK identity: {0}")]
+    Identity(#[from] InvalidIdentifier),
+    /// The environment prefix has the wrong shape.
+    #[error(transparent)]
+    Prefix(#[from] InvalidPrefix),
+    /// The catalog does not parse.
+    #[error(transparent)]
+    Catalog(#[from] telemetry_model::CatalogError),
+    /// The default endpoint is not an `https://` or `file://` URL.
+    #[error("invalid default endpoint: {0}")]
+    Endpoint(#[from] EndpointError),
+}
+
+/// Receives the library's warnings meant for the person running the program, such as an invalid
+/// setting. The default prints them to standard error, prefixed with the SDK's name.
+pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Everything the library needs to know about an SDK: its identity, catalog, environment prefix,
+/// state directory and defaults. Built once by the SDK; used to [`start`](TelemetryConfig::start)
+/// telemetry and by the management commands.
+///
+/// ```
+/// use telemetry::{Catalog, TelemetryConfig};
+///
+/// let catalog = Catalog::from_toml(r#"
+///     [features]
+///     retries = "Tasks configured with automatic retries"
+/// "#)?;
+/// let config = TelemetryConfig::new("mysdk", "1.2.0", catalog, "MYSDK")?
+///     .default_endpoint("https://telemetry.mysdk.example/v1/events")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct TelemetryConfig {
+    pub(crate) sdk_name: Name,
+    pub(crate) sdk_version: Version,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) prefix: EnvPrefix,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) default_endpoint: Option<Endpoint>,
+    pub(crate) interface: Interface,
+    pub(crate) deployment: DeploymentStage,
+    pub(crate) runtime: Name,
+    pub(crate) runtime_version: Version,
+    pub(crate) installed_integrations: Vec<Integration>,
+    pub(crate) env: Option<EnvSnapshot>,
+    pub(crate) buffer: Option<Arc<dyn Buffer>>,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) buffer_capacity: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) warnings: WarningSink,
+}
+
+impl fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("sdk_name", &self.sdk_name)
+            .field("sdk_version", &self.sdk_version)
+            .field("prefix", &self.prefix)
+            .field("state_dir", &self.state_dir)
+            .field("default_endpoint", &self.default_endpoint)
+            .field("interface", &self.interface)
+            .field("deployment", &self.deployment)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryConfig {
+    /// A configuration for the SDK `sdk_name` (a lowercase identifier such as `flowkit`) at
+    /// `sdk_version`, collecting only what `catalog` declares, reading settings from variables
+    /// that start with `env_prefix` (such as `FLOWKIT`).
+    ///
+    /// Defaults: no state directory (decisions are not remembered), no default endpoint,
+    /// programmatic interface, unknown deployment stage, the process environment, an in-memory
+    /// buffer of 10,000 events, and a 2 s shutdown.
+    pub fn new(
+        sdk_name: &str,
+        sdk_version: &str,
+        catalog: Catalog,
+        env_prefix: &str,
+    ) -> Result<TelemetryConfig, SetupError> {
+        Ok(TelemetryConfig {
+            sdk_name: Name::new(sdk_name)?,
+            sdk_version: Version::new(sdk_version)?,
+            catalog: Arc::new(catalog),
+            prefix: EnvPrefix::new(env_prefix)?,
+            state_dir: None,
+            default_endpoint: None,
+            interface: Interface::Programmatic,
+            deployment: DeploymentStage::Unknown,
+            runtime: Name::new("rust")?,
+            runtime_version: Version::new(env!("TELEMETRY_RUSTC_VERSION"))
+                .or_else(|_| Version::new("0"))?,
+            installed_integrations: Vec::new(),
+            env: None,
+            buffer: None,
+            transport: None,
+            buffer_capacity: telemetry_buffer::DEFAULT_MEMORY_CAPACITY,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            warnings: Arc::new(print_warning),
+        })
+    }
+
+    /// The directory for the consent state file (and later the spool and audit log),
+    /// such as `~/.mysdk`. Without one, decisions are not remembered between processes.
+    #[must_use]
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> TelemetryConfig {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Where events go unless the user's environment or a policy says otherwise:
+    /// an `https://` URL, or `file:///absolute/dir` for offline export.
+    pub fn default_endpoint(mut self, endpoint: &str) -> Result<TelemetryConfig, SetupError> {
+        self.default_endpoint = Some(Endpoint::parse(endpoint)?);
+        Ok(self)
+    }
+
+    /// Whether the SDK is driven from its CLI or used as a library.
+    #[must_use]
+    pub fn interface(mut self, interface: Interface) -> TelemetryConfig {
+        self.interface = interface;
+        self
+    }
+
+    /// Development or production, as the SDK can tell.
+    #[must_use]
+    pub fn deployment(mut self, deployment: DeploymentStage) -> TelemetryConfig {
+        self.deployment = deployment;
+        self
+    }
+
+    /// The language runtime, for SDKs that wrap this library for another language
+    /// (for example `python`, `3.12`). Defaults to `rust` and the compiler's version.
+    pub fn runtime(mut self, name: &str, version: &str) -> Result<TelemetryConfig, SetupError> {
+        self.runtime = Name::new(name)?;
+        self.runtime_version = Version::new(version)?;
+        Ok(self)
+    }
+
+    /// Integrations known to be installed, reported in every event.
+    #[must_use]
+    pub fn installed_integrations(
+        mut self,
+        integrations: impl IntoIterator<Item = Integration>,
+    ) -> TelemetryConfig {
+        self.installed_integrations = integrations.into_iter().collect();
+        self
+    }
+
+    /// Reads settings from this snapshot instead of the process environment.
+    #[must_use]
+    pub fn env(mut self, env: EnvSnapshot) -> TelemetryConfig {
+        self.env = Some(env);
+        self
+    }
+
+    /// Uses this buffer instead of the default in-memory one.
+    #[must_use]
+    pub fn buffer(mut self, buffer: Arc<dyn Buffer>) -> TelemetryConfig {
+        self.buffer = Some(buffer);
+        self
+    }
+
+    /// The capacity of the default in-memory buffer, in events.
+    #[must_use]
+    pub fn buffer_capacity(mut self, events: usize) -> TelemetryConfig {
+        self.buffer_capacity = events.max(1);
+        self
+    }
+
+    /// Uses this transport instead of the one the endpoint calls for.
+    #[must_use]
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> TelemetryConfig {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The capacity of the queue between recording threads and the worker; when it is full,
+    /// new records are dropped and counted rather than blocking the caller.
+    #[must_use]
+    pub fn queue_capacity(mut self, records: usize) -> TelemetryConfig {
+        self.queue_capacity = records.max(1);
+        self
+    }
+
+    /// How long dropping the last [`Telemetry`](crate::Telemetry) handle waits for pending
+    /// events to be delivered.
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> TelemetryConfig {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sends the library's user-facing warnings somewhere other than standard error.
+    #[must_use]
+    pub fn warnings(mut self, sink: WarningSink) -> TelemetryConfig {
+        self.warnings = sink;
+        self
+    }
+
+    /// The SDK's name.
+    pub fn sdk_name(&self) -> &Name {
+        &self.sdk_name
+    }
+
+    /// The SDK's catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The SDK's environment prefix.
+    pub fn env_prefix(&self) -> &EnvPrefix {
+        &self.prefix
+    }
+
+    /// The consent state file, when the SDK has a state directory.
+    pub fn state_file(&self) -> Option<PathBuf> {
+        self.state_store().map(|store| store.path().to_path_buf())
+    }
+
+    pub(crate) fn state_store(&self) -> Option<StateStore> {
+        self.state_dir.as_deref().map(StateStore::in_dir)
+    }
+
+    pub(crate) fn warn(&self, message: &str) {
+        tracing::warn!(sdk = %self.sdk_name, "{message}");
+        (self.warnings)(&format!("{} telemetry: {message}", self.sdk_name));
+    }
+
+    /// Works out the decision and where events would go, reading the environment and the
+    /// state file. No network, no writes.
+    pub(crate) fn resolve(&self) -> Resolution {
+        let env = self.env.clone().unwrap_or_else(EnvSnapshot::from_process);
+        let settings = Settings::from_env(&self.prefix, &env);
+        let state = match self.state_store() {
+            Some(store) => store.load(),
+            None => Ok(ConsentState::default()),
+        };
+        let valid_settings = settings.as_ref().ok();
+        let endpoint = valid_settings
+            .and_then(|settings| settings.endpoint.clone())
+            .or_else(|| self.default_endpoint.clone());
+        let mut decision = decide(DecisionInputs {
+            policy: None,
+            do_not_track: telemetry_policy::do_not_track(&env),
+            invalid_setting: settings.is_err(),
+            env: valid_settings.and_then(|settings| settings.enabled),
+            user: state.as_ref().ok().and_then(|state| state.enabled),
+        });
+        let delivery_problem = self.delivery_problem(endpoint.as_ref());
+        if decision.enabled && delivery_problem.is_some() {
+            decision = Decision::off(DecisionReason::InvalidSetting);
+        }
+        Resolution {
+            ci: is_ci(&env),
+            settings,
+            state,
+            endpoint,
+            decision,
+            delivery_problem,
+        }
+    }
+
+    /// Why events could not be delivered anywhere, if they could not.
+    fn delivery_problem(&self, endpoint: Option<&Endpoint>) -> Option<String> {
+        if self.transport.is_some() {
+            return None;
+        }
+        match endpoint {
+            None => Some(format!(
+                "no endpoint is configured; set {} to an https:// URL or file:///dir",
+                self.prefix.variable(telemetry_policy::Setting::Endpoint)
+            )),
+            Some(Endpoint::Https(_)) => Some(format!(
+                "this build has no HTTPS transport; set {}=file:///absolute/dir to export offline",
+                self.prefix.variable(telemetry_policy::Setting::Endpoint)
+            )),
+            Some(Endpoint::File(_)) => None,
+        }
+    }
+
+    /// The name of the transport that `endpoint` calls for.
+    pub(crate) fn transport_kind(&self, endpoint: Option<&Endpoint>) -> Option<&'static str> {
+        match (&self.transport, endpoint) {
+            (Some(transport), _) => Some(transport.kind()),
+            (None, Some(endpoint)) => Some(endpoint.transport_name()),
+            (None, None) => None,
+        }
+    }
+
+    /// The session id to send with, creating and remembering one when there is none.
+    pub(crate) fn session_id(&self, resolution: &Resolution) -> SessionId {
+        let Ok(mut state) = resolution.state.as_ref().cloned() else {
+            // A damaged state file is left alone until the user decides again.
+            return SessionId::random();
+        };
+        let (id, created) = state.ensure_session_id();
+        if created {
+            if let Some(store) = self.state_store() {
+                if let Err(error) = store.save(&state) {
+                    tracing::debug!(%error, "session id not remembered");
+                }
+            }
+        }
+        id
+    }
+
+    /// Records the user's decision in the state file.
+    pub(crate) fn record_decision(&self, enabled: bool) -> Result<ConsentState, ManageError> {
+        let store = self.state_store().ok_or(ManageError::NoStateDir)?;
+        // A damaged file is replaced by the new decision: deciding again repairs it.
+        let mut state = store.load().unwrap_or_default();
+        state.decide(enabled, UtcDate::today());
+        store.save(&state)?;
+        Ok(state)
+    }
+}
+
+/// Why a management operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// The SDK keeps no state directory, so there is nowhere to remember a decision.
+    #[error("this SDK has no state directory, so a decision cannot be remembered")]
+    NoStateDir,
+    /// The state file could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+fn print_warning(message: &str) {
+    // The one place the library writes to stderr: warnings the person running the program
+    // must see (an invalid setting), routed through the SDK's `warnings` sink when it sets one.
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("warning: {message}");
+    }
+}
+
+/// The outcome of reading the environment and the state file.
+pub(crate) struct Resolution {
+    pub(crate) ci: bool,
+    pub(crate) settings: Result<Settings, SettingError>,
+    pub(crate) state: Result<ConsentState, StateError>,
+    pub(crate) endpoint: Option<Endpoint>,
+    pub(crate) decision: Decision,
+    pub(crate) delivery_problem: Option<String>,
+}
+
+impl Resolution {
+    pub(crate) fn batch_size(&self) -> usize {
+        self.settings
+            .as_ref()
+            .ok()
+            .and_then(|settings| settings.batch_size)
+            .unwrap_or(DEFAULT_BATCH_SIZE)
+    }
+
+    pub(crate) fn batch_interval(&self) -> Duration {
+        self.settings
+            .as_ref()
+            .ok()
+            .and_then(|settings| settings.batch_interval)
+            .unwrap_or(DEFAULT_BATCH_INTERVAL)
+    }
+
+    pub(crate) fn debug(&self) -> bool {
+        self.settings.as_ref().is_ok_and(|settings| settings.debug)
+    }
+
+    /// Problems the person running the program should hear about, one message each.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(error) = &self.settings {
+            problems.push(format!("{error}; telemetry is off for this run"));
+        }
+        if let Err(error) = &self.state {
+            problems.push(error.to_string());
+        }
+        if let (Some(problem), true) = (&self.delivery_problem, self.wanted_on()) {
+            problems.push(format!("{problem}; telemetry is off for this run"));
+        }
+        problems
+    }
+
+    /// Whether telemetry would be on if events could be delivered.
+    fn wanted_on(&self) -> bool {
+        self.decision.enabled
+            || (self.decision.reason == DecisionReason::InvalidSetting && self.settings.is_ok())
+    }
+
+    pub(crate) fn file_dir(&self) -> Option<&Path> {
+        match &self.endpoint {
+            Some(Endpoint::File(dir)) => Some(dir),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Privacy-first, opt-in usage telemetry for SDKs: the crate SDK authors depend on.
+//!
+//! An SDK declares what it may collect in a [`Catalog`], describes itself in a
+//! [`TelemetryConfig`], and [`start`](TelemetryConfig::start)s a [`Telemetry`] handle. The handle
+//! records usage with typed catalog handles (never free-form strings); a background worker turns
+//! records into events, buffers them, and delivers them in batches. Nothing is collected until
+//! the user opts in, `DO_NOT_TRACK` always wins, and no failure of telemetry reaches the host.
+//!
+//! ```
+//! use std::time::Duration;
+//! use telemetry::{Catalog, FeatureSet, RunOutcome, RunRecord, TelemetryConfig};
+//!
+//! let catalog = Catalog::from_toml(r#"
+//!     [features]
+//!     retries = "Tasks configured with automatic retries"
+//! "#)?;
+//! let retries = catalog.feature("retries")?;
+//! let config = TelemetryConfig::new("mysdk", "1.2.0", catalog, "MYSDK")?
+//!     .state_dir(std::env::temp_dir().join("mysdk-doc-example"));
+//! let telemetry = config.start(); // off unless the user opted in
+//! telemetry.record_run(RunRecord {
+//!     features: FeatureSet::new().with(retries),
+//!     duration: Duration::from_millis(1_500),
+//!     outcome: RunOutcome::Completed,
+//!     exception: None,
+//! });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Architecture Invariant: recording never blocks, never allocates for a run, and never does
+//! I/O on the caller's thread: it is an atomic load when off, and a bounded `try_send` when on.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it brings |
+//! |---------|---------|----------------|
+//! | `cli`   | no      | [`cli::TelemetryCommand`], the management commands as a clap subcommand (requires `clap`) |
+//!
+//! # Supported Rust versions
+//!
+//! The workspace's `rust-version` (1.85) and newer.
+
+#[cfg(feature = "cli")]
+pub mod cli;
+mod config;
+mod handle;
+mod status;
+mod usage;
+mod worker;
+
+pub use config::{
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT, ManageError, SetupError, TelemetryConfig,
+    WarningSink,
+};
+pub use handle::{FlushError, FlushReport, RunRecord, Telemetry};
+pub use status::Status;
+#[doc(inline)]
+pub use telemetry_buffer::{Buffer, MemoryBuffer};
+#[doc(inline)]
+pub use telemetry_model::{
+    BlockType, Catalog, CatalogError, Command, ConfigError, CountBucket, DeploymentStage,
+    DurationBucket, EncodedEvent, Event, EventType, ExceptionType, Feature, FeatureSet,
+    HourTimestamp, Integration, Interface, Metric, Name, RunOutcome, Section, UnknownName,
+};
+#[doc(inline)]
+pub use telemetry_policy::{DecisionReason, Endpoint, EnvSnapshot};
+#[doc(inline)]
+pub use telemetry_transport::{FileTransport, NullTransport, Transport};
+
+/// The crates behind the facade, for SDKs that implement their own buffer or transport.
+pub mod internals {
+    #[doc(inline)]
+    pub use telemetry_buffer as buffer;
+    #[doc(inline)]
+    pub use telemetry_model as model;
+    #[doc(inline)]
+    pub use telemetry_policy as policy;
+    #[doc(inline)]
+    pub use telemetry_transport as transport;
+}
+
+/// The version of this library, as reported in every event.
+pub(crate) fn library_version() -> telemetry_model::Version {
+    telemetry_model::Version::new(env!("CARGO_PKG_VERSION"))
+        .unwrap_or_else(|_| unreachable!("the crate version is a valid version"))
+}

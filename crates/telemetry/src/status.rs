@@ -1,0 +1,140 @@
+//! What `status` reports, and the decisions users make (`enable`, `disable`).
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+use telemetry_model::HourTimestamp;
+use telemetry_policy::{DecisionReason, Setting};
+
+use crate::config::{ManageError, TelemetryConfig};
+
+/// Where telemetry stands, as `status` and `status --json` show it.
+///
+/// The JSON field names are a stable contract; new fields may be added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// The SDK.
+    pub sdk: String,
+    /// Whether events are collected.
+    pub enabled: bool,
+    /// What decided: `policy`, `do_not_track`, `invalid_setting`, `env`, `user` or `default`.
+    pub reason: DecisionReason,
+    /// The anonymous session id, when one exists.
+    pub session_id: Option<String>,
+    /// Where events go: an `https://` URL or a `file://` directory.
+    pub endpoint: Option<String>,
+    /// The transport the endpoint calls for: `https`, `file` or `null`.
+    pub transport: Option<String>,
+    /// The buffer kind: `memory` (or `sqlite`).
+    pub buffer: String,
+    /// Events recorded but not yet delivered.
+    pub pending_events: u64,
+    /// Events dropped because a queue or buffer was full.
+    pub dropped_events: u64,
+    /// The hour of the last successful delivery.
+    pub last_sent: Option<HourTimestamp>,
+    /// Whether the consent prompt has been shown.
+    pub prompted: bool,
+    /// The enterprise policy file in force.
+    pub policy_file: Option<String>,
+    /// The consent state file.
+    pub state_file: Option<String>,
+    /// Problems found while deciding, one message each.
+    pub problems: Vec<String>,
+    /// The variable that turns telemetry on or off for this SDK.
+    #[serde(skip)]
+    pub(crate) enabled_variable: String,
+}
+
+impl TelemetryConfig {
+    /// Works out the status without starting anything: reads the environment and the state file.
+    pub fn status(&self) -> Status {
+        let resolution = self.resolve();
+        let state = resolution.state.as_ref().ok();
+        Status {
+            sdk: self.sdk_name.to_string(),
+            enabled: resolution.decision.enabled,
+            reason: resolution.decision.reason,
+            session_id: state.and_then(|state| state.session_id).map(|id| id.to_string()),
+            endpoint: resolution.endpoint.as_ref().map(ToString::to_string),
+            transport: self
+                .transport_kind(resolution.endpoint.as_ref())
+                .map(str::to_owned),
+            buffer: self
+                .buffer
+                .as_ref()
+                .map_or("memory", |buffer| buffer.kind())
+                .to_owned(),
+            pending_events: 0,
+            dropped_events: 0,
+            last_sent: None,
+            prompted: state.is_some_and(|state| state.prompted),
+            policy_file: None,
+            state_file: self.state_file().map(|path| path.display().to_string()),
+            problems: resolution.problems(),
+            enabled_variable: self.prefix.variable(Setting::Enabled),
+        }
+    }
+
+    /// Records that the user opts in, creating a session id, and returns the new status.
+    /// The status may still say "off" when something of higher precedence (such as
+    /// `DO_NOT_TRACK`) decides; [`Status::reason`] says what.
+    pub fn enable(&self) -> Result<Status, ManageError> {
+        self.record_decision(true)?;
+        Ok(self.status())
+    }
+
+    /// Records that the user opts out and forgets the session id; returns the new status.
+    pub fn disable(&self) -> Result<Status, ManageError> {
+        self.record_decision(false)?;
+        Ok(self.status())
+    }
+}
+
+impl Status {
+    /// The reason in words, such as `DO_NOT_TRACK is set`.
+    pub fn reason_text(&self) -> String {
+        match (self.reason, self.enabled) {
+            (DecisionReason::Policy, _) => "an enterprise policy file decides".to_owned(),
+            (DecisionReason::DoNotTrack, _) => "DO_NOT_TRACK is set".to_owned(),
+            (DecisionReason::InvalidSetting, _) => {
+                "a telemetry setting is invalid; see the problems below".to_owned()
+            }
+            (DecisionReason::Env, _) => format!("{} is set", self.enabled_variable),
+            (DecisionReason::User, true) => "you enabled it".to_owned(),
+            (DecisionReason::User, false) => "you disabled it".to_owned(),
+            (DecisionReason::Default, _) => "off until you enable it".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    /// The short human-readable form `status` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.enabled { "Enabled" } else { "Disabled" };
+        let dash = || "-".to_owned();
+        let mut text = String::new();
+        let _ = writeln!(text, "Telemetry: {state} ({})", self.reason_text());
+        let _ = writeln!(text, "Session id: {}", self.session_id.clone().unwrap_or_else(dash));
+        let _ = writeln!(text, "Endpoint: {}", self.endpoint.clone().unwrap_or_else(dash));
+        let _ = writeln!(
+            text,
+            "Transport: {}, buffer: {}, pending events: {}",
+            self.transport.clone().unwrap_or_else(dash),
+            self.buffer,
+            self.pending_events
+        );
+        let _ = writeln!(
+            text,
+            "Last sent: {}",
+            self.last_sent.map_or_else(dash, |hour| hour.to_string())
+        );
+        if let Some(path) = &self.state_file {
+            let _ = writeln!(text, "State file: {path}");
+        }
+        for problem in &self.problems {
+            let _ = writeln!(text, "Problem: {problem}");
+        }
+        f.write_str(text.trim_end())
+    }
+}

@@ -1,0 +1,130 @@
+//! Lock-free accumulators for the `sdk_usage` summary, updated on the recording thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fixed-size set of small integers, safe to update from many threads.
+#[derive(Debug)]
+pub(crate) struct AtomicBitSet {
+    words: Box<[AtomicU64]>,
+}
+
+impl AtomicBitSet {
+    pub(crate) fn new(bits: usize) -> AtomicBitSet {
+        AtomicBitSet {
+            words: (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Adds `index`; indexes beyond the size are ignored (a handle from another catalog).
+    pub(crate) fn insert(&self, index: usize) {
+        if let Some(word) = self.words.get(index / 64) {
+            let bit = 1u64 << (index % 64);
+            // A plain load first keeps the common case (already set) free of contended writes.
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(word_index, word)| {
+            let bits = word.load(Ordering::Relaxed);
+            (0..64)
+                .filter(move |bit| bits & (1u64 << bit) != 0)
+                .map(move |bit| word_index * 64 + bit)
+        })
+    }
+}
+
+/// A fixed-size array of counters, safe to update from many threads.
+#[derive(Debug)]
+pub(crate) struct AtomicCounters {
+    counts: Box<[AtomicU64]>,
+}
+
+impl AtomicCounters {
+    pub(crate) fn new(len: usize) -> AtomicCounters {
+        AtomicCounters {
+            counts: (0..len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn add(&self, index: usize, amount: u64) {
+        if let Some(count) = self.counts.get(index) {
+            count.fetch_add(amount, Ordering::Relaxed);
+        }
+    }
+
+    /// Non-zero counters with their index.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.counts
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .enumerate()
+            .filter(|&(_, count)| count > 0)
+    }
+}
+
+/// Everything the `sdk_usage` summary reports, accumulated since start.
+///
+/// Allowlist sections (exception types, integrations) have one extra slot at the end for `other`.
+#[derive(Debug)]
+pub(crate) struct UsageAccumulator {
+    pub(crate) features: AtomicBitSet,
+    pub(crate) block_types: AtomicBitSet,
+    pub(crate) commands: AtomicBitSet,
+    pub(crate) config_errors: AtomicBitSet,
+    pub(crate) integrations_installed: AtomicBitSet,
+    pub(crate) integration_import_failures: AtomicBitSet,
+    pub(crate) metrics: AtomicCounters,
+    pub(crate) exception_types: AtomicCounters,
+    pub(crate) concurrency_peak: AtomicU64,
+}
+
+impl UsageAccumulator {
+    pub(crate) fn new(catalog: &telemetry_model::Catalog) -> UsageAccumulator {
+        use telemetry_model::Section;
+        let len = |section| catalog.len(section);
+        UsageAccumulator {
+            features: AtomicBitSet::new(len(Section::Features)),
+            block_types: AtomicBitSet::new(len(Section::BlockTypes)),
+            commands: AtomicBitSet::new(len(Section::Commands)),
+            config_errors: AtomicBitSet::new(len(Section::ConfigErrors)),
+            integrations_installed: AtomicBitSet::new(len(Section::Integrations) + 1),
+            integration_import_failures: AtomicBitSet::new(len(Section::Integrations) + 1),
+            metrics: AtomicCounters::new(len(Section::Metrics)),
+            exception_types: AtomicCounters::new(len(Section::ExceptionTypes) + 1),
+            concurrency_peak: AtomicU64::new(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_sets_hold_inserted_indexes_and_ignore_out_of_range() {
+        let set = AtomicBitSet::new(130);
+        for index in [0, 63, 64, 129, 130, 10_000] {
+            set.insert(index);
+        }
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 63, 64, 129]);
+    }
+
+    #[test]
+    fn counters_add_from_many_threads() {
+        let counters = AtomicCounters::new(3);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        counters.add(1, 1);
+                    }
+                });
+            }
+        });
+        counters.add(7, 5);
+        assert_eq!(counters.iter().collect::<Vec<_>>(), [(1, 4_000)]);
+    }
+}

@@ -1,0 +1,486 @@
+//! The background worker: turns records into events, buffers them and delivers batches.
+//!
+//! It runs on its own thread with its own single-threaded tokio runtime, so hosts without tokio
+//! and hosts with their own runtime both work, and nothing it does (serializing, disk, network)
+//! ever happens on a thread that records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use telemetry_buffer::Buffer;
+use telemetry_model::{
+    Arch, Catalog, CountBucket, DeploymentStage, DurationBucket, EncodedEvent, ErrorSummary, Event,
+    EventId, EventType, FeatureSet, HourTimestamp, Interface, Name, OsFamily, Section, SessionId,
+    Version,
+};
+use telemetry_transport::{Backoff, SendError, Transport};
+use tokio::sync::mpsc;
+
+use crate::config::{TelemetryConfig, WarningSink};
+use crate::handle::{FlushError, FlushReport, Record, RunRecord, allowlist_slot};
+use crate::usage::{AtomicBitSet, UsageAccumulator};
+
+/// Messages from handles to the worker that need an answer.
+pub(crate) enum Control {
+    Flush {
+        deadline: Instant,
+        reply: std_mpsc::Sender<Result<FlushReport, FlushError>>,
+    },
+    Shutdown {
+        deadline: Instant,
+        reply: std_mpsc::Sender<()>,
+    },
+}
+
+/// Delivery counters, shared with the handles for `status`.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerStats {
+    delivered: AtomicU64,
+    rejected: AtomicU64,
+    failed_attempts: AtomicU64,
+    /// The hour of the last successful delivery, in Unix seconds; 0 before the first.
+    last_sent_hour: AtomicU64,
+}
+
+impl WorkerStats {
+    pub(crate) fn last_sent(&self) -> Option<HourTimestamp> {
+        match self.last_sent_hour.load(Ordering::Relaxed) {
+            0 => None,
+            seconds => Some(HourTimestamp::from_unix_seconds(seconds)),
+        }
+    }
+}
+
+/// The fields every event of this process shares.
+#[derive(Clone, Debug)]
+pub(crate) struct EventTemplate {
+    session_id: SessionId,
+    sdk_name: Name,
+    sdk_version: Version,
+    library_version: Version,
+    runtime: Name,
+    runtime_version: Version,
+    os: OsFamily,
+    arch: Arch,
+    interface: Interface,
+    ci: bool,
+    deployment: DeploymentStage,
+}
+
+impl EventTemplate {
+    pub(crate) fn new(config: &TelemetryConfig, ci: bool, session_id: SessionId) -> EventTemplate {
+        EventTemplate {
+            session_id,
+            sdk_name: config.sdk_name.clone(),
+            sdk_version: config.sdk_version.clone(),
+            library_version: crate::library_version(),
+            runtime: config.runtime.clone(),
+            runtime_version: config.runtime_version.clone(),
+            os: OsFamily::current(),
+            arch: Arch::current(),
+            interface: config.interface,
+            ci,
+            deployment: config.deployment,
+        }
+    }
+
+    pub(crate) fn event(&self, event_type: EventType, duration: DurationBucket) -> Event {
+        Event {
+            event_id: EventId::random(),
+            session_id: self.session_id,
+            timestamp: HourTimestamp::now(),
+            event_type,
+            sdk_name: self.sdk_name.clone(),
+            sdk_version: self.sdk_version.clone(),
+            library_version: self.library_version.clone(),
+            runtime: self.runtime.clone(),
+            runtime_version: self.runtime_version.clone(),
+            os: self.os,
+            arch: self.arch,
+            interface: self.interface,
+            ci: self.ci,
+            deployment: self.deployment,
+            integrations: BTreeSet::new(),
+            features: BTreeSet::new(),
+            block_types: BTreeSet::new(),
+            commands: BTreeSet::new(),
+            metrics: BTreeMap::new(),
+            errors: ErrorSummary::default(),
+            duration,
+            concurrency_peak: None,
+            outcome: None,
+        }
+    }
+}
+
+/// The most events moved from the queue into the buffer in one go.
+const MAX_DRAIN: usize = 1_024;
+
+pub(crate) struct Worker {
+    pub(crate) records: mpsc::Receiver<Record>,
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
+    pub(crate) buffer: Arc<dyn Buffer>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) usage: Arc<UsageAccumulator>,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) template: EventTemplate,
+    pub(crate) batch_size: usize,
+    pub(crate) batch_interval: Duration,
+    pub(crate) debug: bool,
+    pub(crate) sdk_name: Name,
+    pub(crate) warnings: WarningSink,
+    pub(crate) started: Instant,
+    /// Features used by runs, merged into the summary.
+    pub(crate) run_features: FeatureSet,
+    /// Exception counts from runs, by allowlist slot, merged into the summary.
+    pub(crate) run_exceptions: Vec<u64>,
+}
+
+impl Worker {
+    pub(crate) fn run_on_own_runtime(self) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        match runtime {
+            Ok(runtime) => runtime.block_on(self.run()),
+            Err(error) => tracing::warn!(%error, "telemetry worker runtime failed to start"),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        let mut retry_not_before: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.batch_interval,
+            self.batch_interval,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    Some(Control::Flush { deadline, reply }) => {
+                        self.drain_queue();
+                        let result = self.deliver(deadline).await.map_err(FlushError::from);
+                        if result.is_ok() {
+                            backoff.reset();
+                            retry_not_before = None;
+                        }
+                        let _ = reply.send(result);
+                    }
+                    Some(Control::Shutdown { deadline, reply }) => {
+                        self.drain_queue();
+                        self.buffer_summary();
+                        if let Err(stopped) = self.deliver(deadline).await {
+                            tracing::debug!(?stopped, "events left undelivered at shutdown");
+                        }
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                record = self.records.recv() => match record {
+                    Some(record) => {
+                        let mut records = vec![record];
+                        while records.len() < MAX_DRAIN {
+                            match self.records.try_recv() {
+                                Ok(record) => records.push(record),
+                                Err(_) => break,
+                            }
+                        }
+                        self.store(records);
+                        let due = retry_not_before.is_none_or(|at| tokio::time::Instant::now() >= at);
+                        if due && self.pending() >= self.batch_size {
+                            self.deliver_scheduling_retries(&mut backoff, &mut retry_not_before).await;
+                        }
+                    }
+                    // Every handle is gone without a shutdown message: deliver what is possible.
+                    None => {
+                        let deadline = Instant::now() + Duration::from_secs(1);
+                        let _ = self.deliver(deadline).await;
+                        return;
+                    }
+                },
+                _ = tick.tick() => {
+                    let due = retry_not_before.is_none_or(|at| tokio::time::Instant::now() >= at);
+                    if due && self.pending() > 0 {
+                        self.deliver_scheduling_retries(&mut backoff, &mut retry_not_before).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers with the batch interval as the deadline, and schedules the next attempt after a
+    /// failure with exponential backoff (or the destination's `Retry-After`).
+    async fn deliver_scheduling_retries(
+        &mut self,
+        backoff: &mut Backoff,
+        retry_not_before: &mut Option<tokio::time::Instant>,
+    ) {
+        let deadline = Instant::now() + self.batch_interval.max(Duration::from_secs(5));
+        match self.deliver(deadline).await {
+            Ok(_) => {
+                backoff.reset();
+                *retry_not_before = None;
+            }
+            Err(error) => {
+                let delay = match error {
+                    Stopped::Failed {
+                        retry_after: Some(after),
+                        ..
+                    } => after,
+                    _ => backoff.next_delay(),
+                };
+                *retry_not_before = Some(tokio::time::Instant::now() + delay);
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.buffer.stats().map_or(0, |stats| stats.pending)
+    }
+
+    fn drain_queue(&mut self) {
+        let mut records = Vec::new();
+        while let Ok(record) = self.records.try_recv() {
+            records.push(record);
+        }
+        if !records.is_empty() {
+            self.store(records);
+        }
+    }
+
+    /// Turns records into events, serializes them and appends them to the buffer.
+    fn store(&mut self, records: Vec<Record>) {
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            let event = match record {
+                Record::Run(run) => self.run_event(run),
+            };
+            events.extend(self.encode(&event));
+        }
+        self.append(events);
+    }
+
+    fn append(&self, events: Vec<EncodedEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(error) = self.buffer.append(events) {
+            tracing::warn!(%error, "events could not be buffered and were dropped");
+        }
+    }
+
+    fn encode(&self, event: &Event) -> Option<EncodedEvent> {
+        match EncodedEvent::encode(event) {
+            Ok(encoded) => {
+                if self.debug {
+                    (self.warnings)(&format!("{} telemetry event: {}", self.sdk_name, encoded.json()));
+                }
+                Some(encoded)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "event could not be serialized and was dropped");
+                None
+            }
+        }
+    }
+
+    fn run_event(&mut self, run: RunRecord) -> Event {
+        let mut event = self
+            .template
+            .event(EventType::Run, DurationBucket::from_duration(run.duration));
+        event.outcome = Some(run.outcome);
+        event.features = run
+            .features
+            .iter()
+            .filter_map(|feature| self.catalog.feature_name(feature).cloned())
+            .collect();
+        event.integrations = self.installed_integrations();
+        if let Some(exception) = run.exception {
+            event.errors.exception_types.insert(
+                self.catalog.exception_type_name(exception),
+                CountBucket::One,
+            );
+            let declared = self.catalog.len(Section::ExceptionTypes);
+            let slot = allowlist_slot(exception.index(), declared);
+            if self.run_exceptions.len() <= slot {
+                self.run_exceptions.resize(declared + 1, 0);
+            }
+            self.run_exceptions[slot] += 1;
+        }
+        self.run_features = self.run_features.union(run.features);
+        event
+    }
+
+    fn installed_integrations(&self) -> BTreeSet<Name> {
+        self.allowlisted_names(&self.usage.integrations_installed, Section::Integrations)
+    }
+
+    fn allowlisted_names(&self, set: &AtomicBitSet, section: Section) -> BTreeSet<Name> {
+        let declared = self.catalog.entries(section);
+        set.iter()
+            .map(|slot| match declared.get(slot) {
+                Some(entry) => entry.name.clone(),
+                None => other_name(),
+            })
+            .collect()
+    }
+
+    fn names(&self, set: &AtomicBitSet, section: Section) -> BTreeSet<Name> {
+        let declared = self.catalog.entries(section);
+        set.iter()
+            .filter_map(|index| declared.get(index).map(|entry| entry.name.clone()))
+            .collect()
+    }
+
+    /// Builds the `sdk_usage` summary of the whole process and buffers it.
+    fn buffer_summary(&mut self) {
+        let usage = Arc::clone(&self.usage);
+        let mut event = self.template.event(
+            EventType::SdkUsage,
+            DurationBucket::from_duration(self.started.elapsed()),
+        );
+        let mut features = self.names(&usage.features, Section::Features);
+        features.extend(
+            self.run_features
+                .iter()
+                .filter_map(|feature| self.catalog.feature_name(feature).cloned()),
+        );
+        event.features = features;
+        event.block_types = self.names(&usage.block_types, Section::BlockTypes);
+        event.commands = self.names(&usage.commands, Section::Commands);
+        event.integrations = self.installed_integrations();
+        let metrics = self.catalog.entries(Section::Metrics);
+        event.metrics = usage
+            .metrics
+            .iter()
+            .filter_map(|(index, count)| {
+                Some((metrics.get(index)?.name.clone(), CountBucket::from_count(count)))
+            })
+            .collect();
+        let mut exception_counts: BTreeMap<Name, u64> = BTreeMap::new();
+        let exceptions = self.catalog.entries(Section::ExceptionTypes);
+        let from_runs = self.run_exceptions.iter().copied().enumerate();
+        for (slot, count) in usage.exception_types.iter().chain(from_runs) {
+            if count > 0 {
+                let name = exceptions.get(slot).map_or_else(other_name, |entry| entry.name.clone());
+                *exception_counts.entry(name).or_default() += count;
+            }
+        }
+        event.errors = ErrorSummary {
+            integration_import_failures: self
+                .allowlisted_names(&usage.integration_import_failures, Section::Integrations),
+            config_errors: self.names(&usage.config_errors, Section::ConfigErrors),
+            exception_types: exception_counts
+                .into_iter()
+                .map(|(name, count)| (name, CountBucket::from_count(count)))
+                .collect(),
+        };
+        event.concurrency_peak = Some(CountBucket::from_count(
+            usage.concurrency_peak.load(Ordering::Relaxed),
+        ));
+        if let Some(encoded) = self.encode(&event) {
+            self.append(vec![encoded]);
+        }
+    }
+
+    /// Sends buffered events batch by batch until none are left or `deadline` passes.
+    async fn deliver(&mut self, deadline: Instant) -> Result<FlushReport, Stopped> {
+        let mut report = FlushReport::default();
+        let mut limit = self.batch_size;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(Stopped::Deadline);
+            }
+            let claim = match self.buffer.claim(limit) {
+                Ok(Some(claim)) => claim,
+                Ok(None) => {
+                    report.pending = self.pending() as u64;
+                    return Ok(report);
+                }
+                Err(error) => {
+                    return Err(Stopped::Failed {
+                        message: error.to_string(),
+                        retry_after: None,
+                    });
+                }
+            };
+            let count = claim.events.len() as u64;
+            let sent = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(deadline),
+                self.transport.send(&claim.events),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => {
+                    let _ = self.buffer.acknowledge(claim.id);
+                    report.delivered += count;
+                    self.stats.delivered.fetch_add(count, Ordering::Relaxed);
+                    self.stats
+                        .last_sent_hour
+                        .store(HourTimestamp::now().unix_seconds().max(1), Ordering::Relaxed);
+                    limit = self.batch_size;
+                }
+                Ok(Err(SendError::TooLarge)) if count > 1 => {
+                    let _ = self.buffer.release(claim.id);
+                    limit = (count as usize).div_ceil(2);
+                }
+                Ok(Err(SendError::TooLarge)) => {
+                    let _ = self.buffer.acknowledge(claim.id);
+                    self.stats.rejected.fetch_add(count, Ordering::Relaxed);
+                    tracing::warn!("an event too large for the destination was dropped");
+                }
+                Ok(Err(SendError::Rejected { message })) => {
+                    let _ = self.buffer.acknowledge(claim.id);
+                    self.stats.rejected.fetch_add(count, Ordering::Relaxed);
+                    tracing::warn!(%message, events = count, "the destination rejected a batch; it was dropped");
+                }
+                Ok(Err(SendError::Retryable { message, retry_after })) => {
+                    let _ = self.buffer.release(claim.id);
+                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%message, "delivery failed; events kept for a retry");
+                    return Err(Stopped::Failed {
+                        message,
+                        retry_after,
+                    });
+                }
+                Err(_elapsed) => {
+                    let _ = self.buffer.release(claim.id);
+                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    return Err(Stopped::Deadline);
+                }
+            }
+        }
+    }
+}
+
+fn other_name() -> Name {
+    Name::new(telemetry_model::catalog::OTHER).unwrap_or_else(|_| unreachable!("`other` is a valid name"))
+}
+
+/// Why delivery stopped before the buffer was empty. Undelivered events stay buffered.
+#[derive(Debug)]
+pub(crate) enum Stopped {
+    /// The deadline passed.
+    Deadline,
+    /// The destination or the buffer failed; retry later, not before `retry_after` when given.
+    Failed {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl From<Stopped> for FlushError {
+    fn from(stopped: Stopped) -> FlushError {
+        match stopped {
+            Stopped::Deadline => FlushError::Timeout,
+            Stopped::Failed { message, .. } => FlushError::Delivery(message),
+        }
+    }
+}

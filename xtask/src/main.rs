@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", telemetry_model::wire::event_schema_text());
+}

@@ -1,1 +1,92 @@
-//! wip
+//! Helpers for the workspace's end-to-end tests: run flowkit workloads into a real export
+//! directory, read what was exported, and validate it with an independent JSON Schema validator.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use telemetry::{EnvSnapshot, Interface, TelemetryConfig};
+
+/// The committed event schema.
+pub fn schema_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/event.schema.json")
+}
+
+/// A flowkit configuration with telemetry enabled by its environment variable and exporting
+/// to `export`, with state in `home`, reading no other variable.
+pub fn enabled_flowkit_config(home: &Path, export: &Path) -> TelemetryConfig {
+    let endpoint = format!("file://{}", export.display());
+    flowkit::telemetry_config(Some(home.to_path_buf()), Interface::Programmatic)
+        .map(|config| {
+            config.env(EnvSnapshot::from_pairs([
+                ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+                ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
+            ]))
+        })
+        .unwrap_or_else(|error| panic!("flowkit's configuration is invalid: {error}"))
+}
+
+/// Every line of every file in an export directory.
+pub fn exported_lines(export: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(export) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+const VALIDATOR: &str = r#"
+import json, sys
+try:
+    from jsonschema import Draft202012Validator
+except ImportError:
+    sys.exit("python3 has no jsonschema module: run `python3 -m pip install jsonschema` (cargo xtask ci does)")
+schema = json.load(open(sys.argv[1]))
+Draft202012Validator.check_schema(schema)
+validator = Draft202012Validator(schema)
+count = bad = 0
+for count, line in enumerate(sys.stdin, 1):
+    for error in validator.iter_errors(json.loads(line)):
+        bad += 1
+        print(f"line {count}: {error.message}", file=sys.stderr)
+print(count)
+sys.exit(1 if bad else 0)
+"#;
+
+/// Validates each line against the committed schema with Python's `jsonschema` package,
+/// a validator that shares no code with the Rust types. Returns how many lines it validated.
+pub fn validate_with_python(lines: &[String]) -> Result<usize, String> {
+    let mut child = Command::new("python3")
+        .args(["-c", VALIDATOR])
+        .arg(schema_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run python3: {error}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        for line in lines {
+            writeln!(stdin, "{line}").map_err(|error| error.to_string())?;
+        }
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|error| error.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() {
+        stdout
+            .trim()
+            .parse()
+            .map_err(|_| format!("unexpected validator output: {stdout}"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}

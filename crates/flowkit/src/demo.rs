@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use flowkit::{Block, BlockKind, Deployment, ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner};
+use flowkit::{
+    Block, BlockKind, Deployment, ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner,
+};
 use telemetry::{EnvSnapshot, Event, EventType, Interface};
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +46,9 @@ pub(crate) fn run(args: &DemoArgs, env: &EnvSnapshot) -> anyhow::Result<i32> {
     let mut out = String::new();
     let _ = writeln!(out, "flowkit demo\n============\n");
     let _ = writeln!(out, "Demo home: {}", home.display());
-    let status = config.enable().context("could not record the demo's consent")?;
+    let status = config
+        .enable()
+        .context("could not record the demo's consent")?;
     let _ = writeln!(
         out,
         "1. Opted in, as `flowkit telemetry enable` does (state file: {}).",
@@ -59,16 +63,24 @@ pub(crate) fn run(args: &DemoArgs, env: &EnvSnapshot) -> anyhow::Result<i32> {
         print(&out);
         return Ok(0);
     }
-    let _ = writeln!(out, "   Events go to {} (offline export; nothing uses the network).", status.endpoint.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        out,
+        "   Events go to {} (offline export; nothing uses the network).",
+        status.endpoint.as_deref().unwrap_or("-")
+    );
 
     let summary = run_workload(&config)?;
     let _ = writeln!(out, "2. Ran a sample workload: {summary}");
-    let _ = writeln!(out, "   Its flow names, parameters, block values and error messages contain personal data on purpose.");
+    let _ = writeln!(
+        out,
+        "   Its flow names, parameters, block values and error messages contain personal data on purpose."
+    );
 
     let files = exported_files(&export)?;
     let mut lines = Vec::new();
     for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
         lines.extend(text.lines().map(str::to_owned));
     }
     let events: Vec<Event> = lines
@@ -76,25 +88,57 @@ pub(crate) fn run(args: &DemoArgs, env: &EnvSnapshot) -> anyhow::Result<i32> {
         .map(|line| serde_json::from_str(line))
         .collect::<Result<_, _>>()
         .context("the export holds a line that is not a telemetry event")?;
-    let runs = events.iter().filter(|event| event.event_type == EventType::Run).count();
+    let runs = events
+        .iter()
+        .filter(|event| event.event_type == EventType::Run)
+        .count();
     let summaries = events.len() - runs;
-    let _ = writeln!(out, "3. Telemetry exported {} events ({runs} run events, {summaries} usage summary) to:", events.len());
+    let _ = writeln!(
+        out,
+        "3. Telemetry exported {} events ({runs} run events, {summaries} usage summary) to:",
+        events.len()
+    );
     for file in &files {
         let _ = writeln!(out, "     {}", file.display());
     }
 
-    if let Some(run) = events.iter().find(|event| event.event_type == EventType::Run) {
-        let _ = writeln!(out, "\nOne run event, exactly as exported:\n{}", pretty(run));
+    if let Some(run) = events
+        .iter()
+        .find(|event| event.event_type == EventType::Run)
+    {
+        let _ = writeln!(
+            out,
+            "\nOne run event, exactly as exported:\n{}",
+            pretty(run)
+        );
     }
-    if let Some(usage) = events.iter().find(|event| event.event_type == EventType::SdkUsage) {
-        let _ = writeln!(out, "\nThe usage summary, exactly as exported:\n{}", pretty(usage));
+    if let Some(usage) = events
+        .iter()
+        .find(|event| event.event_type == EventType::SdkUsage)
+    {
+        let _ = writeln!(
+            out,
+            "\nThe usage summary, exactly as exported:\n{}",
+            pretty(usage)
+        );
     }
 
     let exported = lines.join("\n");
-    let leaked: Vec<&str> = USER_DATA.iter().copied().filter(|data| exported.contains(data)).collect();
-    let _ = writeln!(out, "\n4. Checked the export for the workload's personal data:");
+    let leaked: Vec<&str> = USER_DATA
+        .iter()
+        .copied()
+        .filter(|data| exported.contains(data))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n4. Checked the export for the workload's personal data:"
+    );
     for data in USER_DATA {
-        let verdict = if leaked.contains(&data) { "FOUND" } else { "absent" };
+        let verdict = if leaked.contains(&data) {
+            "FOUND"
+        } else {
+            "absent"
+        };
         let _ = writeln!(out, "     {verdict:<6}  {data}");
     }
     let _ = writeln!(
@@ -105,18 +149,11 @@ pub(crate) fn run(args: &DemoArgs, env: &EnvSnapshot) -> anyhow::Result<i32> {
         export.display()
     );
     print(&out);
-    if leaked.is_empty() {
-        Ok(0)
-    } else {
-        Ok(1)
-    }
+    if leaked.is_empty() { Ok(0) } else { Ok(1) }
 }
 
 fn print(text: &str) {
-    #[allow(clippy::print_stdout)]
-    {
-        print!("{text}");
-    }
+    print!("{text}");
 }
 
 fn pretty(value: &Event) -> String {
@@ -137,10 +174,15 @@ fn exported_files(export: &Path) -> anyhow::Result<Vec<PathBuf>> {
         Ok(entries) => entries
             .filter_map(Result::ok)
             .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|extension| extension == "jsonl"))
+            .filter(|path| {
+                path.extension()
+                    .is_some_and(|extension| extension == "jsonl")
+            })
             .collect(),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(error) => return Err(error).with_context(|| format!("cannot list {}", export.display())),
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot list {}", export.display()));
+        }
     };
     files.sort();
     Ok(files)
@@ -173,7 +215,11 @@ fn run_workload(config: &telemetry::TelemetryConfig) -> anyhow::Result<String> {
     .collect();
     let sync = Flow::new(USER_DATA[0])
         .uses_block("alice-api-token")
-        .task(Task::new("download", |_| Ok("rows".into())).retries(2, Duration::ZERO).cached())
+        .task(
+            Task::new("download", |_| Ok("rows".into()))
+                .retries(2, Duration::ZERO)
+                .cached(),
+        )
         .task(Task::new("validate", |context| {
             // Fails on its first attempt of every run, with a message full of user data.
             if context.attempt == 1 && context.params.contains_key("fail") {
@@ -184,14 +230,19 @@ fn run_workload(config: &telemetry::TelemetryConfig) -> anyhow::Result<String> {
             }
             Ok(serde_json::json!({"valid": true}))
         }))
-        .task(Task::new("upload", |_| Ok(serde_json::Value::Null)).timeout(Duration::from_secs(30)));
+        .task(
+            Task::new("upload", |_| Ok(serde_json::Value::Null)).timeout(Duration::from_secs(30)),
+        );
     let report = Flow::new("nightly-report")
         .runner(TaskRunner::Concurrent { max_workers: 4 })
         .uses_block("customer-exports")
         .task(Task::new("revenue", |_| Ok(1.into())).asynchronous())
         .task(Task::new("churn", |_| Ok(2.into())).asynchronous())
         .task(Task::new("notify", |_| {
-            Err(TaskError::new(ErrorKind::Connection, format!("cannot reach {}", USER_DATA[4])))
+            Err(TaskError::new(
+                ErrorKind::Connection,
+                format!("cannot reach {}", USER_DATA[4]),
+            ))
         }));
 
     let mut runs = Vec::new();
@@ -204,11 +255,17 @@ fn run_workload(config: &telemetry::TelemetryConfig) -> anyhow::Result<String> {
     for _ in 0..2 {
         runs.push(kit.run(&report, &Params::new()));
     }
-    let deployment = Deployment::new("alice-prod-sync", sync).every(Duration::from_secs(3_600)).params(params);
+    let deployment = Deployment::new("alice-prod-sync", sync)
+        .every(Duration::from_secs(3_600))
+        .params(params);
     runs.extend(kit.serve(&[deployment], 2));
 
     let failed = runs.iter().filter(|run| run.error.is_some()).count();
     // Dropping the runtime stops telemetry, which delivers everything before it returns.
     drop(kit);
-    Ok(format!("{} flow runs, {} completed and {failed} failed.", runs.len(), runs.len() - failed))
+    Ok(format!(
+        "{} flow runs, {} completed and {failed} failed.",
+        runs.len(),
+        runs.len() - failed
+    ))
 }

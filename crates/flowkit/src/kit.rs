@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use telemetry::{FeatureSet, RunOutcome, RunRecord, Telemetry, TelemetryConfig};
 
-use crate::flow::{Block, Deployment, ErrorKind, Flow, Params, Task, TaskContext, TaskError, TaskOutput, TaskRunner};
+use crate::flow::{
+    Block, Deployment, ErrorKind, Flow, Params, Task, TaskContext, TaskError, TaskOutput,
+    TaskRunner,
+};
 use crate::instrumentation::{Instruments, InstrumentsError};
 
 /// The result of one flow run.
@@ -61,8 +64,10 @@ impl FlowKit {
 
     /// Registers a block so that flows can use it by name.
     pub fn register_block(&self, block: Block) {
-        self.telemetry.count(self.instruments.metrics.blocks_registered, 1);
-        self.telemetry.block_type_used(self.instruments.block_type(block.kind));
+        self.telemetry
+            .count(self.instruments.metrics.blocks_registered, 1);
+        self.telemetry
+            .block_type_used(self.instruments.block_type(block.kind));
         lock(&self.blocks).insert(block.name.clone(), block);
     }
 
@@ -97,12 +102,16 @@ impl FlowKit {
     /// A real server waits for each schedule; this example runs the rounds back to back.
     pub fn serve(&self, deployments: &[Deployment], rounds: usize) -> Vec<FlowRun> {
         let features = &self.instruments.features;
-        self.telemetry
-            .count(self.instruments.metrics.deployments_defined, deployments.len() as u64);
+        self.telemetry.count(
+            self.instruments.metrics.deployments_defined,
+            deployments.len() as u64,
+        );
         let mut runs = Vec::new();
         for _ in 0..rounds {
             for deployment in deployments {
-                let mut extra = FeatureSet::new().with(features.deployments).with(features.serve);
+                let mut extra = FeatureSet::new()
+                    .with(features.deployments)
+                    .with(features.serve);
                 if deployment.interval.is_some() {
                     extra.insert(features.schedules);
                 }
@@ -180,7 +189,8 @@ impl FlowKit {
         if lock(&self.seen_flows).insert(flow.name.clone()) {
             let metrics = &self.instruments.metrics;
             self.telemetry.count(metrics.flows_defined, 1);
-            self.telemetry.count(metrics.tasks_defined, flow.tasks.len() as u64);
+            self.telemetry
+                .count(metrics.tasks_defined, flow.tasks.len() as u64);
         }
     }
 
@@ -188,17 +198,27 @@ impl FlowKit {
         let blocks = lock(&self.blocks);
         for name in &flow.blocks {
             match blocks.get(name) {
-                Some(block) => self.telemetry.block_type_used(self.instruments.block_type(block.kind)),
+                Some(block) => self
+                    .telemetry
+                    .block_type_used(self.instruments.block_type(block.kind)),
                 None => {
-                    self.telemetry.config_error(self.instruments.config_errors.unknown_block);
-                    return Err(TaskError::new(ErrorKind::Validation, format!("block {name:?} is not registered")));
+                    self.telemetry
+                        .config_error(self.instruments.config_errors.unknown_block);
+                    return Err(TaskError::new(
+                        ErrorKind::Validation,
+                        format!("block {name:?} is not registered"),
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    fn run_tasks(&self, flow: &Flow, params: &Params) -> (BTreeMap<String, TaskOutput>, Option<TaskError>) {
+    fn run_tasks(
+        &self,
+        flow: &Flow,
+        params: &Params,
+    ) -> (BTreeMap<String, TaskOutput>, Option<TaskError>) {
         let mut outputs = BTreeMap::new();
         match flow.runner {
             TaskRunner::Sequential => {
@@ -217,19 +237,25 @@ impl FlowKit {
                 let mut first_error = None;
                 for chunk in flow.tasks.chunks(max_workers.max(1)) {
                     self.telemetry.observe_concurrency(chunk.len() as u64);
-                    let results: Vec<(String, Result<TaskOutput, TaskError>)> = std::thread::scope(|scope| {
-                        let handles: Vec<_> = chunk
-                            .iter()
-                            .map(|task| (task.name.clone(), scope.spawn(|| self.run_task(flow, task, params))))
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|(name, handle)| {
-                                let result = handle.join().unwrap_or_else(|_| Err(crash()));
-                                (name, result)
-                            })
-                            .collect()
-                    });
+                    let results: Vec<(String, Result<TaskOutput, TaskError>)> =
+                        std::thread::scope(|scope| {
+                            let handles: Vec<_> = chunk
+                                .iter()
+                                .map(|task| {
+                                    (
+                                        task.name.clone(),
+                                        scope.spawn(|| self.run_task(flow, task, params)),
+                                    )
+                                })
+                                .collect();
+                            handles
+                                .into_iter()
+                                .map(|(name, handle)| {
+                                    let result = handle.join().unwrap_or_else(|_| Err(crash()));
+                                    (name, result)
+                                })
+                                .collect()
+                        });
                     for (name, result) in results {
                         match result {
                             Ok(output) => {
@@ -249,7 +275,9 @@ impl FlowKit {
     fn run_task(&self, flow: &Flow, task: &Task, params: &Params) -> Result<TaskOutput, TaskError> {
         let metrics = &self.instruments.metrics;
         // The cache key holds the user's names and parameters; it stays in this process.
-        let cache_key = task.cache.then(|| format!("{}\u{0}{}\u{0}{params:?}", flow.name, task.name));
+        let cache_key = task
+            .cache
+            .then(|| format!("{}\u{0}{}\u{0}{params:?}", flow.name, task.name));
         if let Some(key) = &cache_key {
             if let Some(output) = lock(&self.cache).get(key) {
                 self.telemetry.count(metrics.cache_hits, 1);
@@ -261,7 +289,8 @@ impl FlowKit {
         loop {
             let started = Instant::now();
             let context = TaskContext { params, attempt };
-            let result = catch_unwind(AssertUnwindSafe(|| (task.function)(&context))).unwrap_or_else(|_| Err(crash()));
+            let result = catch_unwind(AssertUnwindSafe(|| (task.function)(&context)))
+                .unwrap_or_else(|_| Err(crash()));
             let result = match (result, task.timeout) {
                 (Ok(_), Some(timeout)) if started.elapsed() > timeout => Err(TaskError::new(
                     ErrorKind::Timeout,

@@ -27,8 +27,8 @@ mod kit;
 use std::path::PathBuf;
 
 pub use flow::{
-    Block, BlockKind, Deployment, ErrorKind, Flow, Params, Task, TaskContext, TaskError, TaskOutput,
-    TaskRunner,
+    Block, BlockKind, Deployment, ErrorKind, Flow, Params, Task, TaskContext, TaskError,
+    TaskOutput, TaskRunner,
 };
 pub use kit::{FlowKit, FlowRun};
 use telemetry::{DeploymentStage, EnvSnapshot, Interface, SetupError, TelemetryConfig};
@@ -52,12 +52,16 @@ pub fn default_home(env: &EnvSnapshot) -> Option<PathBuf> {
 }
 
 /// flowkit's telemetry configuration, with its state in `home`.
-pub fn telemetry_config(home: Option<PathBuf>, interface: Interface) -> Result<TelemetryConfig, SetupError> {
+pub fn telemetry_config(
+    home: Option<PathBuf>,
+    interface: Interface,
+) -> Result<TelemetryConfig, SetupError> {
     let catalog = telemetry::Catalog::from_toml(instrumentation::CATALOG_TOML)?;
-    let mut config = TelemetryConfig::new("flowkit", env!("CARGO_PKG_VERSION"), catalog, ENV_PREFIX)?
-        .default_endpoint(DEFAULT_ENDPOINT)?
-        .interface(interface)
-        .deployment(DeploymentStage::Development);
+    let mut config =
+        TelemetryConfig::new("flowkit", env!("CARGO_PKG_VERSION"), catalog, ENV_PREFIX)?
+            .default_endpoint(DEFAULT_ENDPOINT)?
+            .interface(interface)
+            .deployment(DeploymentStage::Development);
     if let Some(home) = home {
         config = config.state_dir(home);
     }

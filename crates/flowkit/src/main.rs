@@ -1,5 +1,8 @@
 //! The `flowkit` command: a demo, a workload simulator, and the telemetry management commands.
 
+// A command-line tool talks to its user on standard output and error.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod demo;
 mod simulate;
 
@@ -45,10 +48,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("error: {error:#}");
-            }
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -34,7 +34,9 @@ pub(crate) struct SimulateArgs {
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err(format!("`{text}` is not a probability: use a number from 0 to 1, such as 0.2")),
+        _ => Err(format!(
+            "`{text}` is not a probability: use a number from 0 to 1, such as 0.2"
+        )),
     }
 }
 
@@ -55,7 +57,8 @@ impl Draws {
 }
 
 pub(crate) fn run(args: &SimulateArgs, env: &EnvSnapshot) -> anyhow::Result<i32> {
-    let config = flowkit::telemetry_config(flowkit::default_home(env), Interface::Cli)?.env(env.clone());
+    let config =
+        flowkit::telemetry_config(flowkit::default_home(env), Interface::Cli)?.env(env.clone());
     let kit = FlowKit::start(&config).context("flowkit could not start")?;
     kit.command_used(kit.instruments().commands.simulate);
 
@@ -67,7 +70,9 @@ pub(crate) fn run(args: &SimulateArgs, env: &EnvSnapshot) -> anyhow::Result<i32>
             }
             _ => {
                 kit.invalid_parameter();
-                anyhow::bail!("--param {param:?} is not valid: expected KEY=VALUE, such as --param region=eu");
+                anyhow::bail!(
+                    "--param {param:?} is not valid: expected KEY=VALUE, such as --param region=eu"
+                );
             }
         }
     }
@@ -93,10 +98,10 @@ pub(crate) fn run(args: &SimulateArgs, env: &EnvSnapshot) -> anyhow::Result<i32>
             _ => failed += 1,
         }
     }
-    #[allow(clippy::print_stdout)]
-    {
-        println!("Ran {} flow runs of {:?}: {completed} completed, {failed} failed.", args.runs, args.flow_name);
-    }
+    println!(
+        "Ran {} flow runs of {:?}: {completed} completed, {failed} failed.",
+        args.runs, args.flow_name
+    );
     Ok(0)
 }
 
@@ -118,7 +123,10 @@ fn simulated_flow(args: &SimulateArgs, draws: std::sync::Mutex<Draws>) -> Flow {
                 // The message carries the user's data, as real error messages do.
                 return Err(TaskError::new(
                     kind.clone(),
-                    format!("flow {flow_name:?} failed with parameters {:?}", context.params),
+                    format!(
+                        "flow {flow_name:?} failed with parameters {:?}",
+                        context.params
+                    ),
                 ));
             }
             Ok(serde_json::json!({ "rows": 42, "attempt": context.attempt }))
@@ -132,7 +140,18 @@ fn simulated_flow(args: &SimulateArgs, draws: std::sync::Mutex<Draws>) -> Flow {
     Flow::new(args.flow_name.clone())
         .runner(runner)
         .uses_block("warehouse")
-        .task(Task::new("extract", step(ErrorKind::Connection)).retries(1, Duration::ZERO).cached())
-        .task(Task::new("transform", step(ErrorKind::Value)).asynchronous().timeout(Duration::from_secs(60)))
-        .task(Task::new("load", step(ErrorKind::Custom("WarehouseLoadError".to_owned()))))
+        .task(
+            Task::new("extract", step(ErrorKind::Connection))
+                .retries(1, Duration::ZERO)
+                .cached(),
+        )
+        .task(
+            Task::new("transform", step(ErrorKind::Value))
+                .asynchronous()
+                .timeout(Duration::from_secs(60)),
+        )
+        .task(Task::new(
+            "load",
+            step(ErrorKind::Custom("WarehouseLoadError".to_owned())),
+        ))
 }

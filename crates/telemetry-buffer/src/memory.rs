@@ -98,14 +98,20 @@ impl Buffer for MemoryBuffer {
 
     fn acknowledge(&self, claim: ClaimId) -> Result<(), BufferError> {
         let mut inner = self.lock();
-        let events = inner.claimed.remove(&claim).ok_or(BufferError::UnknownClaim(claim))?;
+        let events = inner
+            .claimed
+            .remove(&claim)
+            .ok_or(BufferError::UnknownClaim(claim))?;
         inner.claimed_len -= events.len();
         Ok(())
     }
 
     fn release(&self, claim: ClaimId) -> Result<(), BufferError> {
         let mut inner = self.lock();
-        let events = inner.claimed.remove(&claim).ok_or(BufferError::UnknownClaim(claim))?;
+        let events = inner
+            .claimed
+            .remove(&claim)
+            .ok_or(BufferError::UnknownClaim(claim))?;
         inner.claimed_len -= events.len();
         for event in events.into_iter().rev() {
             inner.unclaimed.push_front(event);

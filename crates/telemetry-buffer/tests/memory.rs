@@ -1,5 +1,8 @@
 //! The in-memory buffer's claim/acknowledge contract and its bounds.
 
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use telemetry_buffer::{Buffer, BufferError, MemoryBuffer};
 use telemetry_model::{EncodedEvent, EventId, fixtures::encoded_events};
 
@@ -18,19 +21,36 @@ fn claim_acknowledge_release_keep_order() {
     assert_eq!(ids(&first.events), ids(&events[..2]));
     let second = buffer.claim(2).unwrap().unwrap();
     assert_eq!(ids(&second.events), ids(&events[2..4]));
-    assert_eq!(buffer.stats().unwrap().pending, 5, "claimed events are still pending");
+    assert_eq!(
+        buffer.stats().unwrap().pending,
+        5,
+        "claimed events are still pending"
+    );
 
     buffer.release(first.id).unwrap();
     buffer.acknowledge(second.id).unwrap();
     assert_eq!(buffer.stats().unwrap().pending, 3);
 
     let rest = buffer.claim(10).unwrap().unwrap();
-    let expected: Vec<EventId> = ids(&events[..2]).into_iter().chain(ids(&events[4..])).collect();
-    assert_eq!(ids(&rest.events), expected, "released events come back first, in order");
+    let expected: Vec<EventId> = ids(&events[..2])
+        .into_iter()
+        .chain(ids(&events[4..]))
+        .collect();
+    assert_eq!(
+        ids(&rest.events),
+        expected,
+        "released events come back first, in order"
+    );
     buffer.acknowledge(rest.id).unwrap();
     assert!(buffer.claim(10).unwrap().is_none());
-    assert!(matches!(buffer.acknowledge(rest.id), Err(BufferError::UnknownClaim(_))));
-    assert!(matches!(buffer.release(rest.id), Err(BufferError::UnknownClaim(_))));
+    assert!(matches!(
+        buffer.acknowledge(rest.id),
+        Err(BufferError::UnknownClaim(_))
+    ));
+    assert!(matches!(
+        buffer.release(rest.id),
+        Err(BufferError::UnknownClaim(_))
+    ));
 }
 
 #[test]

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 /// How long something took, in coarse ranges.
 ///
 /// Built from a [`Duration`] with [`DurationBucket::from_duration`]; each range includes its lower bound.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum DurationBucket {
     /// Under one second.
     #[serde(rename = "<1s")]
@@ -83,7 +85,9 @@ impl DurationBucket {
 
 /// A count in coarse ranges, for counts that could otherwise identify a user or a workload
 /// (how many flows a program defines, how many tasks ran at once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum CountBucket {
     /// Zero.
     #[serde(rename = "0")]
@@ -217,7 +221,10 @@ mod tests {
     fn labels_round_trip_through_serde() {
         for bucket in DurationBucket::ALL {
             let json = serde_json::to_string(&bucket).unwrap();
-            assert_eq!(serde_json::from_str::<DurationBucket>(&json).unwrap(), bucket);
+            assert_eq!(
+                serde_json::from_str::<DurationBucket>(&json).unwrap(),
+                bucket
+            );
         }
         for bucket in CountBucket::ALL {
             let json = serde_json::to_string(&bucket).unwrap();

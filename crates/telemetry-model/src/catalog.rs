@@ -364,7 +364,11 @@ impl Catalog {
             .and_then(|index| u16::try_from(index).ok())
             .ok_or_else(|| UnknownName {
                 section,
-                name: name.chars().take(48).flat_map(char::escape_default).collect(),
+                name: name
+                    .chars()
+                    .take(48)
+                    .flat_map(char::escape_default)
+                    .collect(),
             })
     }
 }
@@ -493,7 +497,10 @@ mod tests {
 
     fn check_error(text: &str, expected: &str) {
         let error = Catalog::from_toml(text).expect_err(text).to_string();
-        assert!(error.contains(expected), "expected `{expected}` in `{error}`");
+        assert!(
+            error.contains(expected),
+            "expected `{expected}` in `{error}`"
+        );
     }
 
     #[test]
@@ -502,11 +509,20 @@ mod tests {
         let retries = catalog.feature("retries").unwrap();
         assert_eq!(catalog.feature_name(retries).unwrap().as_str(), "retries");
         assert_eq!(catalog.len(Section::Features), 2);
-        assert_eq!(catalog.entries(Section::Features)[0].name.as_str(), "caching");
+        assert_eq!(
+            catalog.entries(Section::Features)[0].name.as_str(),
+            "caching"
+        );
         assert!(catalog.feature("serve").is_err());
         let flows = catalog.metric("flows_defined").unwrap();
-        assert_eq!(catalog.metric_name(flows).unwrap().as_str(), "flows_defined");
-        assert_eq!(catalog.command("deploy").unwrap_err().section, Section::Commands);
+        assert_eq!(
+            catalog.metric_name(flows).unwrap().as_str(),
+            "flows_defined"
+        );
+        assert_eq!(
+            catalog.command("deploy").unwrap_err().section,
+            Section::Commands
+        );
     }
 
     #[test]
@@ -520,20 +536,40 @@ mod tests {
             assert_eq!(catalog.exception_type_name(handle).as_str(), "other");
         }
         assert_eq!(catalog.integration("gcp"), Integration::OTHER);
-        assert_eq!(catalog.integration_name(catalog.integration("aws")).as_str(), "aws");
+        assert_eq!(
+            catalog
+                .integration_name(catalog.integration("aws"))
+                .as_str(),
+            "aws"
+        );
     }
 
     #[test]
     fn rejects_bad_catalogs_with_clear_errors() {
         let cases = [
-            ("[features]\nRetries = \"x\"", "`Retries` is not a valid name"),
-            ("[features]\n\"my feature\" = \"x\"", "`my feature` is not a valid name"),
-            ("[features]\nretries = \"\"", "`retries` needs a description"),
-            ("[features]\nretries = \"a\\nb\"", "`retries` needs a description"),
+            (
+                "[features]\nRetries = \"x\"",
+                "`Retries` is not a valid name",
+            ),
+            (
+                "[features]\n\"my feature\" = \"x\"",
+                "`my feature` is not a valid name",
+            ),
+            (
+                "[features]\nretries = \"\"",
+                "`retries` needs a description",
+            ),
+            (
+                "[features]\nretries = \"a\\nb\"",
+                "`retries` needs a description",
+            ),
             ("[exception_types]\nother = \"x\"", "`other` is reserved"),
             ("[feature]\nretries = \"x\"", "unknown field `feature`"),
             ("[features]\nretries = 1", "invalid type"),
-            ("[features]\nretries = \"x\"\nretries = \"y\"", "duplicate key"),
+            (
+                "[features]\nretries = \"x\"\nretries = \"y\"",
+                "duplicate key",
+            ),
             ("[features\n", "catalog is not valid"),
         ];
         for (text, expected) in cases {

@@ -310,12 +310,21 @@ mod tests {
     #[test]
     fn enums_use_snake_case_on_the_wire() {
         let cases = [
-            (serde_json::to_value(EventType::SdkUsage).unwrap(), "sdk_usage"),
+            (
+                serde_json::to_value(EventType::SdkUsage).unwrap(),
+                "sdk_usage",
+            ),
             (serde_json::to_value(OsFamily::Macos).unwrap(), "macos"),
             (serde_json::to_value(Arch::X86_64).unwrap(), "x86_64"),
             (serde_json::to_value(Interface::Cli).unwrap(), "cli"),
-            (serde_json::to_value(DeploymentStage::Production).unwrap(), "production"),
-            (serde_json::to_value(RunOutcome::Cancelled).unwrap(), "cancelled"),
+            (
+                serde_json::to_value(DeploymentStage::Production).unwrap(),
+                "production",
+            ),
+            (
+                serde_json::to_value(RunOutcome::Cancelled).unwrap(),
+                "cancelled",
+            ),
         ];
         for (value, expected) in cases {
             assert_eq!(value, expected);

@@ -34,8 +34,8 @@ pub use catalog::{
     FeatureSet, Integration, Metric, Section, UnknownName,
 };
 pub use event::{
-    Arch, DeploymentStage, ErrorSummary, Event, EventId, EventType, Interface, InvalidId,
-    OsFamily, RunOutcome, SessionId,
+    Arch, DeploymentStage, ErrorSummary, Event, EventId, EventType, Interface, InvalidId, OsFamily,
+    RunOutcome, SessionId,
 };
 pub use name::{InvalidIdentifier, MAX_NAME_LEN, MAX_VERSION_LEN, Name, Version};
 pub use time::{HourTimestamp, ParseDateError, ParseHourTimestampError, UtcDate};

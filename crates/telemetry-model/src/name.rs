@@ -41,7 +41,11 @@ pub enum InvalidIdentifier {
 /// about a huge or hostile string stays readable.
 fn excerpt(text: &str) -> String {
     const LIMIT: usize = 48;
-    let mut shown: String = text.chars().take(LIMIT).flat_map(char::escape_default).collect();
+    let mut shown: String = text
+        .chars()
+        .take(LIMIT)
+        .flat_map(char::escape_default)
+        .collect();
     if text.chars().count() > LIMIT {
         shown.push('…');
     }

@@ -83,7 +83,7 @@ impl FromStr for HourTimestamp {
         let hour = rest
             .strip_suffix(":00:00Z")
             .filter(|hour| hour.len() == 2)
-            .and_then(|hour| parse_digits(hour))
+            .and_then(parse_digits)
             .filter(|&hour| hour < 24)
             .ok_or(ParseHourTimestampError)?;
         Ok(HourTimestamp {
@@ -298,16 +298,30 @@ mod tests {
             "+026-11-28T14:00:00Z",
             "",
         ] {
-            assert_eq!(text.parse::<HourTimestamp>(), Err(ParseHourTimestampError), "{text}");
+            assert_eq!(
+                text.parse::<HourTimestamp>(),
+                Err(ParseHourTimestampError),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn rejects_invalid_dates() {
-        for text in ["2026-13-01", "2025-02-29", "1969-12-31", "2026-1-01", "20261128", "2026-11-2a"] {
+        for text in [
+            "2026-13-01",
+            "2025-02-29",
+            "1969-12-31",
+            "2026-1-01",
+            "20261128",
+            "2026-11-2a",
+        ] {
             assert_eq!(text.parse::<UtcDate>(), Err(ParseDateError), "{text}");
         }
-        assert_eq!("2024-02-29".parse::<UtcDate>().map(|date| date.day()), Ok(29));
+        assert_eq!(
+            "2024-02-29".parse::<UtcDate>().map(|date| date.day()),
+            Ok(29)
+        );
     }
 
     proptest! {

@@ -50,9 +50,14 @@ impl EncodedEvent {
     pub fn from_stored(id: EventId, json: &str) -> Result<EncodedEvent, serde_json::Error> {
         let event: Event = serde_json::from_str(json)?;
         if event.event_id != id {
-            return Err(serde::de::Error::custom("stored event id does not match its key"));
+            return Err(serde::de::Error::custom(
+                "stored event id does not match its key",
+            ));
         }
-        Ok(EncodedEvent { id, json: json.into() })
+        Ok(EncodedEvent {
+            id,
+            json: json.into(),
+        })
     }
 
     /// The event's id.

@@ -1,17 +1,10 @@
-//! The committed JSON Schema must match the Rust types.
+//! The JSON Schema generated from the Rust types is strict: no object accepts unknown fields.
+//! (That the committed copy in `docs/` is up to date is checked by the xtask tidy tests.)
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use telemetry_model::wire::event_schema_text;
-
-#[test]
-fn committed_event_schema_is_up_to_date() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/event.schema.json");
-    let committed = std::fs::read_to_string(path).unwrap_or_default();
-    let generated = event_schema_text();
-    assert!(
-        committed == generated,
-        "docs/event.schema.json is stale or missing: run `cargo xtask codegen` and commit the result"
-    );
-}
 
 #[test]
 fn every_object_in_the_schema_forbids_unknown_properties() {
@@ -21,9 +14,7 @@ fn every_object_in_the_schema_forbids_unknown_properties() {
     while let Some(node) = stack.pop() {
         match node {
             serde_json::Value::Object(map) => {
-                if map.get("type") == Some(&serde_json::Value::from("object"))
-                    && map.contains_key("properties")
-                {
+                if map.get("type") == Some(&serde_json::Value::from("object")) {
                     objects += 1;
                     assert_eq!(
                         map.get("additionalProperties"),
@@ -37,5 +28,8 @@ fn every_object_in_the_schema_forbids_unknown_properties() {
             _ => {}
         }
     }
-    assert!(objects >= 2, "expected the event and its error summary, found {objects} objects");
+    assert!(
+        objects >= 3,
+        "expected the event, its metrics and its error summary, found {objects} objects"
+    );
 }

@@ -121,16 +121,95 @@ mod tests {
         use DecisionReason::*;
         let none = DecisionInputs::default();
         check(none, false, Default);
-        check(DecisionInputs { user: Some(true), ..none }, true, User);
-        check(DecisionInputs { user: Some(false), ..none }, false, User);
-        check(DecisionInputs { env: Some(true), user: Some(false), ..none }, true, Env);
-        check(DecisionInputs { env: Some(false), user: Some(true), ..none }, false, Env);
-        check(DecisionInputs { invalid_setting: true, env: Some(true), ..none }, false, InvalidSetting);
-        check(DecisionInputs { do_not_track: true, env: Some(true), user: Some(true), ..none }, false, DoNotTrack);
-        check(DecisionInputs { policy: Some(false), env: Some(true), user: Some(true), ..none }, false, Policy);
-        check(DecisionInputs { policy: Some(true), do_not_track: true, ..none }, false, DoNotTrack);
-        check(DecisionInputs { policy: Some(true), user: Some(true), ..none }, true, User);
-        check(DecisionInputs { policy: Some(true), ..none }, false, Default);
+        check(
+            DecisionInputs {
+                user: Some(true),
+                ..none
+            },
+            true,
+            User,
+        );
+        check(
+            DecisionInputs {
+                user: Some(false),
+                ..none
+            },
+            false,
+            User,
+        );
+        check(
+            DecisionInputs {
+                env: Some(true),
+                user: Some(false),
+                ..none
+            },
+            true,
+            Env,
+        );
+        check(
+            DecisionInputs {
+                env: Some(false),
+                user: Some(true),
+                ..none
+            },
+            false,
+            Env,
+        );
+        check(
+            DecisionInputs {
+                invalid_setting: true,
+                env: Some(true),
+                ..none
+            },
+            false,
+            InvalidSetting,
+        );
+        check(
+            DecisionInputs {
+                do_not_track: true,
+                env: Some(true),
+                user: Some(true),
+                ..none
+            },
+            false,
+            DoNotTrack,
+        );
+        check(
+            DecisionInputs {
+                policy: Some(false),
+                env: Some(true),
+                user: Some(true),
+                ..none
+            },
+            false,
+            Policy,
+        );
+        check(
+            DecisionInputs {
+                policy: Some(true),
+                do_not_track: true,
+                ..none
+            },
+            false,
+            DoNotTrack,
+        );
+        check(
+            DecisionInputs {
+                policy: Some(true),
+                user: Some(true),
+                ..none
+            },
+            true,
+            User,
+        );
+        check(
+            DecisionInputs {
+                policy: Some(true),
+                ..none
+            },
+            false,
+            Default,
+        );
     }
 
     #[test]
@@ -144,8 +223,24 @@ mod tests {
             DecisionReason::Default,
         ]
         .iter()
-        .map(|reason| serde_json::to_value(reason).unwrap().as_str().unwrap().to_owned())
+        .map(|reason| {
+            serde_json::to_value(reason)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-        assert_eq!(spellings, ["policy", "do_not_track", "invalid_setting", "env", "user", "default"]);
+        assert_eq!(
+            spellings,
+            [
+                "policy",
+                "do_not_track",
+                "invalid_setting",
+                "env",
+                "user",
+                "default"
+            ]
+        );
     }
 }

@@ -37,7 +37,9 @@ impl EnvSnapshot {
         EnvSnapshot {
             vars: pairs
                 .into_iter()
-                .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok())))
+                .filter_map(|(key, value)| {
+                    Some((key.into_string().ok()?, value.into_string().ok()))
+                })
                 .collect(),
         }
     }

@@ -109,7 +109,9 @@ impl Setting {
             Setting::Enabled | Setting::Debug => "true, false, 1, 0, yes or no (any case)",
             Setting::Endpoint => "an https:// URL, or file:///absolute/dir for offline export",
             Setting::BatchSize => "a whole number from 1 to 10000",
-            Setting::BatchInterval => "a number of seconds above 0 and at most 86400, such as 300 or 0.5",
+            Setting::BatchInterval => {
+                "a number of seconds above 0 and at most 86400, such as 300 or 0.5"
+            }
             Setting::CaFile | Setting::PolicyFile => "an absolute path to a file",
             Setting::Buffer => "memory or sqlite",
         }
@@ -341,14 +343,18 @@ impl Reader<'_> {
         let error = |value: &str, detail: Option<String>| SettingError {
             variable: variable.clone(),
             value: value.chars().take(60).collect(),
-            detail: detail.map(|detail| format!("; {detail}")).unwrap_or_default(),
+            detail: detail
+                .map(|detail| format!("; {detail}"))
+                .unwrap_or_default(),
             accepted: setting.accepted(),
             setting,
         };
         match self.env.get(&variable) {
             None => Ok(None),
             Some(Err(_)) => Err(error("", Some("the value is not valid Unicode".to_owned()))),
-            Some(Ok(value)) => parse(value).map(Some).map_err(|detail| error(value, detail)),
+            Some(Ok(value)) => parse(value)
+                .map(Some)
+                .map_err(|detail| error(value, detail)),
         }
     }
 }
@@ -377,7 +383,9 @@ fn parse_interval(value: &str) -> Result<Duration, Option<String>> {
     let value = value.trim();
     // Only plain decimal numbers: no signs, exponents, `inf` or `nan`.
     let plain = !value.is_empty()
-        && value.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.')
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || byte == b'.')
         && value.bytes().filter(|&byte| byte == b'.').count() <= 1
         && value != ".";
     if !plain {
@@ -414,7 +422,10 @@ mod tests {
 
     fn check_err(vars: &[(&str, &str)], expected: &str) {
         let error = settings(vars).expect_err("expected an error").to_string();
-        assert!(error.contains(expected), "expected `{expected}` in `{error}`");
+        assert!(
+            error.contains(expected),
+            "expected `{expected}` in `{error}`"
+        );
     }
 
     #[test]
@@ -425,44 +436,111 @@ mod tests {
     #[test]
     fn accepts_valid_values() {
         const ENABLED: &str = "FLOWKIT_SDK_TELEMETRY_ENABLED";
-        for (value, expected) in [("1", true), ("TRUE", true), (" yes ", true), ("No", false), ("0", false)] {
+        for (value, expected) in [
+            ("1", true),
+            ("TRUE", true),
+            (" yes ", true),
+            ("No", false),
+            ("0", false),
+        ] {
             check_ok(&[(ENABLED, value)], |s| s.enabled == Some(expected));
         }
-        check_ok(&[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "10000")], |s| s.batch_size == Some(10_000));
-        check_ok(&[("FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS", "0.25")], |s| {
-            s.batch_interval == Some(Duration::from_millis(250))
+        check_ok(&[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "10000")], |s| {
+            s.batch_size == Some(10_000)
         });
-        check_ok(&[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "file:///var/lib/t%20x")], |s| {
-            s.endpoint == Some(Endpoint::File("/var/lib/t x".into()))
+        check_ok(
+            &[("FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS", "0.25")],
+            |s| s.batch_interval == Some(Duration::from_millis(250)),
+        );
+        check_ok(
+            &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "file:///var/lib/t%20x")],
+            |s| s.endpoint == Some(Endpoint::File("/var/lib/t x".into())),
+        );
+        check_ok(
+            &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "https://t.example.com/v1")],
+            |s| matches!(&s.endpoint, Some(Endpoint::Https(url)) if url == "https://t.example.com/v1"),
+        );
+        check_ok(&[("FLOWKIT_SDK_TELEMETRY_BUFFER", "Memory")], |s| {
+            s.buffer == Some(BufferKind::Memory)
         });
-        check_ok(&[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "https://t.example.com/v1")], |s| {
-            matches!(&s.endpoint, Some(Endpoint::Https(url)) if url == "https://t.example.com/v1")
-        });
-        check_ok(&[("FLOWKIT_SDK_TELEMETRY_BUFFER", "Memory")], |s| s.buffer == Some(BufferKind::Memory));
         check_ok(&[("FLOWKIT_SDK_TELEMETRY_DEBUG", "1")], |s| s.debug);
-        check_ok(&[("FLOWKIT_TELEMETRY_POLICY_FILE", "/etc/p.toml")], |s| s.policy_file.is_some());
+        check_ok(&[("FLOWKIT_TELEMETRY_POLICY_FILE", "/etc/p.toml")], |s| {
+            s.policy_file.is_some()
+        });
     }
 
     #[test]
     fn rejects_invalid_values_naming_the_variable() {
         let cases: &[(&str, &str, &str)] = &[
-            ("FLOWKIT_SDK_TELEMETRY_ENABLED", "maybe", "expected true, false, 1, 0, yes or no"),
-            ("FLOWKIT_SDK_TELEMETRY_ENABLED", "", "FLOWKIT_SDK_TELEMETRY_ENABLED=\"\" is not valid"),
-            ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "abc", "FLOWKIT_SDK_TELEMETRY_BATCH_SIZE=\"abc\" is not valid"),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENABLED",
+                "maybe",
+                "expected true, false, 1, 0, yes or no",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENABLED",
+                "",
+                "FLOWKIT_SDK_TELEMETRY_ENABLED=\"\" is not valid",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_BATCH_SIZE",
+                "abc",
+                "FLOWKIT_SDK_TELEMETRY_BATCH_SIZE=\"abc\" is not valid",
+            ),
             ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "0", "from 1 to 10000"),
-            ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "10001", "from 1 to 10000"),
+            (
+                "FLOWKIT_SDK_TELEMETRY_BATCH_SIZE",
+                "10001",
+                "from 1 to 10000",
+            ),
             ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "-5", "from 1 to 10000"),
             ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "1e3", "from 1 to 10000"),
-            ("FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS", "0", "above 0"),
-            ("FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS", "inf", "above 0"),
-            ("FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS", "NaN", "above 0"),
-            ("FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS", "86401", "at most 86400"),
-            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "http://t.example.com", "plain http:// is not allowed"),
-            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "ftp://t.example.com", "https:// or file://"),
+            (
+                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
+                "0",
+                "above 0",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
+                "inf",
+                "above 0",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
+                "NaN",
+                "above 0",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
+                "86401",
+                "at most 86400",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+                "http://t.example.com",
+                "plain http:// is not allowed",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+                "ftp://t.example.com",
+                "https:// or file://",
+            ),
             ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "https://", "no host"),
-            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "https://u:p@t.example.com", "credentials"),
-            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "file://relative/dir", "absolute directory"),
-            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "file:///bad%zz", "%-escape"),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+                "https://u:p@t.example.com",
+                "credentials",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+                "file://relative/dir",
+                "absolute directory",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+                "file:///bad%zz",
+                "%-escape",
+            ),
             ("FLOWKIT_SDK_TELEMETRY_BUFFER", "disk", "memory or sqlite"),
             ("FLOWKIT_SDK_TELEMETRY_CA_FILE", "ca.pem", "not absolute"),
         ];
@@ -473,7 +551,14 @@ mod tests {
 
     #[test]
     fn do_not_track_is_set_unless_zero_or_false() {
-        for (value, expected) in [("1", true), ("true", true), ("", true), ("yes", true), ("0", false), ("False", false)] {
+        for (value, expected) in [
+            ("1", true),
+            ("true", true),
+            ("", true),
+            ("yes", true),
+            ("0", false),
+            ("False", false),
+        ] {
             check_ok(&[("DO_NOT_TRACK", value)], |s| s.do_not_track == expected);
         }
     }

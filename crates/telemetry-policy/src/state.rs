@@ -127,18 +127,23 @@ impl StateStore {
         };
         let file = match File::open(&self.path) {
             Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(ConsentState::default()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok(ConsentState::default());
+            }
             Err(error) => return Err(read_error(error)),
         };
         let mut text = String::new();
-        io::Read::read_to_string(&mut io::Read::take(file, MAX_STATE_FILE_BYTES + 1), &mut text)
-            .map_err(|error| match error.kind() {
-                io::ErrorKind::InvalidData => StateError::Corrupt {
-                    path: self.path.clone(),
-                    detail: "not UTF-8 text".to_owned(),
-                },
-                _ => read_error(error),
-            })?;
+        io::Read::read_to_string(
+            &mut io::Read::take(file, MAX_STATE_FILE_BYTES + 1),
+            &mut text,
+        )
+        .map_err(|error| match error.kind() {
+            io::ErrorKind::InvalidData => StateError::Corrupt {
+                path: self.path.clone(),
+                detail: "not UTF-8 text".to_owned(),
+            },
+            _ => read_error(error),
+        })?;
         if text.len() as u64 > MAX_STATE_FILE_BYTES {
             return Err(StateError::Corrupt {
                 path: self.path.clone(),
@@ -219,7 +224,11 @@ fn private_options() -> OpenOptions {
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     hasher.finish()
 }
 
@@ -253,11 +262,21 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
-            let dir_mode = fs::metadata(store.path().parent().unwrap()).unwrap().permissions().mode() & 0o777;
+            let dir_mode = fs::metadata(store.path().parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(dir_mode, 0o700);
         }
-        let leftovers: Vec<_> = fs::read_dir(store.path().parent().unwrap()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "temporary files left behind: {leftovers:?}");
+        let leftovers: Vec<_> = fs::read_dir(store.path().parent().unwrap())
+            .unwrap()
+            .collect();
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "temporary files left behind: {leftovers:?}"
+        );
     }
 
     #[test]
@@ -286,7 +305,10 @@ mod tests {
             fs::write(store.path(), contents).unwrap();
             let error = store.load().expect_err("damaged file accepted");
             assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
-            assert!(error.to_string().contains("telemetry_state.toml"), "{error}");
+            assert!(
+                error.to_string().contains("telemetry_state.toml"),
+                "{error}"
+            );
         }
     }
 }

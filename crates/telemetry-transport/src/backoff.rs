@@ -61,7 +61,10 @@ mod tests {
         let ceilings = [100, 200, 400, 800, 1_600, 2_000, 2_000, 2_000];
         for ceiling in ceilings {
             let delay = backoff.next_delay();
-            assert!(delay <= Duration::from_millis(ceiling), "{delay:?} > {ceiling} ms");
+            assert!(
+                delay <= Duration::from_millis(ceiling),
+                "{delay:?} > {ceiling} ms"
+            );
         }
         for _ in 0..100 {
             backoff.next_delay();
@@ -75,7 +78,11 @@ mod tests {
     #[test]
     fn jitter_varies() {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
-        let delays: std::collections::HashSet<Duration> = (0..20).map(|_| backoff.next_delay()).collect();
-        assert!(delays.len() > 10, "full jitter should rarely repeat: {delays:?}");
+        let delays: std::collections::HashSet<Duration> =
+            (0..20).map(|_| backoff.next_delay()).collect();
+        assert!(
+            delays.len() > 10,
+            "full jitter should rarely repeat: {delays:?}"
+        );
     }
 }

@@ -37,7 +37,8 @@ impl FileTransport {
 
     /// The file that events written on `date` go to.
     pub fn file_for(&self, date: UtcDate) -> PathBuf {
-        self.dir.join(format!("{}-telemetry-{date}.jsonl", self.sdk_name))
+        self.dir
+            .join(format!("{}-telemetry-{date}.jsonl", self.sdk_name))
     }
 
     fn append(&self, lines: &[u8]) -> io::Result<()> {

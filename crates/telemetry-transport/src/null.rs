@@ -35,7 +35,8 @@ impl Transport for NullTransport {
     }
 
     async fn send(&self, events: &[EncodedEvent]) -> Result<(), SendError> {
-        self.accepted.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.accepted
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -1,5 +1,8 @@
 //! The file transport writes real files that hold exactly what was sent.
 
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 
 use telemetry_model::{EncodedEvent, Name, UtcDate, fixtures::encoded_events};
@@ -24,7 +27,10 @@ async fn appends_one_line_per_event_across_batches() {
     let written: Vec<&str> = text.lines().collect();
     assert_eq!(written, sent);
     assert!(text.ends_with('\n'));
-    assert_eq!(transport.destination(), format!("file://{}", dir.path().join("export").display()));
+    assert_eq!(
+        transport.destination(),
+        format!("file://{}", dir.path().join("export").display())
+    );
 }
 
 #[tokio::test]
@@ -33,10 +39,19 @@ async fn io_failures_are_retryable_and_name_the_directory() {
     // A regular file where the export directory should be.
     let blocker = dir.path().join("export");
     fs::write(&blocker, b"not a directory").unwrap();
-    let error = transport(dir.path()).send(&encoded_events(1)).await.unwrap_err();
+    let error = transport(dir.path())
+        .send(&encoded_events(1))
+        .await
+        .unwrap_err();
     match error {
-        SendError::Retryable { message, retry_after } => {
-            assert!(message.contains(&blocker.display().to_string()), "{message}");
+        SendError::Retryable {
+            message,
+            retry_after,
+        } => {
+            assert!(
+                message.contains(&blocker.display().to_string()),
+                "{message}"
+            );
             assert_eq!(retry_after, None);
         }
         other => panic!("expected a retryable error, got {other:?}"),

@@ -113,7 +113,9 @@ impl TelemetryConfig {
         match self.start_worker(&resolution) {
             Ok(telemetry) => telemetry,
             Err(error) => {
-                self.warn(&format!("cannot start the telemetry worker ({error}); telemetry is off"));
+                self.warn(&format!(
+                    "cannot start the telemetry worker ({error}); telemetry is off"
+                ));
                 Telemetry::off(self.clone())
             }
         }
@@ -192,9 +194,10 @@ impl Telemetry {
             inner: Arc::new(Inner {
                 enabled: AtomicBool::new(false),
                 catalog: Arc::clone(&config.catalog),
-                usage: Arc::new(UsageAccumulator::new(&Catalog::from_toml("").unwrap_or_else(|_| {
-                    unreachable!("the empty catalog is valid")
-                }))),
+                usage: Arc::new(UsageAccumulator::new(
+                    &Catalog::from_toml("")
+                        .unwrap_or_else(|_| unreachable!("the empty catalog is valid")),
+                )),
                 records: None,
                 control: None,
                 worker: Mutex::new(None),
@@ -268,7 +271,10 @@ impl Telemetry {
     #[inline]
     pub fn observe_concurrency(&self, running: u64) {
         if self.is_enabled() {
-            self.inner.usage.concurrency_peak.fetch_max(running, Ordering::Relaxed);
+            self.inner
+                .usage
+                .concurrency_peak
+                .fetch_max(running, Ordering::Relaxed);
         }
     }
 
@@ -284,7 +290,10 @@ impl Telemetry {
     #[inline]
     pub fn exception(&self, exception: ExceptionType) {
         if self.is_enabled() {
-            let declared = self.inner.catalog.len(telemetry_model::Section::ExceptionTypes);
+            let declared = self
+                .inner
+                .catalog
+                .len(telemetry_model::Section::ExceptionTypes);
             self.inner
                 .usage
                 .exception_types
@@ -296,7 +305,10 @@ impl Telemetry {
     #[inline]
     pub fn integration_installed(&self, integration: Integration) {
         if self.is_enabled() {
-            let declared = self.inner.catalog.len(telemetry_model::Section::Integrations);
+            let declared = self
+                .inner
+                .catalog
+                .len(telemetry_model::Section::Integrations);
             self.inner
                 .usage
                 .integrations_installed
@@ -308,7 +320,10 @@ impl Telemetry {
     #[inline]
     pub fn integration_import_failed(&self, integration: Integration) {
         if self.is_enabled() {
-            let declared = self.inner.catalog.len(telemetry_model::Section::Integrations);
+            let declared = self
+                .inner
+                .catalog
+                .len(telemetry_model::Section::Integrations);
             self.inner
                 .usage
                 .integration_import_failures
@@ -328,7 +343,9 @@ impl Telemetry {
             .as_ref()
             .is_some_and(|sender| sender.try_send(record).is_ok());
         if !sent {
-            self.inner.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -378,7 +395,11 @@ impl Drop for Inner {
         // Closing the record queue lets the worker see the end even if the message was lost.
         self.records.take();
         let finished = asked && answer.recv_timeout(self.shutdown_timeout).is_ok();
-        let worker = self.worker.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        let worker = self
+            .worker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let (true, Some(worker)) = (finished, worker) {
             // The worker has replied and is returning; joining takes microseconds.
             let _ = worker.join();

@@ -55,7 +55,9 @@ impl TelemetryConfig {
             sdk: self.sdk_name.to_string(),
             enabled: resolution.decision.enabled,
             reason: resolution.decision.reason,
-            session_id: state.and_then(|state| state.session_id).map(|id| id.to_string()),
+            session_id: state
+                .and_then(|state| state.session_id)
+                .map(|id| id.to_string()),
             endpoint: resolution.endpoint.as_ref().map(ToString::to_string),
             transport: self
                 .transport_kind(resolution.endpoint.as_ref())
@@ -115,8 +117,16 @@ impl fmt::Display for Status {
         let dash = || "-".to_owned();
         let mut text = String::new();
         let _ = writeln!(text, "Telemetry: {state} ({})", self.reason_text());
-        let _ = writeln!(text, "Session id: {}", self.session_id.clone().unwrap_or_else(dash));
-        let _ = writeln!(text, "Endpoint: {}", self.endpoint.clone().unwrap_or_else(dash));
+        let _ = writeln!(
+            text,
+            "Session id: {}",
+            self.session_id.clone().unwrap_or_else(dash)
+        );
+        let _ = writeln!(
+            text,
+            "Endpoint: {}",
+            self.endpoint.clone().unwrap_or_else(dash)
+        );
         let _ = writeln!(
             text,
             "Transport: {}, buffer: {}, pending events: {}",

@@ -6,17 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug)]
 pub(crate) struct AtomicBitSet {
     words: Box<[AtomicU64]>,
+    len: usize,
 }
 
 impl AtomicBitSet {
     pub(crate) fn new(bits: usize) -> AtomicBitSet {
         AtomicBitSet {
             words: (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            len: bits,
         }
     }
 
     /// Adds `index`; indexes beyond the size are ignored (a handle from another catalog).
     pub(crate) fn insert(&self, index: usize) {
+        if index >= self.len {
+            return;
+        }
         if let Some(word) = self.words.get(index / 64) {
             let bit = 1u64 << (index % 64);
             // A plain load first keeps the common case (already set) free of contended writes.
@@ -27,12 +32,15 @@ impl AtomicBitSet {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(word_index, word)| {
-            let bits = word.load(Ordering::Relaxed);
-            (0..64)
-                .filter(move |bit| bits & (1u64 << bit) != 0)
-                .map(move |bit| word_index * 64 + bit)
-        })
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(|(word_index, word)| {
+                let bits = word.load(Ordering::Relaxed);
+                (0..64)
+                    .filter(move |bit| bits & (1u64 << bit) != 0)
+                    .map(move |bit| word_index * 64 + bit)
+            })
     }
 }
 

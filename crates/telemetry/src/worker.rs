@@ -165,7 +165,7 @@ impl Worker {
                 control = self.control.recv() => match control {
                     Some(Control::Flush { deadline, reply }) => {
                         self.drain_queue();
-                        let result = self.deliver(deadline).await.map_err(FlushError::from);
+                        let result = self.deliver(deadline, Amount::Everything).await.map_err(FlushError::from);
                         if result.is_ok() {
                             backoff.reset();
                             retry_not_before = None;
@@ -175,7 +175,7 @@ impl Worker {
                     Some(Control::Shutdown { deadline, reply }) => {
                         self.drain_queue();
                         self.buffer_summary();
-                        if let Err(stopped) = self.deliver(deadline).await {
+                        if let Err(stopped) = self.deliver(deadline, Amount::Everything).await {
                             tracing::debug!(?stopped, "events left undelivered at shutdown");
                         }
                         let _ = reply.send(());
@@ -195,20 +195,20 @@ impl Worker {
                         self.store(records);
                         let due = retry_not_before.is_none_or(|at| tokio::time::Instant::now() >= at);
                         if due && self.pending() >= self.batch_size {
-                            self.deliver_scheduling_retries(&mut backoff, &mut retry_not_before).await;
+                            self.deliver_scheduling_retries(Amount::FullBatches, &mut backoff, &mut retry_not_before).await;
                         }
                     }
                     // Every handle is gone without a shutdown message: deliver what is possible.
                     None => {
                         let deadline = Instant::now() + Duration::from_secs(1);
-                        let _ = self.deliver(deadline).await;
+                        let _ = self.deliver(deadline, Amount::Everything).await;
                         return;
                     }
                 },
                 _ = tick.tick() => {
                     let due = retry_not_before.is_none_or(|at| tokio::time::Instant::now() >= at);
                     if due && self.pending() > 0 {
-                        self.deliver_scheduling_retries(&mut backoff, &mut retry_not_before).await;
+                        self.deliver_scheduling_retries(Amount::Everything, &mut backoff, &mut retry_not_before).await;
                     }
                 }
             }
@@ -219,11 +219,12 @@ impl Worker {
     /// failure with exponential backoff (or the destination's `Retry-After`).
     async fn deliver_scheduling_retries(
         &mut self,
+        amount: Amount,
         backoff: &mut Backoff,
         retry_not_before: &mut Option<tokio::time::Instant>,
     ) {
         let deadline = Instant::now() + self.batch_interval.max(Duration::from_secs(5));
-        match self.deliver(deadline).await {
+        match self.deliver(deadline, amount).await {
             Ok(_) => {
                 backoff.reset();
                 *retry_not_before = None;
@@ -280,7 +281,11 @@ impl Worker {
         match EncodedEvent::encode(event) {
             Ok(encoded) => {
                 if self.debug {
-                    (self.warnings)(&format!("{} telemetry event: {}", self.sdk_name, encoded.json()));
+                    (self.warnings)(&format!(
+                        "{} telemetry event: {}",
+                        self.sdk_name,
+                        encoded.json()
+                    ));
                 }
                 Some(encoded)
             }
@@ -361,7 +366,10 @@ impl Worker {
             .metrics
             .iter()
             .filter_map(|(index, count)| {
-                Some((metrics.get(index)?.name.clone(), CountBucket::from_count(count)))
+                Some((
+                    metrics.get(index)?.name.clone(),
+                    CountBucket::from_count(count),
+                ))
             })
             .collect();
         let mut exception_counts: BTreeMap<Name, u64> = BTreeMap::new();
@@ -369,7 +377,9 @@ impl Worker {
         let from_runs = self.run_exceptions.iter().copied().enumerate();
         for (slot, count) in usage.exception_types.iter().chain(from_runs) {
             if count > 0 {
-                let name = exceptions.get(slot).map_or_else(other_name, |entry| entry.name.clone());
+                let name = exceptions
+                    .get(slot)
+                    .map_or_else(other_name, |entry| entry.name.clone());
                 *exception_counts.entry(name).or_default() += count;
             }
         }
@@ -390,13 +400,17 @@ impl Worker {
         }
     }
 
-    /// Sends buffered events batch by batch until none are left or `deadline` passes.
-    async fn deliver(&mut self, deadline: Instant) -> Result<FlushReport, Stopped> {
+    /// Sends buffered events batch by batch until none are left (or, for
+    /// [`Amount::FullBatches`], until less than a batch is left) or `deadline` passes.
+    async fn deliver(&mut self, deadline: Instant, amount: Amount) -> Result<FlushReport, Stopped> {
         let mut report = FlushReport::default();
         let mut limit = self.batch_size;
         loop {
             if Instant::now() >= deadline {
                 return Err(Stopped::Deadline);
+            }
+            if amount == Amount::FullBatches && self.pending() < self.batch_size {
+                return Ok(report);
             }
             let claim = match self.buffer.claim(limit) {
                 Ok(Some(claim)) => claim,
@@ -422,9 +436,10 @@ impl Worker {
                     let _ = self.buffer.acknowledge(claim.id);
                     report.delivered += count;
                     self.stats.delivered.fetch_add(count, Ordering::Relaxed);
-                    self.stats
-                        .last_sent_hour
-                        .store(HourTimestamp::now().unix_seconds().max(1), Ordering::Relaxed);
+                    self.stats.last_sent_hour.store(
+                        HourTimestamp::now().unix_seconds().max(1),
+                        Ordering::Relaxed,
+                    );
                     limit = self.batch_size;
                 }
                 Ok(Err(SendError::TooLarge)) if count > 1 => {
@@ -441,7 +456,10 @@ impl Worker {
                     self.stats.rejected.fetch_add(count, Ordering::Relaxed);
                     tracing::warn!(%message, events = count, "the destination rejected a batch; it was dropped");
                 }
-                Ok(Err(SendError::Retryable { message, retry_after })) => {
+                Ok(Err(SendError::Retryable {
+                    message,
+                    retry_after,
+                })) => {
                     let _ = self.buffer.release(claim.id);
                     self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%message, "delivery failed; events kept for a retry");
@@ -461,7 +479,17 @@ impl Worker {
 }
 
 fn other_name() -> Name {
-    Name::new(telemetry_model::catalog::OTHER).unwrap_or_else(|_| unreachable!("`other` is a valid name"))
+    Name::new(telemetry_model::catalog::OTHER)
+        .unwrap_or_else(|_| unreachable!("`other` is a valid name"))
+}
+
+/// How much of the buffer a delivery sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Amount {
+    /// Only full batches: the batch size was reached, the rest waits for the interval.
+    FullBatches,
+    /// Everything: the interval elapsed, or a flush or shutdown asked for it.
+    Everything,
 }
 
 /// Why delivery stopped before the buffer was empty. Undelivered events stay buffered.

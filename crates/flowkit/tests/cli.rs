@@ -1,0 +1,313 @@
+//! The real `flowkit` binary, run as a user would, with a clean environment in a temp dir.
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("flowkit-home")
+    }
+
+    fn export(&self) -> PathBuf {
+        self.dir.path().join("export")
+    }
+
+    fn file_endpoint(&self) -> String {
+        format!("file://{}", self.export().display())
+    }
+
+    /// Runs flowkit with only PATH, HOME, FLOWKIT_HOME and the given variables set.
+    fn flowkit(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flowkit"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("FLOWKIT_HOME", self.home())
+            .env("TMPDIR", self.dir.path())
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    fn exported_lines(&self) -> Vec<String> {
+        lines_in(&self.export())
+    }
+}
+
+fn lines_in(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    lines
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn check_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+fn status_json(sandbox: &Sandbox, vars: &[(&str, &str)]) -> serde_json::Value {
+    let output = sandbox.flowkit(&["telemetry", "status", "--json"], vars);
+    check_success(&output);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn simulate_collects_only_when_enabled_and_not_vetoed() {
+    let runs = [
+        "simulate",
+        "--runs",
+        "5",
+        "--seed",
+        "7",
+        "--fail-rate",
+        "0.3",
+    ];
+    // (extra variables, whether events are exported)
+    let cases: &[(&[(&str, &str)], bool)] = &[
+        (&[], false),
+        (&[("FLOWKIT_SDK_TELEMETRY_ENABLED", "1")], true),
+        (
+            &[
+                ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+                ("DO_NOT_TRACK", "1"),
+            ],
+            false,
+        ),
+        (&[("FLOWKIT_SDK_TELEMETRY_ENABLED", "false")], false),
+    ];
+    for (vars, exports) in cases {
+        let sandbox = Sandbox::new();
+        let endpoint = sandbox.file_endpoint();
+        let mut vars = vars.to_vec();
+        vars.push(("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint));
+        let output = sandbox.flowkit(&runs, &vars);
+        check_success(&output);
+        assert!(
+            text(&output.stdout).contains("Ran 5 flow runs of \"etl\""),
+            "{}",
+            text(&output.stdout)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{vars:?}: {}",
+            text(&output.stderr)
+        );
+        let lines = sandbox.exported_lines();
+        if *exports {
+            assert_eq!(lines.len(), 6, "five runs and a summary: {lines:#?}");
+        } else {
+            assert!(lines.is_empty(), "{vars:?} exported {lines:#?}");
+            assert!(
+                !sandbox.home().exists(),
+                "{vars:?}: nothing may be written for an undecided user"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_invalid_setting_warns_once_runs_the_flows_and_collects_nothing() {
+    let sandbox = Sandbox::new();
+    let endpoint = sandbox.file_endpoint();
+    let output = sandbox.flowkit(
+        &["simulate", "--runs", "1"],
+        &[
+            ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint),
+            ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "abc"),
+        ],
+    );
+    check_success(&output);
+    assert!(
+        text(&output.stdout).contains("Ran 1 flow runs"),
+        "{}",
+        text(&output.stdout)
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "exactly one warning: {stderr}");
+    assert!(
+        stderr.contains("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE=\"abc\" is not valid"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a whole number from 1 to 10000"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("telemetry is off"), "{stderr}");
+    assert!(sandbox.exported_lines().is_empty());
+}
+
+#[test]
+fn enable_and_disable_are_remembered_and_shown_by_status() {
+    let sandbox = Sandbox::new();
+    let status = status_json(&sandbox, &[]);
+    assert_eq!(status["enabled"], false);
+    assert_eq!(status["reason"], "default");
+    for field in [
+        "session_id",
+        "endpoint",
+        "transport",
+        "buffer",
+        "pending_events",
+        "last_sent",
+        "prompted",
+        "policy_file",
+    ] {
+        assert!(
+            status.get(field).is_some(),
+            "status --json lacks {field}: {status}"
+        );
+    }
+
+    let output = sandbox.flowkit(&["telemetry", "enable"], &[]);
+    check_success(&output);
+    assert!(
+        text(&output.stdout).contains("Telemetry enabled"),
+        "{}",
+        text(&output.stdout)
+    );
+    let endpoint = sandbox.file_endpoint();
+    let status = status_json(&sandbox, &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint)]);
+    assert_eq!(status["enabled"], true);
+    assert_eq!(status["reason"], "user");
+    let session = status["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(status["endpoint"], endpoint);
+    assert_eq!(status["transport"], "file");
+
+    // The user's decision now collects without any variable but the destination.
+    let output = sandbox.flowkit(
+        &["simulate", "--runs", "2"],
+        &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint)],
+    );
+    check_success(&output);
+    let lines = sandbox.exported_lines();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|line| line.contains(&session)));
+
+    // DO_NOT_TRACK still wins, and `status` says so.
+    let output = sandbox.flowkit(&["telemetry", "status"], &[("DO_NOT_TRACK", "1")]);
+    check_success(&output);
+    assert!(
+        text(&output.stdout).starts_with("Telemetry: Disabled (DO_NOT_TRACK is set)"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    let output = sandbox.flowkit(&["telemetry", "disable"], &[]);
+    check_success(&output);
+    let status = status_json(&sandbox, &[]);
+    assert_eq!(status["enabled"], false);
+    assert_eq!(status["reason"], "user");
+    assert_eq!(status["session_id"], serde_json::Value::Null);
+}
+
+#[test]
+fn enabled_without_an_https_transport_warns_and_collects_nothing() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.flowkit(
+        &["simulate", "--runs", "1"],
+        &[("FLOWKIT_SDK_TELEMETRY_ENABLED", "1")],
+    );
+    check_success(&output);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("no HTTPS transport"), "{stderr}");
+    assert!(
+        stderr.contains("FLOWKIT_SDK_TELEMETRY_ENDPOINT=file:///"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let sandbox = Sandbox::new();
+    for args in [
+        &["simulate", "--fail-rate", "2"][..],
+        &["simulate", "--runs", "x"],
+        &["telemetry", "maybe"],
+        &[],
+    ] {
+        let output = sandbox.flowkit(args, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    let output = sandbox.flowkit(&["simulate", "--param", "novalue"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("expected KEY=VALUE"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn demo_shows_where_events_went_and_that_user_data_is_absent() {
+    let sandbox = Sandbox::new();
+    // The caller's own settings must not leak into the demo.
+    let output = sandbox.flowkit(&["demo"], &[("FLOWKIT_SDK_TELEMETRY_ENABLED", "0")]);
+    check_success(&output);
+    let stdout = text(&output.stdout);
+    let export_line = stdout
+        .lines()
+        .map(str::trim)
+        .find(|line| line.ends_with(".jsonl") && line.starts_with('/'))
+        .unwrap_or_else(|| panic!("no export path in:\n{stdout}"));
+    let export = PathBuf::from(export_line);
+    assert!(
+        export.starts_with(sandbox.dir.path()),
+        "the demo home is under TMPDIR: {export:?}"
+    );
+    let lines = lines_in(export.parent().unwrap());
+    assert!(lines.len() >= 5, "{lines:?}");
+    assert!(stdout.contains("\"event_type\": \"run\""), "{stdout}");
+    assert!(stdout.contains("\"event_type\": \"sdk_usage\""), "{stdout}");
+    assert!(!stdout.contains("FOUND"), "{stdout}");
+    for line in &lines {
+        assert!(!line.contains("alice"), "{line}");
+    }
+    assert!(
+        !sandbox.home().exists(),
+        "the demo never touches the user's flowkit home"
+    );
+
+    // DO_NOT_TRACK is honoured even by the demo.
+    let output = sandbox.flowkit(&["demo"], &[("DO_NOT_TRACK", "1")]);
+    check_success(&output);
+    assert!(
+        text(&output.stdout).contains("Telemetry stays off anyway: DO_NOT_TRACK is set"),
+        "{}",
+        text(&output.stdout)
+    );
+}

@@ -1,0 +1,617 @@
+//! The facade end to end on real parts: real files, real worker threads, real transports.
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use telemetry::internals::transport::SendError;
+use telemetry::{
+    Catalog, DecisionReason, EncodedEvent, EnvSnapshot, Event, EventType, FeatureSet,
+    FileTransport, FlushError, Name, RunOutcome, RunRecord, Telemetry, TelemetryConfig, Transport,
+};
+
+const CATALOG: &str = r#"
+    [features]
+    retries = "Retries"
+    caching = "Caching"
+
+    [metrics]
+    flows_defined = "Flows defined"
+
+    [exception_types]
+    value_error = "Value errors"
+
+    [integrations]
+    aws = "AWS"
+
+    [commands]
+    run = "The run command"
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            warnings: Arc::default(),
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn export(&self) -> PathBuf {
+        self.dir.path().join("export")
+    }
+
+    fn file_endpoint(&self) -> String {
+        format!("file://{}", self.export().display())
+    }
+
+    /// A configuration reading only the given variables.
+    fn config(&self, vars: &[(&str, &str)]) -> TelemetryConfig {
+        let warnings = Arc::clone(&self.warnings);
+        TelemetryConfig::new(
+            "testsdk",
+            "1.2.3",
+            Catalog::from_toml(CATALOG).unwrap(),
+            "TESTSDK",
+        )
+        .unwrap()
+        .state_dir(self.home())
+        .env(EnvSnapshot::from_pairs(vars.iter().copied()))
+        .warnings(Arc::new(move |message: &str| {
+            warnings.lock().unwrap().push(message.to_owned())
+        }))
+        .shutdown_timeout(Duration::from_secs(10))
+    }
+
+    fn enabled_config(&self) -> TelemetryConfig {
+        let endpoint = self.file_endpoint();
+        self.config(&[
+            ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+            ("TESTSDK_SDK_TELEMETRY_ENDPOINT", &endpoint),
+        ])
+    }
+
+    fn exported(&self) -> Vec<Event> {
+        read_events(&self.export())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap().clone()
+    }
+}
+
+fn read_events(dir: &Path) -> Vec<Event> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    for entry in entries {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            events
+                .push(serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")));
+        }
+    }
+    events
+}
+
+fn run(telemetry: &Telemetry, outcome: RunOutcome) {
+    let retries = telemetry.catalog().feature("retries").unwrap();
+    telemetry.record_run(RunRecord {
+        features: FeatureSet::new().with(retries),
+        duration: Duration::from_millis(2_500),
+        outcome,
+        exception: (outcome == RunOutcome::Failed)
+            .then(|| telemetry.catalog().exception_type("value_error")),
+    });
+}
+
+fn names(names: &std::collections::BTreeSet<Name>) -> Vec<&str> {
+    names.iter().map(Name::as_str).collect()
+}
+
+#[test]
+fn off_by_default_records_and_writes_nothing() {
+    let fixture = Fixture::new();
+    let endpoint = fixture.file_endpoint();
+    let telemetry = fixture
+        .config(&[("TESTSDK_SDK_TELEMETRY_ENDPOINT", &endpoint)])
+        .start();
+    assert!(!telemetry.is_enabled());
+    assert_eq!(telemetry.status().reason, DecisionReason::Default);
+    run(&telemetry, RunOutcome::Completed);
+    assert_eq!(
+        telemetry.flush(Duration::from_secs(1)),
+        Ok(Default::default())
+    );
+    drop(telemetry);
+    assert!(!fixture.export().exists(), "nothing may be exported");
+    assert!(
+        !fixture.home().exists(),
+        "an undecided user's state directory is not even created"
+    );
+    assert!(fixture.warnings().is_empty(), "{:?}", fixture.warnings());
+}
+
+#[test]
+fn enabled_by_env_exports_runs_and_a_usage_summary() {
+    let fixture = Fixture::new();
+    let config = fixture.enabled_config();
+    let telemetry = config.start();
+    assert!(telemetry.is_enabled());
+    let catalog = telemetry.catalog().clone();
+    telemetry.feature_used(catalog.feature("caching").unwrap());
+    telemetry.count(catalog.metric("flows_defined").unwrap(), 7);
+    telemetry.command_used(catalog.command("run").unwrap());
+    telemetry.integration_installed(catalog.integration("aws"));
+    telemetry.integration_import_failed(catalog.integration("not-declared"));
+    telemetry.exception(catalog.exception_type("KeyError"));
+    telemetry.observe_concurrency(3);
+    run(&telemetry, RunOutcome::Completed);
+    run(&telemetry, RunOutcome::Failed);
+    drop(telemetry);
+
+    let events = fixture.exported();
+    assert_eq!(events.len(), 3, "two runs and one summary: {events:#?}");
+    let session = events[0].session_id;
+    for event in &events {
+        assert_eq!(event.session_id, session);
+        assert_eq!(event.timestamp.unix_seconds() % 3_600, 0);
+        assert_eq!(event.sdk_name.as_str(), "testsdk");
+        assert_eq!(event.sdk_version.as_str(), "1.2.3");
+        assert_eq!(names(&event.integrations), ["aws"]);
+    }
+    let runs: Vec<&Event> = events
+        .iter()
+        .filter(|event| event.event_type == EventType::Run)
+        .collect();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].outcome, Some(RunOutcome::Completed));
+    assert_eq!(runs[0].duration.as_str(), "1-10s");
+    assert_eq!(names(&runs[0].features), ["retries"]);
+    assert!(runs[0].errors.is_empty());
+    assert_eq!(runs[1].outcome, Some(RunOutcome::Failed));
+    assert_eq!(
+        runs[1]
+            .errors
+            .exception_types
+            .keys()
+            .map(Name::as_str)
+            .collect::<Vec<_>>(),
+        ["value_error"]
+    );
+
+    let summary = events
+        .iter()
+        .find(|event| event.event_type == EventType::SdkUsage)
+        .unwrap();
+    assert_eq!(names(&summary.features), ["caching", "retries"]);
+    assert_eq!(names(&summary.commands), ["run"]);
+    assert_eq!(
+        summary
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+        [("flows_defined", "6-10")]
+    );
+    assert_eq!(
+        names(&summary.errors.integration_import_failures),
+        ["other"]
+    );
+    let exceptions: Vec<(&str, &str)> = summary
+        .errors
+        .exception_types
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(exceptions, [("other", "1"), ("value_error", "1")]);
+    assert_eq!(
+        summary.concurrency_peak.map(|peak| peak.as_str()),
+        Some("2-5")
+    );
+    assert_eq!(summary.outcome, None);
+
+    // The session id was created on first use and remembered for the next process.
+    let state = std::fs::read_to_string(config.state_file().unwrap()).unwrap();
+    assert!(state.contains(&session.to_string()), "{state}");
+    assert!(
+        !state.contains("enabled"),
+        "the env var is not the user's decision: {state}"
+    );
+}
+
+#[test]
+fn do_not_track_and_invalid_settings_keep_telemetry_off() {
+    // (variables, expected reason, expected warning fragment)
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(Vars<'_>, DecisionReason, Option<&str>)] = &[
+        (
+            &[
+                ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+                ("DO_NOT_TRACK", "1"),
+            ],
+            DecisionReason::DoNotTrack,
+            None,
+        ),
+        (
+            &[
+                ("TESTSDK_SDK_TELEMETRY_ENABLED", "true"),
+                ("DO_NOT_TRACK", ""),
+            ],
+            DecisionReason::DoNotTrack,
+            None,
+        ),
+        (
+            &[("TESTSDK_SDK_TELEMETRY_ENABLED", "0")],
+            DecisionReason::Env,
+            None,
+        ),
+        (
+            &[
+                ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+                ("TESTSDK_SDK_TELEMETRY_BATCH_SIZE", "abc"),
+            ],
+            DecisionReason::InvalidSetting,
+            Some(
+                "TESTSDK_SDK_TELEMETRY_BATCH_SIZE=\"abc\" is not valid: expected a whole number from 1 to 10000",
+            ),
+        ),
+        (
+            &[("TESTSDK_SDK_TELEMETRY_ENABLED", "on")],
+            DecisionReason::InvalidSetting,
+            Some("TESTSDK_SDK_TELEMETRY_ENABLED=\"on\" is not valid"),
+        ),
+        (
+            &[
+                ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+                ("TESTSDK_SDK_TELEMETRY_ENDPOINT", "http://collector.example"),
+            ],
+            DecisionReason::InvalidSetting,
+            Some("plain http:// is not allowed"),
+        ),
+        (
+            &[
+                ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+                (
+                    "TESTSDK_SDK_TELEMETRY_ENDPOINT",
+                    "https://collector.example",
+                ),
+            ],
+            DecisionReason::InvalidSetting,
+            Some("this build has no HTTPS transport"),
+        ),
+    ];
+    for (vars, reason, warning) in cases {
+        let fixture = Fixture::new();
+        let endpoint = fixture.file_endpoint();
+        let mut vars = vars.to_vec();
+        if !vars.iter().any(|(name, _)| name.ends_with("_ENDPOINT")) {
+            vars.push(("TESTSDK_SDK_TELEMETRY_ENDPOINT", &endpoint));
+        }
+        let telemetry = fixture.config(&vars).start();
+        assert!(!telemetry.is_enabled(), "{vars:?}");
+        assert_eq!(telemetry.status().reason, *reason, "{vars:?}");
+        run(&telemetry, RunOutcome::Completed);
+        drop(telemetry);
+        assert!(fixture.exported().is_empty(), "{vars:?}");
+        let warnings = fixture.warnings();
+        match warning {
+            Some(expected) => {
+                assert_eq!(
+                    warnings.len(),
+                    1,
+                    "exactly one warning for {vars:?}: {warnings:?}"
+                );
+                assert!(warnings[0].contains(expected), "{warnings:?}");
+                assert!(
+                    warnings[0].starts_with("testsdk telemetry: "),
+                    "{warnings:?}"
+                );
+                assert!(warnings[0].contains("telemetry is off"), "{warnings:?}");
+            }
+            None => assert!(warnings.is_empty(), "{vars:?}: {warnings:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_users_decision_is_remembered_and_reported() {
+    let fixture = Fixture::new();
+    let endpoint = fixture.file_endpoint();
+    let config = fixture.config(&[("TESTSDK_SDK_TELEMETRY_ENDPOINT", &endpoint)]);
+    let status = config.enable().unwrap();
+    assert!(status.enabled);
+    assert_eq!(status.reason, DecisionReason::User);
+    let session = status
+        .session_id
+        .clone()
+        .expect("enabling creates a session id");
+    assert_eq!(
+        config.status().session_id,
+        Some(session.clone()),
+        "the id is stable"
+    );
+
+    let telemetry = config.start();
+    assert!(telemetry.is_enabled());
+    run(&telemetry, RunOutcome::Completed);
+    drop(telemetry);
+    assert!(
+        fixture
+            .exported()
+            .iter()
+            .all(|event| event.session_id.to_string() == session)
+    );
+
+    let status = config.disable().unwrap();
+    assert!(!status.enabled);
+    assert_eq!(status.reason, DecisionReason::User);
+    assert_eq!(status.session_id, None, "disabling forgets the session id");
+    assert!(!config.start().is_enabled());
+
+    // A damaged state file is reported, read as undecided, and repaired by the next decision.
+    std::fs::write(config.state_file().unwrap(), "[telemetry\nenabled = true").unwrap();
+    let telemetry = config.start();
+    assert!(!telemetry.is_enabled());
+    assert!(
+        fixture
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("is damaged")),
+        "{:?}",
+        fixture.warnings()
+    );
+    assert!(config.enable().unwrap().enabled);
+}
+
+/// A transport that tells the test about every batch it delivers to a real file transport,
+/// and can be made to fail or hang.
+#[derive(Debug)]
+struct Observed {
+    inner: FileTransport,
+    batches: Mutex<mpsc::Sender<usize>>,
+    mode: Mutex<Mode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Deliver,
+    FailTimes(u32),
+    Hang,
+}
+
+impl Observed {
+    fn new(dir: &Path, mode: Mode) -> (Arc<Observed>, mpsc::Receiver<usize>) {
+        let (sender, receiver) = mpsc::channel();
+        let transport = Observed {
+            inner: FileTransport::new(dir, Name::new("testsdk").unwrap()),
+            batches: Mutex::new(sender),
+            mode: Mutex::new(mode),
+        };
+        (Arc::new(transport), receiver)
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for Observed {
+    fn kind(&self) -> &'static str {
+        "observed"
+    }
+
+    fn destination(&self) -> String {
+        self.inner.destination()
+    }
+
+    async fn send(&self, events: &[EncodedEvent]) -> Result<(), SendError> {
+        let mode = *self.mode.lock().unwrap();
+        match mode {
+            Mode::Hang => std::future::pending().await,
+            Mode::FailTimes(times) if times > 0 => {
+                *self.mode.lock().unwrap() = Mode::FailTimes(times - 1);
+                Err(SendError::Retryable {
+                    message: "refused".to_owned(),
+                    retry_after: None,
+                })
+            }
+            _ => {
+                self.inner.send(events).await?;
+                let _ = self.batches.lock().unwrap().send(events.len());
+                Ok(())
+            }
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn batches_are_sent_when_full() {
+    let fixture = Fixture::new();
+    let (transport, batches) = Observed::new(&fixture.export(), Mode::Deliver);
+    let telemetry = fixture
+        .config(&[
+            ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+            ("TESTSDK_SDK_TELEMETRY_BATCH_SIZE", "3"),
+        ])
+        .transport(transport)
+        .start();
+    for _ in 0..7 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    // Two full batches go out without any flush; the seventh event waits for the interval.
+    let mut delivered = 0;
+    while delivered < 6 {
+        let batch = batches
+            .recv_timeout(WAIT)
+            .expect("a full batch is delivered");
+        assert!(batch <= 3, "batch of {batch} exceeds the batch size");
+        delivered += batch;
+    }
+    assert_eq!(delivered, 6);
+    // The worker handles one thing at a time, so the flush runs after those deliveries.
+    let report = telemetry.flush(WAIT).unwrap();
+    assert_eq!((report.delivered, report.pending), (1, 0));
+    assert_eq!(fixture.exported().len(), 7);
+}
+
+#[test]
+fn batches_are_sent_on_the_interval() {
+    let fixture = Fixture::new();
+    let (transport, batches) = Observed::new(&fixture.export(), Mode::Deliver);
+    let telemetry = fixture
+        .config(&[
+            ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+            ("TESTSDK_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS", "0.05"),
+        ])
+        .transport(transport)
+        .start();
+    run(&telemetry, RunOutcome::Completed);
+    assert_eq!(
+        batches
+            .recv_timeout(WAIT)
+            .expect("the interval delivers a partial batch"),
+        1
+    );
+    assert_eq!(fixture.exported().len(), 1);
+    assert!(telemetry.status().last_sent.is_some());
+}
+
+#[test]
+fn failed_deliveries_keep_events_until_they_succeed() {
+    let fixture = Fixture::new();
+    let (transport, _batches) = Observed::new(&fixture.export(), Mode::FailTimes(2));
+    let telemetry = fixture
+        .config(&[("TESTSDK_SDK_TELEMETRY_ENABLED", "1")])
+        .transport(transport)
+        .start();
+    for _ in 0..4 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    for _ in 0..2 {
+        match telemetry.flush(WAIT) {
+            Err(FlushError::Delivery(message)) => assert!(message.contains("refused"), "{message}"),
+            other => panic!("expected a delivery failure, got {other:?}"),
+        }
+        assert_eq!(telemetry.status().pending_events, 4);
+    }
+    assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 4);
+    assert_eq!(fixture.exported().len(), 4);
+}
+
+#[test]
+fn flush_and_shutdown_return_at_their_deadline_when_the_destination_hangs() {
+    let fixture = Fixture::new();
+    let (transport, _batches) = Observed::new(&fixture.export(), Mode::Hang);
+    let telemetry = fixture
+        .config(&[("TESTSDK_SDK_TELEMETRY_ENABLED", "1")])
+        .transport(transport)
+        .shutdown_timeout(Duration::from_millis(200))
+        .start();
+    run(&telemetry, RunOutcome::Completed);
+    assert_eq!(
+        telemetry.flush(Duration::from_millis(200)),
+        Err(FlushError::Timeout)
+    );
+    assert_eq!(telemetry.status().pending_events, 1, "the event is kept");
+    // Dropping returns after the shutdown timeout although the worker is stuck.
+    drop(telemetry);
+    assert!(fixture.exported().is_empty());
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_instead_of_blocking() {
+    let fixture = Fixture::new();
+    let (transport, _batches) = Observed::new(&fixture.export(), Mode::Hang);
+    let telemetry = fixture
+        .config(&[
+            ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+            ("TESTSDK_SDK_TELEMETRY_BATCH_SIZE", "1"),
+        ])
+        .transport(transport)
+        .queue_capacity(1)
+        .shutdown_timeout(Duration::from_millis(100))
+        .start();
+    for _ in 0..1_000 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    let dropped = telemetry.dropped_records();
+    assert!(
+        dropped > 900,
+        "the worker is stuck, so nearly every record is dropped: {dropped}"
+    );
+    assert_eq!(telemetry.status().dropped_events, dropped);
+}
+
+#[test]
+fn works_from_inside_a_hosts_tokio_runtime() {
+    let fixture = Fixture::new();
+    let config = fixture.enabled_config();
+    for flavor in ["current_thread", "multi_thread"] {
+        let runtime = match flavor {
+            "current_thread" => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            _ => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        }
+        .unwrap();
+        runtime.block_on(async {
+            let telemetry = config.start();
+            run(&telemetry, RunOutcome::Completed);
+            tokio::task::yield_now().await;
+            assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 1, "{flavor}");
+            drop(telemetry);
+        });
+    }
+    // Two runs and two summaries.
+    assert_eq!(fixture.exported().len(), 4);
+}
+
+#[test]
+fn handles_are_cheap_clones_and_the_last_one_shuts_down() {
+    let fixture = Fixture::new();
+    let telemetry = fixture.enabled_config().start();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let telemetry = telemetry.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    run(&telemetry, RunOutcome::Completed);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    drop(telemetry);
+    let events = fixture.exported();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.event_type == EventType::Run)
+            .count(),
+        100
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.event_type == EventType::SdkUsage)
+            .count(),
+        1
+    );
+}

@@ -1,0 +1,65 @@
+//! What flowkit users type never reaches an export: flow and task names, parameters, error
+//! messages and error kinds are theirs. (The scrubber and the full property suite build on this.)
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use flowkit::{ErrorKind, Flow, FlowKit, Params, Task, TaskError};
+use proptest::prelude::*;
+use telemetry_e2e::{enabled_flowkit_config, exported_lines};
+
+/// Personal and sensitive data of the shapes the promise names.
+fn sensitive() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z]{3,10}\\.[a-z]{2,8}@[a-z]{3,10}\\.(com|org|io)",
+        "/(home|Users|var|tmp)/[a-z]{3,8}/[a-z]{3,8}\\.(csv|json|py)",
+        "~/[a-z]{3,8}/[a-z]{3,8}",
+        "(10|172|192)\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+        "[a-z]{4,10}\\.(internal|corp|example)\\.(com|net)",
+        "(sk_live_|ghp_|AKIA|xoxb-)[A-Za-z0-9]{20,32}",
+        "eyJ[A-Za-z0-9_-]{10,20}\\.eyJ[A-Za-z0-9_-]{10,20}\\.[A-Za-z0-9_-]{10,20}",
+        "[\\PC]{12,40}",
+    ]
+    .prop_filter("long enough to be unmistakable", |text| {
+        text.chars().count() >= 12 || text.contains(['@', '/', '.'])
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn user_data_never_reaches_the_export(
+        flow_name in sensitive(),
+        task_name in sensitive(),
+        key in sensitive(),
+        value in sensitive(),
+        message in sensitive(),
+        kind in sensitive(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let export = dir.path().join("export");
+        let kit = FlowKit::start(&enabled_flowkit_config(&dir.path().join("home"), &export)).unwrap();
+        let failing_message = message.clone();
+        let failing_kind = kind.clone();
+        let flow = Flow::new(flow_name.clone())
+            .task(Task::new(task_name.clone(), |_| Ok(serde_json::Value::Null)))
+            .task(Task::new("fails", move |_| {
+                Err(TaskError::new(ErrorKind::Custom(failing_kind.clone()), failing_message.clone()))
+            }));
+        let params: Params = [(key.clone(), value.clone())].into_iter().collect();
+        kit.run(&flow, &params);
+        kit.integration_loaded(&kind, true);
+        drop(kit);
+
+        let lines = exported_lines(&export);
+        prop_assert_eq!(lines.len(), 2);
+        for line in &lines {
+            for secret in [&flow_name, &task_name, &key, &value, &message, &kind] {
+                let escaped = serde_json::to_string(secret).unwrap();
+                prop_assert!(!line.contains(secret.as_str()), "{:?} leaked into {}", secret, line);
+                prop_assert!(!line.contains(escaped.trim_matches('"')), "{:?} leaked into {}", secret, line);
+            }
+        }
+    }
+}

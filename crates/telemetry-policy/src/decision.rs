@@ -79,13 +79,15 @@ pub struct DecisionInputs {
 /// Decides: policy › `DO_NOT_TRACK` › invalid setting › env › user › default (off).
 ///
 /// Architecture Invariant: the result is `enabled` only when the deciding input said `true`;
-/// the default and every error mean off.
+/// the default and every error mean off. A policy file that cannot be read is passed in as
+/// `policy: Some(false)`.
 pub fn decide(inputs: DecisionInputs) -> Decision {
     if let Some(enabled) = inputs.policy {
-        // A policy can only restrict: `enabled = true` in a policy means "the user may choose".
-        if !enabled {
-            return Decision::off(DecisionReason::Policy);
-        }
+        // An organisation's policy decides for every user of the machine, both ways.
+        return Decision {
+            enabled,
+            reason: DecisionReason::Policy,
+        };
     }
     if inputs.do_not_track {
         return Decision::off(DecisionReason::DoNotTrack);
@@ -119,97 +121,40 @@ mod tests {
     #[test]
     fn precedence() {
         use DecisionReason::*;
-        let none = DecisionInputs::default();
-        check(none, false, Default);
-        check(
-            DecisionInputs {
-                user: Some(true),
-                ..none
-            },
-            true,
-            User,
-        );
-        check(
-            DecisionInputs {
-                user: Some(false),
-                ..none
-            },
-            false,
-            User,
-        );
-        check(
-            DecisionInputs {
-                env: Some(true),
-                user: Some(false),
-                ..none
-            },
-            true,
-            Env,
-        );
-        check(
-            DecisionInputs {
-                env: Some(false),
-                user: Some(true),
-                ..none
-            },
-            false,
-            Env,
-        );
-        check(
-            DecisionInputs {
-                invalid_setting: true,
-                env: Some(true),
-                ..none
-            },
-            false,
-            InvalidSetting,
-        );
-        check(
-            DecisionInputs {
-                do_not_track: true,
-                env: Some(true),
-                user: Some(true),
-                ..none
-            },
-            false,
-            DoNotTrack,
-        );
-        check(
-            DecisionInputs {
-                policy: Some(false),
-                env: Some(true),
-                user: Some(true),
-                ..none
-            },
-            false,
-            Policy,
-        );
-        check(
-            DecisionInputs {
-                policy: Some(true),
-                do_not_track: true,
-                ..none
-            },
-            false,
-            DoNotTrack,
-        );
-        check(
-            DecisionInputs {
-                policy: Some(true),
-                user: Some(true),
-                ..none
-            },
-            true,
-            User,
-        );
-        check(
-            DecisionInputs {
-                policy: Some(true),
-                ..none
-            },
-            false,
-            Default,
-        );
+        // (policy, do_not_track, invalid_setting, env, user) => (enabled, reason)
+        let cases = [
+            ((None, false, false, None, None), (false, Default)),
+            ((None, false, false, None, Some(true)), (true, User)),
+            ((None, false, false, None, Some(false)), (false, User)),
+            ((None, false, false, Some(true), Some(false)), (true, Env)),
+            ((None, false, false, Some(false), Some(true)), (false, Env)),
+            (
+                (None, false, true, Some(true), Some(true)),
+                (false, InvalidSetting),
+            ),
+            (
+                (None, true, false, Some(true), Some(true)),
+                (false, DoNotTrack),
+            ),
+            (
+                (Some(false), false, false, Some(true), Some(true)),
+                (false, Policy),
+            ),
+            (
+                (Some(true), true, false, Some(false), Some(false)),
+                (true, Policy),
+            ),
+        ];
+        for ((policy, do_not_track, invalid_setting, env, user), (enabled, reason)) in cases {
+            let inputs = DecisionInputs {
+                policy,
+                do_not_track,
+                invalid_setting,
+                env,
+                user,
+            };
+            check(inputs, enabled, reason);
+        }
     }
 
     #[test]

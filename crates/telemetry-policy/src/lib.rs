@@ -1,9 +1,10 @@
 //! Who decides whether telemetry runs: settings, the user's consent, and the reason.
 //!
-//! This crate reads the SDK's environment variables strictly ([`Settings`]), keeps the
-//! user's decision in the consent state file ([`StateStore`]), detects CI ([`is_ci`]) and
-//! combines it all into a [`Decision`] with its [`DecisionReason`]. It touches local files
-//! only and never the network.
+//! This crate reads the SDK's environment variables strictly ([`Settings`]) and the
+//! enterprise [`Policy`] file, keeps the user's decision in the consent state file
+//! ([`StateStore`]) and every change of it in the [`AuditLog`], detects CI ([`is_ci`]), decides
+//! when the consent prompt may appear ([`should_prompt`]), and combines it all into a
+//! [`Decision`] with its [`DecisionReason`]. It touches local files only and never the network.
 //!
 //! Most SDK authors depend on the `telemetry` facade instead, which uses this crate.
 //!
@@ -16,22 +17,29 @@
 //!
 //! # Supported Rust versions
 //!
-//! The workspace's `rust-version` (1.85) and newer.
+//! The workspace's `rust-version` (1.89) and newer.
 
+mod audit;
 mod ci;
 mod decision;
 mod env;
+mod policy;
+mod prompt;
 mod settings;
 mod state;
 
+pub use audit::{AUDIT_FILE_NAME, AuditChange, AuditEntry, AuditLog, AuditSource};
 pub use ci::is_ci;
 pub use decision::{Decision, DecisionInputs, DecisionReason, decide};
 pub use env::{EnvSnapshot, NotUnicode};
+pub use policy::{Policy, PolicyError, default_policy_path, load_policy};
+pub use prompt::{DEFAULT_PROMPT_TIMEOUT, PromptContext, parse_answer, prompt_text, should_prompt};
 pub use settings::{
     BufferKind, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, Endpoint, EndpointError, EnvPrefix,
     InvalidPrefix, MAX_BATCH_INTERVAL, MAX_BATCH_SIZE, Setting, SettingError, Settings,
     do_not_track, parse_bool,
 };
 pub use state::{
-    ConsentState, STATE_FILE_NAME, StateError, StateStore, create_private_dir, write_atomically,
+    ConsentState, LOCK_FILE_NAME, STATE_FILE_NAME, StateError, StateStore, create_private_dir,
+    write_atomically,
 };

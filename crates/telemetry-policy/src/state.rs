@@ -33,14 +33,30 @@ pub struct ConsentState {
     /// When the user last decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_date: Option<UtcDate>,
+    /// The version of the SDK's consent text that the prompt and the decision refer to;
+    /// absent means version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_version: Option<u32>,
 }
 
 impl ConsentState {
-    /// Records a decision made today; enabling creates a session id if there is none, and
-    /// disabling forgets it.
-    pub fn decide(&mut self, enabled: bool, today: UtcDate) {
+    /// The consent version the recorded decision refers to.
+    pub fn decided_version(&self) -> u32 {
+        self.consent_version.unwrap_or(1)
+    }
+
+    /// The user's decision, if it was made for consent version `current` or later: a decision
+    /// made before the SDK's collection changed materially no longer counts.
+    pub fn decision_for(&self, current: u32) -> Option<bool> {
+        self.enabled.filter(|_| self.decided_version() >= current)
+    }
+
+    /// Records a decision made today for consent version `version`; enabling creates a
+    /// session id if there is none, and disabling forgets it.
+    pub fn decide(&mut self, enabled: bool, today: UtcDate, version: u32) {
         self.enabled = Some(enabled);
         self.decision_date = Some(today);
+        self.consent_version = Some(version);
         if enabled {
             self.session_id.get_or_insert_with(SessionId::random);
         } else {
@@ -103,6 +119,9 @@ pub struct StateStore {
     path: PathBuf,
 }
 
+/// The lock file's name inside the state directory.
+pub const LOCK_FILE_NAME: &str = "telemetry_state.lock";
+
 /// The largest state file read; anything bigger is not one of ours.
 const MAX_STATE_FILE_BYTES: u64 = 64 * 1024;
 
@@ -156,6 +175,43 @@ impl StateStore {
                 path: self.path.clone(),
                 detail: error.message().to_owned(),
             })
+    }
+
+    /// Reads, changes and writes the state while holding an exclusive lock on
+    /// `<dir>/telemetry_state.lock`, so that concurrent processes never lose each other's
+    /// decisions. A damaged file is replaced: deciding again repairs it.
+    pub fn update<R>(
+        &self,
+        change: impl FnOnce(&mut ConsentState) -> R,
+    ) -> Result<(ConsentState, R), StateError> {
+        let write_error = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let lock = self.lock().map_err(write_error)?;
+        let mut state = match self.load() {
+            Ok(state) => state,
+            Err(StateError::Corrupt { .. }) => ConsentState::default(),
+            Err(error) => return Err(error),
+        };
+        let result = change(&mut state);
+        self.save(&state)?;
+        drop(lock);
+        Ok((state, result))
+    }
+
+    /// Takes the state directory's exclusive lock; released when the returned file is dropped.
+    /// Other writers of the state directory (the audit log) use it too.
+    pub fn lock(&self) -> io::Result<File> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        create_private_dir(dir)?;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(dir.join(LOCK_FILE_NAME))?;
+        file.lock()?;
+        Ok(file)
     }
 
     /// Writes the state atomically with mode 0600, creating the directory (mode 0700) if needed.
@@ -249,7 +305,7 @@ mod tests {
         let store = StateStore::in_dir(&dir.path().join("nested/home"));
         let mut state = ConsentState::default();
         let today: UtcDate = "2026-11-28".parse().unwrap();
-        state.decide(true, today);
+        state.decide(true, today, 1);
         store.save(&state).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded, state);
@@ -283,10 +339,60 @@ mod tests {
     fn disabling_forgets_the_session_id() {
         let today: UtcDate = "2026-11-28".parse().unwrap();
         let mut state = ConsentState::default();
-        state.decide(true, today);
-        state.decide(false, today);
+        state.decide(true, today, 1);
+        state.decide(false, today, 1);
         assert_eq!(state.enabled, Some(false));
         assert_eq!(state.session_id, None);
+    }
+
+    #[test]
+    fn old_consent_versions_no_longer_count() {
+        let today: UtcDate = "2026-11-28".parse().unwrap();
+        let mut state = ConsentState::default();
+        assert_eq!(state.decision_for(1), None);
+        state.decide(true, today, 1);
+        assert_eq!(state.decision_for(1), Some(true));
+        assert_eq!(
+            state.decision_for(2),
+            None,
+            "consent given for version 1 does not cover version 2"
+        );
+        state.decide(true, today, 2);
+        assert_eq!(state.decision_for(2), Some(true));
+    }
+
+    #[test]
+    fn updates_under_the_lock_repair_a_damaged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::in_dir(dir.path());
+        fs::write(store.path(), "[telemetry\n").unwrap();
+        let today: UtcDate = "2026-11-28".parse().unwrap();
+        let (state, ()) = store.update(|state| state.decide(false, today, 1)).unwrap();
+        assert_eq!(store.load().unwrap(), state);
+        assert_eq!(state.enabled, Some(false));
+    }
+
+    #[test]
+    fn concurrent_updates_are_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::in_dir(dir.path());
+        let today: UtcDate = "2026-11-28".parse().unwrap();
+        std::thread::scope(|scope| {
+            for index in 0..8 {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for _ in 0..10 {
+                        store
+                            .update(|state| state.decide(index % 2 == 0, today, 1))
+                            .unwrap();
+                        store.update(|state| state.prompted = true).unwrap();
+                    }
+                });
+            }
+        });
+        let state = store.load().unwrap();
+        assert!(state.prompted);
+        assert!(state.enabled.is_some());
     }
 
     #[test]

@@ -38,7 +38,7 @@
 //!
 //! # Supported Rust versions
 //!
-//! The workspace's `rust-version` (1.85) and newer.
+//! The workspace's `rust-version` (1.89) and newer.
 
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -278,11 +278,11 @@ impl FlowKit {
         let cache_key = task
             .cache
             .then(|| format!("{}\u{0}{}\u{0}{params:?}", flow.name, task.name));
-        if let Some(key) = &cache_key {
-            if let Some(output) = lock(&self.cache).get(key) {
-                self.telemetry.count(metrics.cache_hits, 1);
-                return Ok(output.clone());
-            }
+        if let Some(key) = &cache_key
+            && let Some(output) = lock(&self.cache).get(key)
+        {
+            self.telemetry.count(metrics.cache_hits, 1);
+            return Ok(output.clone());
         }
         self.telemetry.count(metrics.task_runs, 1);
         let mut attempt = 1;

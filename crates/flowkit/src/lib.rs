@@ -39,6 +39,10 @@ pub const ENV_PREFIX: &str = "FLOWKIT";
 /// Where flowkit sends telemetry unless told otherwise.
 pub const DEFAULT_ENDPOINT: &str = "https://telemetry.flowkit.example/v1/events";
 
+/// Where users learn what flowkit collects and why.
+pub const TELEMETRY_DOCS_URL: &str =
+    "https://github.com/flowkit-dev/sdk-telemetry/blob/main/docs/privacy.md";
+
 /// The variable that moves flowkit's state directory.
 pub const HOME_VARIABLE: &str = "FLOWKIT_HOME";
 
@@ -61,7 +65,8 @@ pub fn telemetry_config(
         TelemetryConfig::new("flowkit", env!("CARGO_PKG_VERSION"), catalog, ENV_PREFIX)?
             .default_endpoint(DEFAULT_ENDPOINT)?
             .interface(interface)
-            .deployment(DeploymentStage::Development);
+            .deployment(DeploymentStage::Development)
+            .docs_url(TELEMETRY_DOCS_URL);
     if let Some(home) = home {
         config = config.state_dir(home);
     }

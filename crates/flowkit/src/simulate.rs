@@ -59,6 +59,8 @@ impl Draws {
 pub(crate) fn run(args: &SimulateArgs, env: &EnvSnapshot) -> anyhow::Result<i32> {
     let config =
         flowkit::telemetry_config(flowkit::default_home(env), Interface::Cli)?.env(env.clone());
+    // Asks once, and only a person at a terminal who has not decided yet.
+    config.prompt_if_needed();
     let kit = FlowKit::start(&config).context("flowkit could not start")?;
     kit.command_used(kit.instruments().commands.simulate);
 

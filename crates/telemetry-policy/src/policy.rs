@@ -138,10 +138,10 @@ impl Policy {
             .map(Endpoint::parse)
             .transpose()
             .map_err(|error| invalid(format!("`endpoint`: {error}")))?;
-        if let Some(ca_file) = &file.ca_file {
-            if !ca_file.is_absolute() {
-                return Err(invalid("`ca_file` must be an absolute path".to_owned()));
-            }
+        if let Some(ca_file) = &file.ca_file
+            && !ca_file.is_absolute()
+        {
+            return Err(invalid("`ca_file` must be an absolute path".to_owned()));
         }
         Ok(Policy {
             path: path.to_path_buf(),

@@ -17,12 +17,13 @@
 //! ```
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use crate::config::{ManageError, TelemetryConfig};
 use crate::status::Status;
 
-/// `status [--json]`, `enable`, `disable`.
-#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+/// `status [--json]`, `enable`, `disable`, `preview`, `reset`, `flush`, `audit`.
+#[derive(Clone, Debug, PartialEq, clap::Subcommand)]
 pub enum TelemetryCommand {
     /// Show whether telemetry is on, why, and where events go
     Status {
@@ -32,8 +33,29 @@ pub enum TelemetryCommand {
     },
     /// Opt in to anonymous usage telemetry
     Enable,
-    /// Opt out: nothing more is collected, and the session id is forgotten
+    /// Opt out: nothing more is collected, unsent events are deleted, the session id is forgotten
     Disable,
+    /// Print exactly what would be sent from this environment; sends nothing
+    Preview,
+    /// Replace the anonymous session id with a new one
+    Reset,
+    /// Send pending events now, waiting at most the timeout
+    Flush {
+        /// Seconds to wait at most
+        #[arg(long, default_value_t = 10.0, value_parser = parse_timeout)]
+        timeout: f64,
+    },
+    /// Print every recorded change of the telemetry decision
+    Audit,
+}
+
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= 3_600.0 => Ok(seconds),
+        _ => Err(format!(
+            "`{text}` is not a timeout: use seconds above 0 and at most 3600, such as 10"
+        )),
+    }
 }
 
 /// Exit code: success.
@@ -73,13 +95,34 @@ impl TelemetryCommand {
                         "\nNote: telemetry stays off in this environment because {}.",
                         status.reason_text()
                     ));
+                    for problem in &status.problems {
+                        text.push_str(&format!("\n  {problem}"));
+                    }
                 }
                 text
             }),
-            TelemetryCommand::Disable => report(config.disable(), out, err, |_| {
-                "Telemetry disabled. Nothing more will be collected, and the session id was forgotten."
-                    .to_owned()
+            TelemetryCommand::Disable => report(config.disable(), out, err, |status| {
+                let mut text = "Telemetry disabled. Nothing more will be collected, and the session id was forgotten.".to_owned();
+                if status.purged_events > 0 {
+                    text.push_str(&format!(
+                        "\nDeleted {} unsent events.",
+                        status.purged_events
+                    ));
+                }
+                text
             }),
+            TelemetryCommand::Preview => preview(config, out, err),
+            TelemetryCommand::Reset => report(config.reset(), out, err, |status| {
+                match &status.session_id {
+                    Some(id) => format!("New anonymous session id: {id}"),
+                    None => "Telemetry has no session id (it is not enabled); nothing to reset."
+                        .to_owned(),
+                }
+            }),
+            TelemetryCommand::Flush { timeout } => {
+                flush(config, Duration::from_secs_f64(*timeout), out, err)
+            }
+            TelemetryCommand::Audit => audit(config, out, err),
         };
         result.unwrap_or(EXIT_FAILED)
     }
@@ -95,4 +138,101 @@ fn report(
         Ok(status) => writeln!(out, "{}", message(&status)).map(|()| EXIT_OK),
         Err(error) => writeln!(err, "error: {error}").map(|()| EXIT_FAILED),
     }
+}
+
+fn preview(config: &TelemetryConfig, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<i32> {
+    let preview = config.preview();
+    let destination = preview.destination.as_deref().unwrap_or("no destination");
+    let state = if preview.enabled {
+        "enabled"
+    } else {
+        "disabled, so nothing is sent"
+    };
+    writeln!(
+        err,
+        "This is exactly what a process that used no features would send to {destination} \
+         (telemetry is {state}; this preview sent nothing):"
+    )?;
+    if preview.placeholder_session {
+        writeln!(
+            err,
+            "(The session id is a placeholder: one is created when telemetry is enabled.)"
+        )?;
+    }
+    out.write_all(&preview.bytes)?;
+    if !preview.bytes.ends_with(b"\n") {
+        writeln!(out)?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn flush(
+    config: &TelemetryConfig,
+    timeout: Duration,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<i32> {
+    let telemetry = config.start_with(false);
+    if !telemetry.is_enabled() {
+        writeln!(out, "Telemetry is disabled; there is nothing to send.")?;
+        return Ok(EXIT_OK);
+    }
+    match telemetry.flush(timeout) {
+        Ok(report) => {
+            writeln!(
+                out,
+                "Sent {} pending events; {} still pending.",
+                report.delivered, report.pending
+            )?;
+            Ok(EXIT_OK)
+        }
+        Err(error) => {
+            writeln!(err, "error: {error}")?;
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+fn audit(config: &TelemetryConfig, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<i32> {
+    let Some(log) = config.audit_log() else {
+        writeln!(
+            err,
+            "error: this SDK has no state directory, so it keeps no audit log"
+        )?;
+        return Ok(EXIT_FAILED);
+    };
+    let (entries, skipped) = match log.read() {
+        Ok(read) => read,
+        Err(error) => {
+            writeln!(err, "error: cannot read {}: {error}", log.path().display())?;
+            return Ok(EXIT_FAILED);
+        }
+    };
+    if entries.is_empty() {
+        writeln!(out, "No changes recorded yet ({}).", log.path().display())?;
+    }
+    for entry in entries {
+        let change = serde_json::to_value(entry.change).ok();
+        let source = serde_json::to_value(entry.source).ok();
+        let text = |value: Option<serde_json::Value>| {
+            value
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        writeln!(
+            out,
+            "{}  {:<17} via {}",
+            entry.date,
+            text(change),
+            text(source)
+        )?;
+    }
+    if skipped > 0 {
+        writeln!(
+            err,
+            "warning: {skipped} unreadable lines in {} were skipped",
+            log.path().display()
+        )?;
+    }
+    Ok(EXIT_OK)
 }

@@ -11,9 +11,10 @@ use telemetry_model::{
     Version,
 };
 use telemetry_policy::{
-    ConsentState, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, Decision, DecisionInputs,
-    DecisionReason, Endpoint, EndpointError, EnvPrefix, EnvSnapshot, InvalidPrefix, SettingError,
-    Settings, StateError, StateStore, decide, is_ci,
+    AuditChange, AuditLog, AuditSource, ConsentState, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE,
+    DEFAULT_PROMPT_TIMEOUT, Decision, DecisionInputs, DecisionReason, Endpoint, EndpointError,
+    EnvPrefix, EnvSnapshot, InvalidPrefix, Policy, PolicyError, SettingError, Settings, StateError,
+    StateStore, decide, default_policy_path, is_ci, load_policy,
 };
 use telemetry_transport::Transport;
 
@@ -80,6 +81,10 @@ pub struct TelemetryConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) warnings: WarningSink,
+    pub(crate) policy_path: PathBuf,
+    pub(crate) consent_version: u32,
+    pub(crate) docs_url: Option<String>,
+    pub(crate) prompt_timeout: Duration,
 }
 
 impl fmt::Debug for TelemetryConfig {
@@ -103,7 +108,8 @@ impl TelemetryConfig {
     ///
     /// Defaults: no state directory (decisions are not remembered), no default endpoint,
     /// programmatic interface, unknown deployment stage, the process environment, an in-memory
-    /// buffer of 10,000 events, and a 2 s shutdown.
+    /// buffer of 10,000 events, a 2 s shutdown, the policy file
+    /// `/etc/<sdk_name>/telemetry-policy.toml`, consent version 1 and a 10 s prompt timeout.
     pub fn new(
         sdk_name: &str,
         sdk_version: &str,
@@ -130,7 +136,41 @@ impl TelemetryConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             warnings: Arc::new(print_warning),
+            policy_path: default_policy_path(sdk_name),
+            consent_version: 1,
+            docs_url: None,
+            prompt_timeout: DEFAULT_PROMPT_TIMEOUT,
         })
+    }
+
+    /// Where the enterprise policy file is looked for when `PREFIX_TELEMETRY_POLICY_FILE` is not
+    /// set; by default `/etc/<sdk_name>/telemetry-policy.toml`.
+    #[must_use]
+    pub fn policy_path(mut self, path: impl Into<PathBuf>) -> TelemetryConfig {
+        self.policy_path = path.into();
+        self
+    }
+
+    /// The version of what the SDK collects, as far as consent goes. Raise it when collection
+    /// changes materially: earlier decisions then no longer count, and users are asked again.
+    #[must_use]
+    pub fn consent_version(mut self, version: u32) -> TelemetryConfig {
+        self.consent_version = version.max(1);
+        self
+    }
+
+    /// The page that explains the SDK's telemetry, shown in the prompt and by `status`.
+    #[must_use]
+    pub fn docs_url(mut self, url: &str) -> TelemetryConfig {
+        self.docs_url = Some(url.to_owned());
+        self
+    }
+
+    /// How long the consent prompt waits before taking the answer as "no".
+    #[must_use]
+    pub fn prompt_timeout(mut self, timeout: Duration) -> TelemetryConfig {
+        self.prompt_timeout = timeout;
+        self
     }
 
     /// The directory for the consent state file (and later the spool and audit log),
@@ -255,6 +295,19 @@ impl TelemetryConfig {
         self.state_dir.as_deref().map(StateStore::in_dir)
     }
 
+    /// The audit log, when the SDK has a state directory.
+    pub fn audit_log(&self) -> Option<AuditLog> {
+        self.state_dir.as_deref().map(AuditLog::in_dir)
+    }
+
+    pub(crate) fn audit(&self, change: AuditChange, source: AuditSource) {
+        if let Some(log) = self.audit_log()
+            && let Err(error) = log.append(change, source)
+        {
+            tracing::debug!(%error, "audit log not written");
+        }
+    }
+
     pub(crate) fn warn(&self, message: &str) {
         tracing::warn!(sdk = %self.sdk_name, "{message}");
         (self.warnings)(&format!("{} telemetry: {message}", self.sdk_name));
@@ -265,20 +318,33 @@ impl TelemetryConfig {
     pub(crate) fn resolve(&self) -> Resolution {
         let env = self.env.clone().unwrap_or_else(EnvSnapshot::from_process);
         let settings = Settings::from_env(&self.prefix, &env);
+        let policy = load_policy(&self.prefix, &env, &self.policy_path);
         let state = match self.state_store() {
             Some(store) => store.load(),
             None => Ok(ConsentState::default()),
         };
         let valid_settings = settings.as_ref().ok();
-        let endpoint = valid_settings
-            .and_then(|settings| settings.endpoint.clone())
+        let policy_endpoint = policy
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .and_then(|policy| policy.endpoint.clone());
+        let endpoint = policy_endpoint
+            .or_else(|| valid_settings.and_then(|settings| settings.endpoint.clone()))
             .or_else(|| self.default_endpoint.clone());
         let mut decision = decide(DecisionInputs {
-            policy: None,
+            // A policy file that cannot be used keeps telemetry off.
+            policy: match &policy {
+                Ok(policy) => policy.as_ref().and_then(|policy| policy.enabled),
+                Err(_) => Some(false),
+            },
             do_not_track: telemetry_policy::do_not_track(&env),
             invalid_setting: settings.is_err(),
             env: valid_settings.and_then(|settings| settings.enabled),
-            user: state.as_ref().ok().and_then(|state| state.enabled),
+            user: state
+                .as_ref()
+                .ok()
+                .and_then(|state| state.decision_for(self.consent_version)),
         });
         let delivery_problem = self.delivery_problem(endpoint.as_ref());
         if decision.enabled && delivery_problem.is_some() {
@@ -286,6 +352,7 @@ impl TelemetryConfig {
         }
         Resolution {
             ci: is_ci(&env),
+            policy,
             settings,
             state,
             endpoint,
@@ -323,29 +390,80 @@ impl TelemetryConfig {
 
     /// The session id to send with, creating and remembering one when there is none.
     pub(crate) fn session_id(&self, resolution: &Resolution) -> SessionId {
-        let Ok(mut state) = resolution.state.as_ref().cloned() else {
+        let existing = match &resolution.state {
+            Ok(state) => state.session_id,
             // A damaged state file is left alone until the user decides again.
+            Err(_) => return SessionId::random(),
+        };
+        if let Some(id) = existing {
+            return id;
+        }
+        let Some(store) = self.state_store() else {
             return SessionId::random();
         };
-        let (id, created) = state.ensure_session_id();
-        if created {
-            if let Some(store) = self.state_store() {
-                if let Err(error) = store.save(&state) {
-                    tracing::debug!(%error, "session id not remembered");
+        match store.update(|state| state.ensure_session_id()) {
+            Ok((_, (id, created))) => {
+                if created {
+                    let source = match resolution.decision.reason {
+                        DecisionReason::Policy => AuditSource::Policy,
+                        DecisionReason::Env => AuditSource::Env,
+                        _ => AuditSource::Api,
+                    };
+                    self.audit(AuditChange::SessionCreated, source);
                 }
+                id
+            }
+            Err(error) => {
+                tracing::debug!(%error, "session id not remembered");
+                SessionId::random()
             }
         }
-        id
     }
 
-    /// Records the user's decision in the state file.
-    pub(crate) fn record_decision(&self, enabled: bool) -> Result<ConsentState, ManageError> {
+    /// Records the user's decision in the state file and the audit log, unless a policy file
+    /// decides. A damaged state file is replaced: deciding again repairs it.
+    pub(crate) fn record_decision(
+        &self,
+        enabled: bool,
+        source: AuditSource,
+    ) -> Result<ConsentState, ManageError> {
         let store = self.state_store().ok_or(ManageError::NoStateDir)?;
-        // A damaged file is replaced by the new decision: deciding again repairs it.
-        let mut state = store.load().unwrap_or_default();
-        state.decide(enabled, UtcDate::today());
-        store.save(&state)?;
+        self.refuse_if_policy_decides(source)?;
+        let version = self.consent_version;
+        let (state, ()) = store.update(|state| state.decide(enabled, UtcDate::today(), version))?;
+        let change = if enabled {
+            AuditChange::Enabled
+        } else {
+            AuditChange::Disabled
+        };
+        self.audit(change, source);
         Ok(state)
+    }
+
+    /// Fails when a policy file decides (or cannot be read), naming the file.
+    pub(crate) fn refuse_if_policy_decides(&self, source: AuditSource) -> Result<(), ManageError> {
+        let env = self.env.clone().unwrap_or_else(EnvSnapshot::from_process);
+        let refusal = match load_policy(&self.prefix, &env, &self.policy_path) {
+            Ok(Some(Policy {
+                enabled: Some(enabled),
+                path,
+                ..
+            })) => Some(ManageError::ForbiddenByPolicy { path, enabled }),
+            Ok(_) => None,
+            Err(error) => Some(ManageError::ForbiddenByPolicy {
+                path: error.path().to_path_buf(),
+                enabled: false,
+            }),
+        };
+        match refusal {
+            Some(refusal) => {
+                if source != AuditSource::Prompt {
+                    self.audit(AuditChange::RefusedByPolicy, source);
+                }
+                Err(refusal)
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -358,6 +476,18 @@ pub enum ManageError {
     /// The state file could not be written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// An enterprise policy file decides, so users cannot change the decision.
+    #[error(
+        "telemetry is turned {} for everyone on this machine by the policy file {}; ask your administrator to change it",
+        if *enabled { "on" } else { "off" },
+        path.display()
+    )]
+    ForbiddenByPolicy {
+        /// The policy file.
+        path: PathBuf,
+        /// What the policy decides.
+        enabled: bool,
+    },
 }
 
 fn print_warning(message: &str) {
@@ -372,6 +502,7 @@ fn print_warning(message: &str) {
 /// The outcome of reading the environment and the state file.
 pub(crate) struct Resolution {
     pub(crate) ci: bool,
+    pub(crate) policy: Result<Option<Policy>, PolicyError>,
     pub(crate) settings: Result<Settings, SettingError>,
     pub(crate) state: Result<ConsentState, StateError>,
     pub(crate) endpoint: Option<Endpoint>,
@@ -403,6 +534,9 @@ impl Resolution {
     /// Problems the person running the program should hear about, one message each.
     pub(crate) fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Err(error) = &self.policy {
+            problems.push(format!("{error}; telemetry is off"));
+        }
         if let Err(error) = &self.settings {
             problems.push(format!("{error}; telemetry is off for this run"));
         }
@@ -419,6 +553,22 @@ impl Resolution {
     fn wanted_on(&self) -> bool {
         self.decision.enabled
             || (self.decision.reason == DecisionReason::InvalidSetting && self.settings.is_ok())
+    }
+
+    /// The policy file in force (or the one that could not be used).
+    pub(crate) fn policy_file(&self) -> Option<&Path> {
+        match &self.policy {
+            Ok(policy) => policy.as_ref().map(|policy| policy.path.as_path()),
+            Err(error) => Some(error.path()),
+        }
+    }
+
+    /// Whether a policy file allows the consent prompt.
+    pub(crate) fn policy_allows_prompt(&self) -> bool {
+        match &self.policy {
+            Ok(policy) => policy.as_ref().is_none_or(|policy| policy.allow_prompt),
+            Err(_) => false,
+        }
     }
 
     pub(crate) fn file_dir(&self) -> Option<&Path> {

@@ -84,6 +84,7 @@ pub(crate) struct Inner {
     dropped_queue_full: AtomicU64,
     stats: Arc<WorkerStats>,
     buffer: Option<Arc<dyn Buffer>>,
+    opted_out: Arc<AtomicBool>,
     shutdown_timeout: Duration,
     config: TelemetryConfig,
 }
@@ -103,6 +104,12 @@ impl TelemetryConfig {
     /// Never fails: an invalid setting, a damaged state file or a worker that cannot start all
     /// mean telemetry stays off, with one warning through the configured sink.
     pub fn start(&self) -> Telemetry {
+        self.start_with(true)
+    }
+
+    /// Starts telemetry; `summary` says whether this process sends an `sdk_usage` summary when
+    /// it stops (management commands such as `flush` do not: they are not uses of the SDK).
+    pub(crate) fn start_with(&self, summary: bool) -> Telemetry {
         let resolution = self.resolve();
         for problem in resolution.problems() {
             self.warn(&problem);
@@ -110,7 +117,7 @@ impl TelemetryConfig {
         if !resolution.decision.enabled {
             return Telemetry::off(self.clone());
         }
-        match self.start_worker(&resolution) {
+        match self.start_worker(&resolution, summary) {
             Ok(telemetry) => telemetry,
             Err(error) => {
                 self.warn(&format!(
@@ -121,7 +128,7 @@ impl TelemetryConfig {
         }
     }
 
-    fn start_worker(&self, resolution: &Resolution) -> std::io::Result<Telemetry> {
+    fn start_worker(&self, resolution: &Resolution, summary: bool) -> std::io::Result<Telemetry> {
         let transport: Arc<dyn Transport> = match (&self.transport, resolution.file_dir()) {
             (Some(transport), _) => Arc::clone(transport),
             (None, Some(dir)) => Arc::new(FileTransport::new(dir, self.sdk_name.clone())),
@@ -141,6 +148,7 @@ impl TelemetryConfig {
             ));
         }
         let stats = Arc::new(WorkerStats::default());
+        let opted_out = Arc::new(AtomicBool::new(false));
         let (record_sender, record_receiver) = mpsc::channel(self.queue_capacity);
         let (control_sender, control_receiver) = mpsc::unbounded_channel();
         let worker = Worker {
@@ -160,6 +168,8 @@ impl TelemetryConfig {
             started: Instant::now(),
             run_features: FeatureSet::new(),
             run_exceptions: Vec::new(),
+            summary,
+            opted_out: Arc::clone(&opted_out),
         };
         let handle = std::thread::Builder::new()
             .name(format!("{}-telemetry", self.sdk_name))
@@ -175,6 +185,7 @@ impl TelemetryConfig {
                 dropped_queue_full: AtomicU64::new(0),
                 stats,
                 buffer: Some(buffer),
+                opted_out,
                 shutdown_timeout: self.shutdown_timeout,
                 config: self.clone(),
             }),
@@ -194,16 +205,14 @@ impl Telemetry {
             inner: Arc::new(Inner {
                 enabled: AtomicBool::new(false),
                 catalog: Arc::clone(&config.catalog),
-                usage: Arc::new(UsageAccumulator::new(
-                    &Catalog::from_toml("")
-                        .unwrap_or_else(|_| unreachable!("the empty catalog is valid")),
-                )),
+                usage: Arc::new(UsageAccumulator::empty()),
                 records: None,
                 control: None,
                 worker: Mutex::new(None),
                 dropped_queue_full: AtomicU64::new(0),
                 stats: Arc::new(WorkerStats::default()),
                 buffer: None,
+                opted_out: Arc::new(AtomicBool::new(false)),
                 shutdown_timeout: Duration::ZERO,
                 config,
             }),
@@ -331,6 +340,21 @@ impl Telemetry {
         }
     }
 
+    /// Stops collecting for good: records the user's opt-out (audit source `api`), forgets the
+    /// session id and deletes events not yet sent. Fails when a policy file decides.
+    pub fn disable(&self) -> Result<Status, crate::ManageError> {
+        let status = self
+            .inner
+            .config
+            .disable_from(telemetry_policy::AuditSource::Api)?;
+        self.inner.enabled.store(false, Ordering::Relaxed);
+        self.inner.opted_out.store(true, Ordering::Relaxed);
+        if let Some(buffer) = &self.inner.buffer {
+            let _ = buffer.purge();
+        }
+        Ok(status)
+    }
+
     /// How many records were dropped because the queue to the worker was full.
     pub fn dropped_records(&self) -> u64 {
         self.inner.dropped_queue_full.load(Ordering::Relaxed)
@@ -372,11 +396,11 @@ impl Telemetry {
     /// The current status: the decision and its reason, where events go, what is pending.
     pub fn status(&self) -> Status {
         let mut status = self.inner.config.status();
-        if let Some(buffer) = &self.inner.buffer {
-            if let Ok(stats) = buffer.stats() {
-                status.pending_events = stats.pending as u64;
-                status.dropped_events = stats.dropped_full + self.dropped_records();
-            }
+        if let Some(buffer) = &self.inner.buffer
+            && let Ok(stats) = buffer.stats()
+        {
+            status.pending_events = stats.pending as u64;
+            status.dropped_events = stats.dropped_full + self.dropped_records();
         }
         status.last_sent = self.inner.stats.last_sent();
         status

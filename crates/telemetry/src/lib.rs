@@ -35,6 +35,7 @@
 //! | feature | default | what it brings |
 //! |---------|---------|----------------|
 //! | `cli`   | no      | [`cli::TelemetryCommand`], the management commands as a clap subcommand (requires `clap`) |
+//! | `prompt` | no     | `TelemetryConfig::prompt_if_needed`, the consent prompt for CLIs |
 //!
 //! # Supported Rust versions
 //!
@@ -44,6 +45,9 @@
 pub mod cli;
 mod config;
 mod handle;
+mod preview;
+#[cfg(feature = "prompt")]
+mod prompt;
 mod status;
 mod usage;
 mod worker;
@@ -53,6 +57,9 @@ pub use config::{
     WarningSink,
 };
 pub use handle::{FlushError, FlushReport, RunRecord, Telemetry};
+pub use preview::Preview;
+#[cfg(feature = "prompt")]
+pub use prompt::PromptOutcome;
 pub use status::Status;
 #[doc(inline)]
 pub use telemetry_buffer::{Buffer, MemoryBuffer};
@@ -63,7 +70,9 @@ pub use telemetry_model::{
     HourTimestamp, Integration, Interface, Metric, Name, RunOutcome, Section, UnknownName,
 };
 #[doc(inline)]
-pub use telemetry_policy::{DecisionReason, Endpoint, EnvSnapshot};
+pub use telemetry_policy::{
+    AuditChange, AuditEntry, AuditSource, DecisionReason, Endpoint, EnvSnapshot,
+};
 #[doc(inline)]
 pub use telemetry_transport::{FileTransport, NullTransport, Transport};
 

@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 use telemetry_model::HourTimestamp;
-use telemetry_policy::{DecisionReason, Setting};
+use telemetry_policy::{AuditChange, AuditSource, DecisionReason, Setting};
 
 use crate::config::{ManageError, TelemetryConfig};
 
@@ -41,6 +41,11 @@ pub struct Status {
     pub state_file: Option<String>,
     /// Problems found while deciding, one message each.
     pub problems: Vec<String>,
+    /// Pending events deleted by `disable`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub purged_events: u64,
+    /// The page that explains the SDK's telemetry.
+    pub docs_url: Option<String>,
     /// The variable that turns telemetry on or off for this SDK.
     #[serde(skip)]
     pub(crate) enabled_variable: String,
@@ -71,9 +76,13 @@ impl TelemetryConfig {
             dropped_events: 0,
             last_sent: None,
             prompted: state.is_some_and(|state| state.prompted),
-            policy_file: None,
+            policy_file: resolution
+                .policy_file()
+                .map(|path| path.display().to_string()),
             state_file: self.state_file().map(|path| path.display().to_string()),
             problems: resolution.problems(),
+            purged_events: 0,
+            docs_url: self.docs_url.clone(),
             enabled_variable: self.prefix.variable(Setting::Enabled),
         }
     }
@@ -82,14 +91,54 @@ impl TelemetryConfig {
     /// The status may still say "off" when something of higher precedence (such as
     /// `DO_NOT_TRACK`) decides; [`Status::reason`] says what.
     pub fn enable(&self) -> Result<Status, ManageError> {
-        self.record_decision(true)?;
+        self.enable_from(AuditSource::Cli)
+    }
+
+    /// [`enable`](TelemetryConfig::enable), recording `source` in the audit log.
+    pub fn enable_from(&self, source: AuditSource) -> Result<Status, ManageError> {
+        self.record_decision(true, source)?;
         Ok(self.status())
     }
 
-    /// Records that the user opts out and forgets the session id; returns the new status.
+    /// Records that the user opts out, forgets the session id and deletes pending events that
+    /// were not sent; returns the new status.
     pub fn disable(&self) -> Result<Status, ManageError> {
-        self.record_decision(false)?;
+        self.disable_from(AuditSource::Cli)
+    }
+
+    /// [`disable`](TelemetryConfig::disable), recording `source` in the audit log.
+    pub fn disable_from(&self, source: AuditSource) -> Result<Status, ManageError> {
+        self.record_decision(false, source)?;
+        let purged = self.purge_pending();
+        let mut status = self.status();
+        status.purged_events = purged;
+        Ok(status)
+    }
+
+    /// Replaces the session id with a new random one, so later events cannot be linked to
+    /// earlier ones. Does nothing when there is no session id (telemetry was never enabled or
+    /// was disabled). Returns the new status.
+    pub fn reset(&self) -> Result<Status, ManageError> {
+        let store = self.state_store().ok_or(ManageError::NoStateDir)?;
+        let (_, replaced) = store.update(|state| match state.session_id {
+            Some(_) => {
+                state.session_id = Some(telemetry_model::SessionId::random());
+                true
+            }
+            None => false,
+        })?;
+        if replaced {
+            self.audit(AuditChange::SessionReset, AuditSource::Cli);
+        }
         Ok(self.status())
+    }
+
+    /// Deletes events waiting in a configured buffer; returns how many.
+    fn purge_pending(&self) -> u64 {
+        self.buffer
+            .as_ref()
+            .and_then(|buffer| buffer.purge().ok())
+            .map_or(0, |purged| purged as u64)
     }
 }
 
@@ -97,7 +146,10 @@ impl Status {
     /// The reason in words, such as `DO_NOT_TRACK is set`.
     pub fn reason_text(&self) -> String {
         match (self.reason, self.enabled) {
-            (DecisionReason::Policy, _) => "an enterprise policy file decides".to_owned(),
+            (DecisionReason::Policy, _) => match &self.policy_file {
+                Some(path) => format!("the policy file {path} decides"),
+                None => "an enterprise policy file decides".to_owned(),
+            },
             (DecisionReason::DoNotTrack, _) => "DO_NOT_TRACK is set".to_owned(),
             (DecisionReason::InvalidSetting, _) => {
                 "a telemetry setting is invalid; see the problems below".to_owned()
@@ -142,9 +194,19 @@ impl fmt::Display for Status {
         if let Some(path) = &self.state_file {
             let _ = writeln!(text, "State file: {path}");
         }
+        if let Some(path) = &self.policy_file {
+            let _ = writeln!(text, "Policy file: {path}");
+        }
+        if let Some(url) = &self.docs_url {
+            let _ = writeln!(text, "Learn more: {url}");
+        }
         for problem in &self.problems {
             let _ = writeln!(text, "Problem: {problem}");
         }
         f.write_str(text.trim_end())
     }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }

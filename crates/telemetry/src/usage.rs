@@ -90,6 +90,21 @@ pub(crate) struct UsageAccumulator {
 }
 
 impl UsageAccumulator {
+    /// An accumulator with no slots, for handles that never record.
+    pub(crate) fn empty() -> UsageAccumulator {
+        UsageAccumulator {
+            features: AtomicBitSet::new(0),
+            block_types: AtomicBitSet::new(0),
+            commands: AtomicBitSet::new(0),
+            config_errors: AtomicBitSet::new(0),
+            integrations_installed: AtomicBitSet::new(0),
+            integration_import_failures: AtomicBitSet::new(0),
+            metrics: AtomicCounters::new(0),
+            exception_types: AtomicCounters::new(0),
+            concurrency_peak: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn new(catalog: &telemetry_model::Catalog) -> UsageAccumulator {
         use telemetry_model::Section;
         let len = |section| catalog.len(section);

@@ -138,6 +138,10 @@ pub(crate) struct Worker {
     pub(crate) run_features: FeatureSet,
     /// Exception counts from runs, by allowlist slot, merged into the summary.
     pub(crate) run_exceptions: Vec<u64>,
+    /// Whether to send an `sdk_usage` summary at shutdown.
+    pub(crate) summary: bool,
+    /// Set when the user opted out through the running handle: nothing more is buffered.
+    pub(crate) opted_out: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
@@ -174,7 +178,9 @@ impl Worker {
                     }
                     Some(Control::Shutdown { deadline, reply }) => {
                         self.drain_queue();
-                        self.buffer_summary();
+                        if self.summary && self.usage_allowed() {
+                            self.buffer_summary();
+                        }
                         if let Err(stopped) = self.deliver(deadline, Amount::Everything).await {
                             tracing::debug!(?stopped, "events left undelivered at shutdown");
                         }
@@ -242,6 +248,11 @@ impl Worker {
         }
     }
 
+    /// Whether collecting is still allowed: after `Telemetry::disable` nothing more is buffered.
+    fn usage_allowed(&self) -> bool {
+        !self.opted_out.load(Ordering::Relaxed)
+    }
+
     fn pending(&self) -> usize {
         self.buffer.stats().map_or(0, |stats| stats.pending)
     }
@@ -258,6 +269,9 @@ impl Worker {
 
     /// Turns records into events, serializes them and appends them to the buffer.
     fn store(&mut self, records: Vec<Record>) {
+        if !self.usage_allowed() {
+            return;
+        }
         let mut events = Vec::with_capacity(records.len());
         for record in records {
             let event = match record {

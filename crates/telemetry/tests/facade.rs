@@ -615,3 +615,115 @@ fn handles_are_cheap_clones_and_the_last_one_shuts_down() {
         1
     );
 }
+
+#[test]
+fn disabling_through_the_api_stops_collection_and_purges_what_is_pending() {
+    let fixture = Fixture::new();
+    let (transport, _batches) = Observed::new(&fixture.export(), Mode::FailTimes(u32::MAX));
+    let config = fixture.config(&[]).transport(transport);
+    config.enable().unwrap();
+    let telemetry = config.start();
+    for _ in 0..3 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    assert!(
+        telemetry.flush(WAIT).is_err(),
+        "the destination refuses, so events stay pending"
+    );
+    assert_eq!(telemetry.status().pending_events, 3);
+    let status = telemetry.disable().unwrap();
+    assert!(!status.enabled && status.session_id.is_none());
+    assert!(!telemetry.is_enabled());
+    assert_eq!(
+        telemetry.status().pending_events,
+        0,
+        "unsent events are deleted"
+    );
+    run(&telemetry, RunOutcome::Completed);
+    drop(telemetry);
+    assert!(
+        fixture.exported().is_empty(),
+        "no summary after an opt-out either"
+    );
+    let audit = config.audit_log().unwrap().read().unwrap().0;
+    let sources: Vec<_> = audit
+        .iter()
+        .map(|entry| (entry.change, entry.source))
+        .collect();
+    use telemetry::{AuditChange, AuditSource};
+    assert_eq!(
+        sources,
+        [
+            (AuditChange::Enabled, AuditSource::Cli),
+            (AuditChange::Disabled, AuditSource::Api)
+        ]
+    );
+}
+
+#[test]
+fn preview_shows_the_exact_bytes_and_sends_nothing() {
+    let fixture = Fixture::new();
+    let config = fixture.enabled_config();
+    let preview = config.preview();
+    assert!(preview.enabled);
+    assert_eq!(preview.destination, Some(fixture.file_endpoint()));
+    let text = String::from_utf8(preview.bytes).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "one JSONL line for a file destination"
+    );
+    let event: Event = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(event.event_type, EventType::SdkUsage);
+    assert!(!fixture.export().exists(), "a preview writes nothing");
+}
+
+#[cfg(feature = "prompt")]
+#[test]
+fn a_new_consent_version_asks_again_and_old_consent_stops_counting() {
+    use telemetry::PromptOutcome;
+    let fixture = Fixture::new();
+    let endpoint = fixture.file_endpoint();
+    let answer = |config: &TelemetryConfig, text: &'static str| {
+        let mut output = Vec::new();
+        let outcome = config.prompt_with(
+            true,
+            true,
+            Box::new(std::io::Cursor::new(text)),
+            &mut output,
+        );
+        (outcome, String::from_utf8(output).unwrap())
+    };
+    let version_1 = fixture
+        .config(&[("TESTSDK_SDK_TELEMETRY_ENDPOINT", &endpoint)])
+        .prompt_timeout(WAIT);
+    let (outcome, output) = answer(&version_1, "yes\n");
+    assert_eq!(outcome, PromptOutcome::Accepted, "{output}");
+    assert!(output.contains("Enable telemetry? [y/N]"), "{output}");
+    assert_eq!(
+        answer(&version_1, "y\n").0,
+        PromptOutcome::NotShown,
+        "asked once per environment"
+    );
+    assert!(version_1.start().is_enabled());
+
+    let version_2 = version_1.clone().consent_version(2);
+    assert!(
+        !version_2.start().is_enabled(),
+        "consent for version 1 does not cover version 2"
+    );
+    assert_eq!(answer(&version_2, "\n").0, PromptOutcome::Declined);
+    assert!(!version_2.start().is_enabled());
+    assert_eq!(answer(&version_2, "y\n").0, PromptOutcome::NotShown);
+    // Not at a terminal: never asked.
+    let version_3 = version_1.clone().consent_version(3);
+    let mut output = Vec::new();
+    let outcome = version_3.prompt_with(
+        false,
+        true,
+        Box::new(std::io::Cursor::new("y\n")),
+        &mut output,
+    );
+    assert_eq!(outcome, PromptOutcome::NotShown);
+    assert!(output.is_empty());
+}

@@ -231,19 +231,32 @@ fn enable_and_disable_are_remembered_and_shown_by_status() {
 }
 
 #[test]
-fn enabled_without_an_https_transport_warns_and_collects_nothing() {
-    let sandbox = Sandbox::new();
-    let output = sandbox.flowkit(
-        &["simulate", "--runs", "1"],
-        &[("FLOWKIT_SDK_TELEMETRY_ENABLED", "1")],
-    );
-    check_success(&output);
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("no HTTPS transport"), "{stderr}");
-    assert!(
-        stderr.contains("FLOWKIT_SDK_TELEMETRY_ENDPOINT=file:///"),
-        "{stderr}"
-    );
+fn insecure_or_broken_destinations_are_refused_at_start_up() {
+    // (variables, what the one warning says)
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "http://collector.example")],
+            "plain http:// is not allowed",
+        ),
+        (
+            &[
+                ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "https://127.0.0.1:9/"),
+                ("FLOWKIT_SDK_TELEMETRY_CA_FILE", "/nonexistent/ca.pem"),
+            ],
+            "/nonexistent/ca.pem",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let sandbox = Sandbox::new();
+        let mut vars = vars.to_vec();
+        vars.push(("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"));
+        let output = sandbox.flowkit(&["simulate", "--runs", "1"], &vars);
+        check_success(&output);
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{vars:?}: {stderr}");
+        assert!(stderr.contains(expected), "{vars:?}: {stderr}");
+        assert!(stderr.contains("telemetry is off"), "{stderr}");
+    }
 }
 
 #[test]

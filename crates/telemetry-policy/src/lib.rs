@@ -3,8 +3,9 @@
 //! This crate reads the SDK's environment variables strictly ([`Settings`]) and the
 //! enterprise [`Policy`] file, keeps the user's decision in the consent state file
 //! ([`StateStore`]) and every change of it in the [`AuditLog`], detects CI ([`is_ci`]), decides
-//! when the consent prompt may appear ([`should_prompt`]), and combines it all into a
-//! [`Decision`] with its [`DecisionReason`]. It touches local files only and never the network.
+//! when the consent prompt may appear ([`should_prompt`]), combines it all into a
+//! [`Decision`] with its [`DecisionReason`], and checks serialized events for anything that
+//! looks like personal data ([`Scrubber`]). It touches local files only and never the network.
 //!
 //! Most SDK authors depend on the `telemetry` facade instead, which uses this crate.
 //!
@@ -25,6 +26,7 @@ mod decision;
 mod env;
 mod policy;
 mod prompt;
+mod scrub;
 mod settings;
 mod state;
 
@@ -34,6 +36,7 @@ pub use decision::{Decision, DecisionInputs, DecisionReason, decide};
 pub use env::{EnvSnapshot, NotUnicode};
 pub use policy::{Policy, PolicyError, default_policy_path, load_policy};
 pub use prompt::{DEFAULT_PROMPT_TIMEOUT, PromptContext, parse_answer, prompt_text, should_prompt};
+pub use scrub::{MachineIdentity, ScrubReason, Scrubber};
 pub use settings::{
     BufferKind, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, Endpoint, EndpointError, EnvPrefix,
     InvalidPrefix, MAX_BATCH_INTERVAL, MAX_BATCH_SIZE, Setting, SettingError, Settings,

@@ -1,32 +1,49 @@
 //! Transports that deliver serialized telemetry events, behind one async [`Transport`] trait.
 //!
+//! - `HttpsTransport` (feature `https`): each batch is one `POST` of
+//!   `{"schema_version":1,"events":[…]}` to an `https://` endpoint over HTTP/1.1, with
+//!   certificate verification by rustls against the public web roots plus an optional extra CA,
+//!   gzip for larger bodies, timeouts, and `Retry-After` honoured. Plain HTTP is refused.
 //! - [`FileTransport`]: offline export, one JSON event per line in
 //!   `<dir>/<sdk>-telemetry-YYYY-MM-DD.jsonl`, appended (air-gapped networks, audits, demos).
 //! - [`NullTransport`]: accepts and discards (benchmarks, and SDKs that only want `preview`).
 //!
-//! The HTTPS transport (feature `https`) will live here too. A transport moves bytes: it never
-//! sees a consent decision and never builds or changes an event.
+//! Helpers for the sender: [`Backoff`] (exponential, full jitter) spaces the retries of a
+//! batch, and [`CircuitBreaker`] stops sending to a destination that keeps failing.
+//!
+//! A transport moves bytes: it never sees a consent decision and never builds or changes an
+//! event. Errors ([`SendError`]) never contain event contents, so they are safe to log.
 //!
 //! Most SDK authors depend on the `telemetry` facade instead, which picks a transport from the
 //! endpoint setting.
 //!
 //! # Feature flags
 //!
-//! None yet.
+//! | feature | default | what it brings | what it requires |
+//! |---|---|---|---|
+//! | `https` | off | `HttpsTransport`, `HttpsConfig`, `HttpsConfigError`, `ExtraCa` | hyper, hyper-util, hyper-rustls, rustls (ring), webpki-roots, tokio (time), flate2, httpdate |
+//!
+//! The file and null transports, [`Backoff`] and [`CircuitBreaker`] need no feature.
 //!
 //! # Supported Rust versions
 //!
-//! The workspace's `rust-version` (1.85) and newer.
+//! The workspace's `rust-version` (1.89) and newer.
 
 mod backoff;
+mod circuit;
 mod file;
+#[cfg(feature = "https")]
+mod https;
 mod null;
 
 use std::fmt;
 use std::time::Duration;
 
 pub use backoff::Backoff;
+pub use circuit::{CircuitBreaker, CircuitState};
 pub use file::FileTransport;
+#[cfg(feature = "https")]
+pub use https::{ExtraCa, HttpsConfig, HttpsConfigError, HttpsTransport};
 pub use null::NullTransport;
 use telemetry_model::EncodedEvent;
 

@@ -13,8 +13,9 @@ use telemetry_model::{
 use telemetry_policy::{
     AuditChange, AuditLog, AuditSource, ConsentState, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE,
     DEFAULT_PROMPT_TIMEOUT, Decision, DecisionInputs, DecisionReason, Endpoint, EndpointError,
-    EnvPrefix, EnvSnapshot, InvalidPrefix, Policy, PolicyError, SettingError, Settings, StateError,
-    StateStore, decide, default_policy_path, is_ci, load_policy,
+    EnvPrefix, EnvSnapshot, InvalidPrefix, MachineIdentity, Policy, PolicyError, Scrubber,
+    SettingError, Settings, StateError, StateStore, decide, default_policy_path, is_ci,
+    load_policy,
 };
 use telemetry_transport::Transport;
 
@@ -352,6 +353,7 @@ impl TelemetryConfig {
         }
         Resolution {
             ci: is_ci(&env),
+            identity: MachineIdentity::detect(&env),
             policy,
             settings,
             state,
@@ -371,12 +373,41 @@ impl TelemetryConfig {
                 "no endpoint is configured; set {} to an https:// URL or file:///dir",
                 self.prefix.variable(telemetry_policy::Setting::Endpoint)
             )),
+            #[cfg(feature = "https")]
+            Some(Endpoint::Https(_)) => None,
+            #[cfg(not(feature = "https"))]
             Some(Endpoint::Https(_)) => Some(format!(
-                "this build has no HTTPS transport; set {}=file:///absolute/dir to export offline",
+                "this build has no HTTPS transport (feature `https`); set {}=file:///absolute/dir to export offline",
                 self.prefix.variable(telemetry_policy::Setting::Endpoint)
             )),
             Some(Endpoint::File(_)) => None,
         }
+    }
+
+    /// The scrubber for this SDK on this machine: it never rejects the catalog's names or the
+    /// event's field names.
+    pub(crate) fn scrubber(&self, resolution: &Resolution) -> Scrubber {
+        let mut allowed: Vec<String> = telemetry_model::Section::ALL
+            .iter()
+            .flat_map(|section| self.catalog.entries(*section))
+            .map(|entry| entry.name.to_string())
+            .collect();
+        allowed.push(telemetry_model::catalog::OTHER.to_owned());
+        allowed.push(self.sdk_name.to_string());
+        allowed.push(self.runtime.to_string());
+        allowed.extend(event_field_names());
+        Scrubber::new(resolution.identity.clone(), allowed)
+    }
+
+    #[cfg(feature = "https")]
+    /// The user agent of HTTPS requests: the SDK and this library, with their versions.
+    pub(crate) fn user_agent(&self) -> String {
+        format!(
+            "{}/{} sdk-telemetry/{}",
+            self.sdk_name,
+            self.sdk_version,
+            env!("CARGO_PKG_VERSION")
+        )
     }
 
     /// The name of the transport that `endpoint` calls for.
@@ -490,6 +521,36 @@ pub enum ManageError {
     },
 }
 
+/// Every property name and enumerated value in the event schema: the keys of a serialized
+/// event and the spellings of its enums (such as `linux` or `sdk_usage`).
+fn event_field_names() -> Vec<String> {
+    fn collect(node: &serde_json::Value, names: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                    names.extend(properties.keys().cloned());
+                }
+                if let Some(value) = map.get("const").and_then(serde_json::Value::as_str) {
+                    names.push(value.to_owned());
+                }
+                if let Some(serde_json::Value::Array(values)) = map.get("enum") {
+                    names.extend(
+                        values
+                            .iter()
+                            .filter_map(|value| value.as_str().map(str::to_owned)),
+                    );
+                }
+                map.values().for_each(|value| collect(value, names));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|value| collect(value, names)),
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    collect(telemetry_model::wire::event_schema().as_value(), &mut names);
+    names
+}
+
 fn print_warning(message: &str) {
     // The one place the library writes to stderr: warnings the person running the program
     // must see (an invalid setting), routed through the SDK's `warnings` sink when it sets one.
@@ -502,6 +563,7 @@ fn print_warning(message: &str) {
 /// The outcome of reading the environment and the state file.
 pub(crate) struct Resolution {
     pub(crate) ci: bool,
+    pub(crate) identity: MachineIdentity,
     pub(crate) policy: Result<Option<Policy>, PolicyError>,
     pub(crate) settings: Result<Settings, SettingError>,
     pub(crate) state: Result<ConsentState, StateError>,
@@ -563,6 +625,7 @@ impl Resolution {
         }
     }
 
+    #[cfg(feature = "prompt")]
     /// Whether a policy file allows the consent prompt.
     pub(crate) fn policy_allows_prompt(&self) -> bool {
         match &self.policy {
@@ -571,10 +634,18 @@ impl Resolution {
         }
     }
 
-    pub(crate) fn file_dir(&self) -> Option<&Path> {
-        match &self.endpoint {
-            Some(Endpoint::File(dir)) => Some(dir),
+    #[cfg(feature = "https")]
+    /// The extra CA for a self-hosted HTTPS endpoint: the policy's, else the setting's.
+    pub(crate) fn ca_file(&self) -> Option<&Path> {
+        let from_policy = match &self.policy {
+            Ok(Some(policy)) => policy.ca_file.as_deref(),
             _ => None,
-        }
+        };
+        from_policy.or_else(|| {
+            self.settings
+                .as_ref()
+                .ok()
+                .and_then(|settings| settings.ca_file.as_deref())
+        })
     }
 }

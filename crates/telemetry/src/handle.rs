@@ -11,6 +11,7 @@ use telemetry_model::{
     BlockType, Catalog, Command, ConfigError, ExceptionType, Feature, FeatureSet, Integration,
     Metric, RunOutcome,
 };
+use telemetry_policy::Endpoint;
 use telemetry_transport::{FileTransport, Transport};
 use tokio::sync::mpsc;
 
@@ -128,13 +129,35 @@ impl TelemetryConfig {
         }
     }
 
-    fn start_worker(&self, resolution: &Resolution, summary: bool) -> std::io::Result<Telemetry> {
-        let transport: Arc<dyn Transport> = match (&self.transport, resolution.file_dir()) {
-            (Some(transport), _) => Arc::clone(transport),
-            (None, Some(dir)) => Arc::new(FileTransport::new(dir, self.sdk_name.clone())),
+    /// The transport the configuration and the endpoint call for.
+    fn transport_for(&self, resolution: &Resolution) -> Result<Arc<dyn Transport>, String> {
+        if let Some(transport) = &self.transport {
+            return Ok(Arc::clone(transport));
+        }
+        match &resolution.endpoint {
+            Some(Endpoint::File(dir)) => {
+                Ok(Arc::new(FileTransport::new(dir, self.sdk_name.clone())))
+            }
+            #[cfg(feature = "https")]
+            Some(Endpoint::Https(url)) => {
+                use telemetry_transport::{ExtraCa, HttpsConfig, HttpsTransport};
+                let mut https = HttpsConfig::new(url.clone(), self.user_agent());
+                if let Some(ca_file) = resolution.ca_file() {
+                    https = https.with_extra_ca(ExtraCa::File(ca_file.to_path_buf()));
+                }
+                HttpsTransport::new(https)
+                    .map(|transport| Arc::new(transport) as Arc<dyn Transport>)
+                    .map_err(|error| error.to_string())
+            }
             // `resolve` turns telemetry off when there is nowhere to deliver.
-            (None, None) => return Err(std::io::Error::other("no transport for the endpoint")),
-        };
+            _ => Err("there is no transport for the endpoint".to_owned()),
+        }
+    }
+
+    fn start_worker(&self, resolution: &Resolution, summary: bool) -> std::io::Result<Telemetry> {
+        let transport = self
+            .transport_for(resolution)
+            .map_err(std::io::Error::other)?;
         let buffer: Arc<dyn Buffer> = match &self.buffer {
             Some(buffer) => Arc::clone(buffer),
             None => Arc::new(MemoryBuffer::new(self.buffer_capacity)),
@@ -170,6 +193,7 @@ impl TelemetryConfig {
             run_exceptions: Vec::new(),
             summary,
             opted_out: Arc::clone(&opted_out),
+            scrubber: self.scrubber(resolution),
         };
         let handle = std::thread::Builder::new()
             .name(format!("{}-telemetry", self.sdk_name))
@@ -403,6 +427,7 @@ impl Telemetry {
             status.dropped_events = stats.dropped_full + self.dropped_records();
         }
         status.last_sent = self.inner.stats.last_sent();
+        status.scrubbed_events = self.inner.stats.scrubbed();
         status
     }
 }

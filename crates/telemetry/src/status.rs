@@ -41,6 +41,8 @@ pub struct Status {
     pub state_file: Option<String>,
     /// Problems found while deciding, one message each.
     pub problems: Vec<String>,
+    /// Events the scrubber dropped because they looked like personal data, by reason.
+    pub scrubbed_events: std::collections::BTreeMap<String, u64>,
     /// Pending events deleted by `disable`.
     #[serde(skip_serializing_if = "is_zero")]
     pub purged_events: u64,
@@ -82,6 +84,7 @@ impl TelemetryConfig {
             state_file: self.state_file().map(|path| path.display().to_string()),
             problems: resolution.problems(),
             purged_events: 0,
+            scrubbed_events: Default::default(),
             docs_url: self.docs_url.clone(),
             enabled_variable: self.prefix.variable(Setting::Enabled),
         }

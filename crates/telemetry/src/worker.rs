@@ -16,6 +16,7 @@ use telemetry_model::{
     EventId, EventType, FeatureSet, HourTimestamp, Interface, Name, OsFamily, Section, SessionId,
     Version,
 };
+use telemetry_policy::{ScrubReason, Scrubber};
 use telemetry_transport::{Backoff, SendError, Transport};
 use tokio::sync::mpsc;
 
@@ -43,9 +44,30 @@ pub(crate) struct WorkerStats {
     failed_attempts: AtomicU64,
     /// The hour of the last successful delivery, in Unix seconds; 0 before the first.
     last_sent_hour: AtomicU64,
+    /// Events the scrubber dropped, by [`ScrubReason::ALL`] position.
+    scrubbed: [AtomicU64; ScrubReason::ALL.len()],
 }
 
 impl WorkerStats {
+    fn count_scrubbed(&self, reason: ScrubReason) {
+        if let Some(position) = ScrubReason::ALL
+            .iter()
+            .position(|candidate| *candidate == reason)
+        {
+            self.scrubbed[position].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events the scrubber dropped, by reason (only reasons that occurred).
+    pub(crate) fn scrubbed(&self) -> BTreeMap<String, u64> {
+        ScrubReason::ALL
+            .iter()
+            .zip(&self.scrubbed)
+            .map(|(reason, count)| (reason.as_str().to_owned(), count.load(Ordering::Relaxed)))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
     pub(crate) fn last_sent(&self) -> Option<HourTimestamp> {
         match self.last_sent_hour.load(Ordering::Relaxed) {
             0 => None,
@@ -140,14 +162,17 @@ pub(crate) struct Worker {
     pub(crate) run_exceptions: Vec<u64>,
     /// Whether to send an `sdk_usage` summary at shutdown.
     pub(crate) summary: bool,
+    /// Checks every serialized event before it is buffered.
+    pub(crate) scrubber: Scrubber,
     /// Set when the user opted out through the running handle: nothing more is buffered.
     pub(crate) opted_out: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
     pub(crate) fn run_on_own_runtime(self) {
+        // The I/O driver is needed by network transports; time by batching and deadlines.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build();
         match runtime {
             Ok(runtime) => runtime.block_on(self.run()),
@@ -294,6 +319,12 @@ impl Worker {
     fn encode(&self, event: &Event) -> Option<EncodedEvent> {
         match EncodedEvent::encode(event) {
             Ok(encoded) => {
+                if let Err(reason) = self.scrubber.check_json(encoded.json()) {
+                    self.stats.count_scrubbed(reason);
+                    // The reason only: the event's contents are exactly what must not be logged.
+                    tracing::warn!(%reason, "an event that looked like personal data was dropped");
+                    return None;
+                }
                 if self.debug {
                     (self.warnings)(&format!(
                         "{} telemetry event: {}",

@@ -1,0 +1,491 @@
+//! The scrubber: defence in depth behind the by-construction guarantees.
+//!
+//! Events are built only from catalog names, buckets and hour timestamps, so personal data has
+//! no way in. The scrubber checks anyway: it reads every string of every serialized event (keys
+//! and values) and rejects the whole event when one looks like personal data. Rejected events
+//! are dropped and counted by [`ScrubReason`]; their contents are never logged.
+//!
+//! The event id and the session id are the only exempt fields: they are random UUIDs.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use crate::env::EnvSnapshot;
+
+/// Why an event was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScrubReason {
+    /// Something like an email address (any `@`).
+    Email,
+    /// An IPv4 or IPv6 address.
+    IpAddress,
+    /// A URL (`scheme://…`, `www.…`, `mailto:`).
+    Url,
+    /// A host name such as `db.internal.example.com`.
+    HostName,
+    /// A file-system path: absolute, relative with separators, or starting with `~`.
+    FilePath,
+    /// This machine's host name.
+    MachineHostname,
+    /// The current user's name.
+    Username,
+    /// The current user's home directory.
+    HomeDirectory,
+    /// Something like a credential: a known provider's key format, a JWT, or a long
+    /// high-entropy string.
+    Credential,
+    /// Control characters, or JSON this scrubber cannot read.
+    Malformed,
+}
+
+impl ScrubReason {
+    /// Every reason, in a stable order.
+    pub const ALL: [ScrubReason; 10] = [
+        ScrubReason::Email,
+        ScrubReason::IpAddress,
+        ScrubReason::Url,
+        ScrubReason::HostName,
+        ScrubReason::FilePath,
+        ScrubReason::MachineHostname,
+        ScrubReason::Username,
+        ScrubReason::HomeDirectory,
+        ScrubReason::Credential,
+        ScrubReason::Malformed,
+    ];
+
+    /// The snake_case spelling used by `status --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScrubReason::Email => "email",
+            ScrubReason::IpAddress => "ip_address",
+            ScrubReason::Url => "url",
+            ScrubReason::HostName => "host_name",
+            ScrubReason::FilePath => "file_path",
+            ScrubReason::MachineHostname => "machine_hostname",
+            ScrubReason::Username => "username",
+            ScrubReason::HomeDirectory => "home_directory",
+            ScrubReason::Credential => "credential",
+            ScrubReason::Malformed => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for ScrubReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who and where this process runs: values that must never appear in an event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineIdentity {
+    /// The machine's host name.
+    pub hostname: Option<String>,
+    /// The current user's name.
+    pub username: Option<String>,
+    /// The current user's home directory.
+    pub home_dir: Option<String>,
+}
+
+impl MachineIdentity {
+    /// Reads the host name from the kernel (or `HOSTNAME`/`COMPUTERNAME`), the user name from
+    /// `USER`, `LOGNAME` or `USERNAME`, and the home directory from `HOME` or `USERPROFILE`.
+    pub fn detect(env: &EnvSnapshot) -> MachineIdentity {
+        let var = |names: &[&str]| {
+            names.iter().find_map(|name| match env.get(name) {
+                Some(Ok(value)) if !value.trim().is_empty() => Some(value.trim().to_owned()),
+                _ => None,
+            })
+        };
+        let kernel_hostname = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .find_map(|path| std::fs::read_to_string(path).ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty());
+        MachineIdentity {
+            hostname: kernel_hostname.or_else(|| var(&["HOSTNAME", "COMPUTERNAME"])),
+            username: var(&["USER", "LOGNAME", "USERNAME"]),
+            home_dir: var(&["HOME", "USERPROFILE"]),
+        }
+    }
+}
+
+/// Prefixes of well-known credential formats.
+const CREDENTIAL_PREFIXES: &[&str] = &[
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "pk_live_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xoxs-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "npm_",
+    "pypi-",
+    "hf_",
+    "sk-",
+    "SG.",
+    "shpat_",
+    "dop_v1_",
+];
+
+/// The shortest string the entropy check considers.
+const MIN_SECRET_LEN: usize = 20;
+
+/// Checks serialized events for anything that looks like personal data.
+#[derive(Clone, Debug, Default)]
+pub struct Scrubber {
+    identity: Vec<(ScrubReason, String)>,
+    home_dir: Option<String>,
+    allowed: HashSet<String>,
+}
+
+impl Scrubber {
+    /// A scrubber that also rejects `identity`'s values, and never rejects the `allowed`
+    /// strings (the catalog's names and the event's field names), so legitimate values cannot
+    /// be mistaken for personal data.
+    pub fn new(identity: MachineIdentity, allowed: impl IntoIterator<Item = String>) -> Scrubber {
+        let mut values = Vec::new();
+        if let Some(hostname) = identity.hostname {
+            values.push((ScrubReason::MachineHostname, hostname.to_lowercase()));
+            // A fully qualified name's first label is the host's short name.
+            if let Some((short, _)) = hostname.split_once('.') {
+                values.push((ScrubReason::MachineHostname, short.to_lowercase()));
+            }
+        }
+        if let Some(username) = identity.username {
+            values.push((ScrubReason::Username, username.to_lowercase()));
+        }
+        Scrubber {
+            identity: values,
+            home_dir: identity.home_dir.filter(|home| home.len() > 1),
+            allowed: allowed.into_iter().collect(),
+        }
+    }
+
+    /// Checks one serialized event (a JSON object); `Err` names the first problem found.
+    pub fn check_json(&self, json: &str) -> Result<(), ScrubReason> {
+        let mut exempt_next_value = false;
+        let mut strings = JsonStrings::new(json);
+        while let Some(item) = strings.next() {
+            let (text, is_key) = item.map_err(|()| ScrubReason::Malformed)?;
+            if is_key {
+                exempt_next_value = text == "event_id" || text == "session_id";
+                self.check_text(&text).map_or(Ok(()), Err)?;
+            } else if std::mem::take(&mut exempt_next_value) {
+                continue;
+            } else {
+                self.check_text(&text).map_or(Ok(()), Err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one string; `Some` names the first problem found.
+    pub fn check_text(&self, text: &str) -> Option<ScrubReason> {
+        if self.allowed.contains(text) {
+            return None;
+        }
+        if text.chars().any(char::is_control) {
+            return Some(ScrubReason::Malformed);
+        }
+        if let Some(home) = &self.home_dir {
+            if text.contains(home.as_str()) {
+                return Some(ScrubReason::HomeDirectory);
+            }
+        }
+        if text.contains('@') {
+            return Some(ScrubReason::Email);
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("://") || lower.starts_with("www.") || lower.starts_with("mailto:") {
+            return Some(ScrubReason::Url);
+        }
+        if text.contains(['/', '\\']) || text.starts_with('~') {
+            return Some(ScrubReason::FilePath);
+        }
+        if tokens(text, |c| c.is_ascii_hexdigit() || c == '.' || c == ':').any(is_ip_address) {
+            return Some(ScrubReason::IpAddress);
+        }
+        let identity_tokens: Vec<String> = tokens(text, |c| {
+            c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
+        })
+        .map(str::to_lowercase)
+        .collect();
+        for (reason, value) in &self.identity {
+            if identity_tokens.iter().any(|token| token == value) {
+                return Some(*reason);
+            }
+        }
+        if tokens(text, |c| c.is_ascii_alphanumeric() || c == '.' || c == '-').any(is_host_name) {
+            return Some(ScrubReason::HostName);
+        }
+        if tokens(text, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.')
+        })
+        .any(|token| !self.allowed.contains(token) && looks_like_credential(token))
+        {
+            return Some(ScrubReason::Credential);
+        }
+        None
+    }
+}
+
+/// Maximal runs of characters that satisfy `keep`.
+fn tokens(text: &str, keep: impl Fn(char) -> bool) -> impl Iterator<Item = &str> {
+    text.split(move |c: char| !keep(c))
+        .filter(|token| !token.is_empty())
+}
+
+fn is_ip_address(token: &str) -> bool {
+    let token = token.trim_matches(|c| c == '.' || c == ':');
+    if token.parse::<Ipv4Addr>().is_ok() {
+        return true;
+    }
+    token.matches(':').count() >= 2 && token.parse::<Ipv6Addr>().is_ok()
+}
+
+fn is_host_name(token: &str) -> bool {
+    let token = token.trim_end_matches('.');
+    let labels: Vec<&str> = token.split('.').collect();
+    let valid_label = |label: &&str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let top_level = labels.last().copied().unwrap_or_default();
+    labels.len() >= 2
+        && labels.iter().all(valid_label)
+        && token.starts_with(|c: char| c.is_ascii_alphabetic())
+        && (2..=24).contains(&top_level.len())
+        && top_level.chars().all(|c| c.is_ascii_alphabetic())
+}
+
+fn looks_like_credential(token: &str) -> bool {
+    if CREDENTIAL_PREFIXES
+        .iter()
+        .any(|prefix| token.starts_with(prefix) && token.len() >= prefix.len() + 8)
+    {
+        return true;
+    }
+    if token.starts_with("eyJ") && token.matches('.').count() == 2 && token.len() >= 20 {
+        return true;
+    }
+    if token.len() < MIN_SECRET_LEN {
+        return false;
+    }
+    let has_upper = token.chars().any(|c| c.is_ascii_uppercase());
+    let has_lower = token.chars().any(|c| c.is_ascii_lowercase());
+    let digits = token.chars().filter(char::is_ascii_digit).count();
+    let classes = usize::from(has_upper) + usize::from(has_lower) + usize::from(digits > 0);
+    // Identifiers (snake_case words) are lower-case letters with few digits; secrets mix classes.
+    classes >= 2 && (has_upper || digits >= 4) && shannon_entropy(token) >= 3.0
+}
+
+/// Bits of entropy per character of the string's own character distribution.
+fn shannon_entropy(text: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    for byte in text.bytes() {
+        counts[usize::from(byte)] += 1;
+    }
+    let len = text.len() as f64;
+    counts
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let p = f64::from(count) / len;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// The string literals of a JSON text, in order, each with whether it is an object key.
+/// Numbers, booleans and nulls are skipped: they cannot carry text.
+struct JsonStrings<'a> {
+    text: &'a str,
+    position: usize,
+}
+
+impl<'a> JsonStrings<'a> {
+    fn new(text: &'a str) -> JsonStrings<'a> {
+        JsonStrings { text, position: 0 }
+    }
+
+    fn next(&mut self) -> Option<Result<(Cow<'a, str>, bool), ()>> {
+        let bytes = self.text.as_bytes();
+        let start = self.position
+            + bytes
+                .get(self.position..)?
+                .iter()
+                .position(|&byte| byte == b'"')?;
+        let mut index = start + 1;
+        let mut escaped = false;
+        while index < bytes.len() {
+            match bytes[index] {
+                b'\\' => {
+                    escaped = true;
+                    index += 2;
+                    continue;
+                }
+                b'"' => break,
+                _ => index += 1,
+            }
+        }
+        if index >= bytes.len() {
+            return Some(Err(()));
+        }
+        let raw = &self.text[start + 1..index];
+        self.position = index + 1;
+        let is_key = bytes[self.position..]
+            .iter()
+            .find(|byte| !byte.is_ascii_whitespace())
+            .is_some_and(|&byte| byte == b':');
+        let text = if escaped {
+            match serde_json::from_str::<String>(&self.text[start..=index]) {
+                Ok(decoded) => Cow::Owned(decoded),
+                Err(_) => return Some(Err(())),
+            }
+        } else {
+            Cow::Borrowed(raw)
+        };
+        Some(Ok((text, is_key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrubber() -> Scrubber {
+        Scrubber::new(
+            MachineIdentity {
+                hostname: Some("build-box-7.corp.example".to_owned()),
+                username: Some("alice".to_owned()),
+                home_dir: Some("/home/alice".to_owned()),
+            },
+            [
+                "retries".to_owned(),
+                "integration_import_failures".to_owned(),
+            ],
+        )
+    }
+
+    #[test]
+    fn finds_personal_data_of_every_shape() {
+        let scrubber = scrubber();
+        let cases = [
+            ("alice@example.com", ScrubReason::Email),
+            (
+                "contact: bob.smith+tag@mail.example.org",
+                ScrubReason::Email,
+            ),
+            ("10.20.30.40", ScrubReason::IpAddress),
+            ("host 192.168.1.1 down", ScrubReason::IpAddress),
+            ("2001:db8::ff00:42:8329", ScrubReason::IpAddress),
+            ("fe80::1", ScrubReason::IpAddress),
+            ("https://example.com/x", ScrubReason::Url),
+            ("www.example.com", ScrubReason::Url),
+            ("db.internal.example.com", ScrubReason::HostName),
+            ("warehouse.corp", ScrubReason::HostName),
+            ("/etc/passwd", ScrubReason::FilePath),
+            ("data/customers.csv", ScrubReason::FilePath),
+            ("C:\\Users\\bob", ScrubReason::FilePath),
+            ("~/.ssh", ScrubReason::FilePath),
+            ("/home/alice/x", ScrubReason::HomeDirectory),
+            ("build-box-7", ScrubReason::MachineHostname),
+            ("BUILD-BOX-7", ScrubReason::MachineHostname),
+            ("alice", ScrubReason::Username),
+            ("owner alice", ScrubReason::Username),
+            (
+                "sk_live_51HxDemoSecretToken9f8e7d6c",
+                ScrubReason::Credential,
+            ),
+            (
+                "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                ScrubReason::Credential,
+            ),
+            ("AKIAIOSFODNN7EXAMPLE", ScrubReason::Credential),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                ScrubReason::Credential,
+            ),
+            ("a8Fk2LmQ9xZ7pR4tW1vB6nC3", ScrubReason::Credential),
+            ("line\nbreak", ScrubReason::Malformed),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(scrubber.check_text(text), Some(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn passes_what_events_legitimately_hold() {
+        let scrubber = scrubber();
+        for text in [
+            "retries",
+            "integration_import_failures",
+            "concurrent_task_runner",
+            "sequential_task_runner",
+            "s3_bucket",
+            "x86_64",
+            "aarch64",
+            "sdk_usage",
+            "development",
+            "1-10s",
+            "<1s",
+            ">6h",
+            "101-1000",
+            ">1000",
+            "2026-11-28T14:00:00Z",
+            "0.1.0",
+            "1.95",
+            "0.4.0-beta.1",
+            "flowkit",
+            "other",
+            "rust",
+            "alice_in_wonderland_feature",
+            "connection_error",
+            "aws",
+            "",
+        ] {
+            assert_eq!(scrubber.check_text(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn checks_keys_and_values_but_exempts_the_ids() {
+        let scrubber = scrubber();
+        let ok = r#"{"event_id":"6f1c1b0e-3c1a-4d4e-9b8a-2b7c8e9d0a1f","session_id":"AKIAIOSFODNN7EXAMPLEKEY","metrics":{"retries":"1"}}"#;
+        assert_eq!(scrubber.check_json(ok), Ok(()));
+        let cases = [
+            (r#"{"features":["alice@example.com"]}"#, ScrubReason::Email),
+            (r#"{"metrics":{"/tmp/x":"1"}}"#, ScrubReason::FilePath),
+            (r#"{"features":["a\u0040b"]}"#, ScrubReason::Email),
+            (r#"{"features":["a\/b"]}"#, ScrubReason::FilePath),
+            (
+                r#"{"event_id":"x","features":["10.0.0.1"]}"#,
+                ScrubReason::IpAddress,
+            ),
+            (r#"{"features":["unterminated]}"#, ScrubReason::Malformed),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(scrubber.check_json(json), Err(expected), "{json}");
+        }
+    }
+}

@@ -204,10 +204,10 @@ impl Scrubber {
         if text.chars().any(char::is_control) {
             return Some(ScrubReason::Malformed);
         }
-        if let Some(home) = &self.home_dir {
-            if text.contains(home.as_str()) {
-                return Some(ScrubReason::HomeDirectory);
-            }
+        if let Some(home) = &self.home_dir
+            && text.contains(home.as_str())
+        {
+            return Some(ScrubReason::HomeDirectory);
         }
         if text.contains('@') {
             return Some(ScrubReason::Email);

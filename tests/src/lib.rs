@@ -15,14 +15,27 @@ pub fn schema_path() -> PathBuf {
 /// A flowkit configuration with telemetry enabled by its environment variable and exporting
 /// to `export`, with state in `home`, reading no other variable.
 pub fn enabled_flowkit_config(home: &Path, export: &Path) -> TelemetryConfig {
-    let endpoint = format!("file://{}", export.display());
+    enabled_flowkit_config_with(home, export, &[])
+}
+
+/// [`enabled_flowkit_config`] with more environment variables, such as a hostile `USER`.
+pub fn enabled_flowkit_config_with(
+    home: &Path,
+    export: &Path,
+    vars: &[(&str, &str)],
+) -> TelemetryConfig {
+    // Only `%` needs escaping: the endpoint parser decodes `%XX` and takes everything else as is.
+    let endpoint = format!(
+        "file://{}",
+        export.display().to_string().replace('%', "%25")
+    );
+    let mut pairs = vec![
+        ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+        ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
+    ];
+    pairs.extend(vars.iter().copied());
     flowkit::telemetry_config(Some(home.to_path_buf()), Interface::Programmatic)
-        .map(|config| {
-            config.env(EnvSnapshot::from_pairs([
-                ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
-                ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
-            ]))
-        })
+        .map(|config| config.env(EnvSnapshot::from_pairs(pairs)))
         .unwrap_or_else(|error| panic!("flowkit's configuration is invalid: {error}"))
 }
 

@@ -6,7 +6,7 @@
 
 use flowkit::{ErrorKind, Flow, FlowKit, Params, Task, TaskError};
 use proptest::prelude::*;
-use telemetry_e2e::{enabled_flowkit_config, exported_lines};
+use telemetry_e2e::{enabled_flowkit_config_with, exported_lines};
 
 /// Personal and sensitive data of the shapes the promise names.
 fn sensitive() -> impl Strategy<Value = String> {
@@ -25,6 +25,14 @@ fn sensitive() -> impl Strategy<Value = String> {
     })
 }
 
+/// A file name made from `text`: path separators and NUL cannot be in one.
+fn path_safe(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c != '/' && *c != '\0')
+        .take(60)
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -38,8 +46,11 @@ proptest! {
         kind in sensitive(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let export = dir.path().join("export");
-        let kit = FlowKit::start(&enabled_flowkit_config(&dir.path().join("home"), &export)).unwrap();
+        // The state and export directories and the environment carry the user's data too.
+        let export = dir.path().join(format!("export-{}", path_safe(&value)));
+        let home = dir.path().join(format!("home-{}", path_safe(&key)));
+        let vars = [("USER", flow_name.as_str()), ("AWS_SECRET_ACCESS_KEY", message.as_str()), ("PWD", task_name.as_str())];
+        let kit = FlowKit::start(&enabled_flowkit_config_with(&home, &export, &vars)).unwrap();
         let failing_message = message.clone();
         let failing_kind = kind.clone();
         let flow = Flow::new(flow_name.clone())
@@ -54,8 +65,10 @@ proptest! {
 
         let lines = exported_lines(&export);
         prop_assert_eq!(lines.len(), 2);
+        let home_text = home.display().to_string();
+        let export_text = export.display().to_string();
         for line in &lines {
-            for secret in [&flow_name, &task_name, &key, &value, &message, &kind] {
+            for secret in [&flow_name, &task_name, &key, &value, &message, &kind, &home_text, &export_text] {
                 let escaped = serde_json::to_string(secret).unwrap();
                 prop_assert!(!line.contains(secret.as_str()), "{:?} leaked into {}", secret, line);
                 prop_assert!(!line.contains(escaped.trim_matches('"')), "{:?} leaked into {}", secret, line);

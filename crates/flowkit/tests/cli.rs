@@ -324,3 +324,83 @@ fn demo_shows_where_events_went_and_that_user_data_is_absent() {
         text(&output.stdout)
     );
 }
+
+#[test]
+fn personal_data_in_names_parameters_and_errors_never_reaches_the_export_or_the_preview() {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "build-host-17".to_owned());
+    let sandbox = Sandbox::new();
+    let endpoint = sandbox.file_endpoint();
+    let flow_name = format!("sync-{hostname}-alice@example.com");
+    let secrets = [
+        "alice@example.com".to_owned(),
+        "/home/alice/customers.csv".to_owned(),
+        "sk_live_51HxDemoSecretToken9f8e7d6cAbC".to_owned(),
+        "10.20.30.40".to_owned(),
+        flow_name.clone(),
+        sandbox.home().display().to_string(),
+        sandbox.export().display().to_string(),
+    ];
+    let params = [
+        format!("email={}", secrets[0]),
+        format!("input={}", secrets[1]),
+        format!("token={}", secrets[2]),
+        format!("host={}", secrets[3]),
+        format!("machine={hostname}"),
+    ];
+    let mut args = vec![
+        "simulate",
+        "--runs",
+        "20",
+        "--seed",
+        "3",
+        "--fail-rate",
+        "0.4",
+        "--flow-name",
+        &flow_name,
+    ];
+    for param in &params {
+        args.extend(["--param", param.as_str()]);
+    }
+    let output = sandbox.flowkit(
+        &args,
+        &[
+            ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint),
+        ],
+    );
+    check_success(&output);
+    assert!(
+        text(&output.stdout).contains("failed."),
+        "{}",
+        text(&output.stdout)
+    );
+    let lines = sandbox.exported_lines();
+    assert_eq!(lines.len(), 21);
+    assert!(
+        lines.iter().any(|line| line.contains("\"failed\"")),
+        "some runs failed"
+    );
+    let preview = sandbox.flowkit(
+        &["telemetry", "preview"],
+        &[
+            ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint),
+        ],
+    );
+    check_success(&preview);
+    let previewed = text(&preview.stdout);
+    assert!(
+        previewed.contains("\"event_type\":\"sdk_usage\""),
+        "{previewed}"
+    );
+    for secret in secrets.iter().chain([&hostname]) {
+        for line in lines.iter().chain([&previewed]) {
+            assert!(
+                !line.contains(secret.as_str()),
+                "{secret:?} leaked into {line}"
+            );
+        }
+    }
+}

@@ -263,11 +263,10 @@ fn is_ip_address(token: &str) -> bool {
 fn is_host_name(token: &str) -> bool {
     let token = token.trim_end_matches('.');
     let labels: Vec<&str> = token.split('.').collect();
+    // Loose on purpose: a label with a stray hyphen is still someone's host.
     let valid_label = |label: &&str| {
         !label.is_empty()
             && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
             && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     };
     let top_level = labels.last().copied().unwrap_or_default();

@@ -1,0 +1,137 @@
+//! Properties of the scrubber: it catches every generated shape of personal data, and it never
+//! rejects what events legitimately hold.
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use proptest::prelude::*;
+use telemetry_model::{
+    Catalog, CountBucket, DurationBucket, EncodedEvent, HourTimestamp, Name, fixtures,
+};
+use telemetry_policy::{MachineIdentity, ScrubReason, Scrubber};
+
+const FLOWKIT_CATALOG: &str = include_str!("../../flowkit/catalog.toml");
+
+fn identity() -> MachineIdentity {
+    MachineIdentity {
+        hostname: Some("ci-worker-42".to_owned()),
+        username: Some("jdoe".to_owned()),
+        home_dir: Some("/home/jdoe".to_owned()),
+    }
+}
+
+fn catalog_names() -> Vec<String> {
+    let catalog = Catalog::from_toml(FLOWKIT_CATALOG).unwrap();
+    telemetry_model::Section::ALL
+        .iter()
+        .flat_map(|section| catalog.entries(*section).to_vec())
+        .map(|entry| entry.name.to_string())
+        .collect()
+}
+
+fn scrubber() -> Scrubber {
+    Scrubber::new(identity(), catalog_names())
+}
+
+/// Personal data of every shape the promise names, with the reason it must be caught for.
+fn personal_data() -> impl Strategy<Value = (String, ScrubReason)> {
+    prop_oneof![
+        "[a-z0-9._%+-]{1,20}@[a-z0-9-]{1,15}\\.[a-z]{2,6}".prop_map(|s| (s, ScrubReason::Email)),
+        (0u8..=255, 0u8..=255, 0u8..=255, 0u8..=255)
+            .prop_map(|(a, b, c, d)| (format!("{a}.{b}.{c}.{d}"), ScrubReason::IpAddress)),
+        any::<[u16; 8]>().prop_map(|parts| {
+            let text = parts
+                .iter()
+                .map(|part| format!("{part:x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            (text, ScrubReason::IpAddress)
+        }),
+        "(https?|ftp|ssh)://[a-z0-9.-]{1,20}(/[a-z0-9]{0,10})?".prop_map(|s| (s, ScrubReason::Url)),
+        "[a-z][a-z0-9-]{0,12}(\\.[a-z][a-z0-9-]{0,12}){1,3}\\.(com|net|org|io|internal|corp|local)"
+            .prop_map(|s| (s, ScrubReason::HostName)),
+        "/[A-Za-z0-9_. -]{1,20}(/[A-Za-z0-9_. -]{1,20}){0,4}"
+            .prop_map(|s| (s, ScrubReason::FilePath)),
+        "[A-Za-z0-9_-]{1,12}/[A-Za-z0-9_.-]{1,12}".prop_map(|s| (s, ScrubReason::FilePath)),
+        "~/[A-Za-z0-9_.-]{0,20}".prop_map(|s| (s, ScrubReason::FilePath)),
+        "[A-Z]:\\\\[A-Za-z0-9_]{1,12}".prop_map(|s| (s, ScrubReason::FilePath)),
+        "(sk_live_|ghp_|github_pat_|xoxb-|glpat-|AKIA)[A-Za-z0-9]{16,40}"
+            .prop_map(|s| (s, ScrubReason::Credential)),
+        "eyJ[A-Za-z0-9_-]{10,40}\\.eyJ[A-Za-z0-9_-]{10,40}\\.[A-Za-z0-9_-]{10,40}"
+            .prop_map(|s| (s, ScrubReason::Credential)),
+        // Random 32-character keys over the usual alphabets (hex, base62, base64).
+        "[0-9a-f]{32,64}"
+            .prop_filter("has at least four digits", |s| s
+                .chars()
+                .filter(char::is_ascii_digit)
+                .count()
+                >= 4)
+            .prop_map(|s| (s, ScrubReason::Credential)),
+        "[A-Za-z0-9]{32,48}"
+            .prop_filter("mixes classes like a random key", |s| {
+                s.chars().any(|c| c.is_ascii_uppercase())
+                    && s.chars().filter(char::is_ascii_digit).count() >= 4
+            })
+            .prop_map(|s| (s, ScrubReason::Credential)),
+        Just(("ci-worker-42".to_owned(), ScrubReason::MachineHostname)),
+        Just(("jdoe".to_owned(), ScrubReason::Username)),
+    ]
+}
+
+/// Text around the data, as it would appear in a message or a name.
+fn surrounding() -> impl Strategy<Value = (String, String)> {
+    let side = prop_oneof![
+        Just(String::new()),
+        Just(" ".to_owned()),
+        "[a-z ]{0,8} ",
+        " \\(",
+        ", "
+    ];
+    (
+        side.clone(),
+        side.prop_map(|side| side.chars().rev().collect::<String>()),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    #[test]
+    fn no_false_negatives_on_generated_shapes(((data, _reason), (before, after)) in (personal_data(), surrounding())) {
+        let text = format!("{before}{data}{after}");
+        let found = scrubber().check_text(&text);
+        prop_assert!(found.is_some(), "missed {text:?}");
+        // In an event, anywhere: a feature, a metric key, an error name.
+        for json in [
+            format!("{{\"features\":[{}]}}", serde_json::to_string(&text).unwrap()),
+            format!("{{\"metrics\":{{{}:\"1\"}}}}", serde_json::to_string(&text).unwrap()),
+        ] {
+            prop_assert!(scrubber().check_json(&json).is_err(), "missed in {json}");
+        }
+    }
+
+    #[test]
+    fn no_false_positives_on_real_events(
+        features in proptest::sample::subsequence(catalog_names(), 0..12),
+        seconds in 0u64..8_000_000_000,
+        duration in proptest::sample::select(DurationBucket::ALL.to_vec()),
+        count in proptest::sample::select(CountBucket::ALL.to_vec()),
+    ) {
+        let mut event = fixtures::run_event();
+        event.timestamp = HourTimestamp::from_unix_seconds(seconds);
+        event.duration = duration;
+        event.features = features.iter().map(|name| Name::new(name).unwrap()).collect();
+        event.metrics = features.iter().map(|name| (Name::new(name).unwrap(), count)).collect();
+        event.errors.exception_types = features.iter().map(|name| (Name::new(name).unwrap(), count)).collect();
+        let encoded = EncodedEvent::encode(&event).unwrap();
+        prop_assert_eq!(scrubber().check_json(encoded.json()), Ok(()), "{}", encoded.json());
+    }
+}
+
+#[test]
+fn every_catalog_name_passes() {
+    let scrubber = scrubber();
+    for name in catalog_names() {
+        assert_eq!(scrubber.check_text(&name), None, "{name}");
+    }
+}

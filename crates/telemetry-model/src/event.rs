@@ -107,6 +107,9 @@ pub enum EventType {
     SdkUsage,
     /// One run of a unit of work (a flow run, say): its features, duration and outcome.
     Run,
+    /// The user opted out: the receiver should delete every event with this session id.
+    /// Sent once, when an SDK that sent data is disabled; it carries no usage data.
+    DeletionRequest,
 }
 
 /// The operating system family.

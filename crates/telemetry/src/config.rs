@@ -86,6 +86,7 @@ pub struct TelemetryConfig {
     pub(crate) consent_version: u32,
     pub(crate) docs_url: Option<String>,
     pub(crate) prompt_timeout: Duration,
+    pub(crate) deletion_on_opt_out: bool,
 }
 
 impl fmt::Debug for TelemetryConfig {
@@ -141,7 +142,18 @@ impl TelemetryConfig {
             consent_version: 1,
             docs_url: None,
             prompt_timeout: DEFAULT_PROMPT_TIMEOUT,
+            deletion_on_opt_out: true,
         })
+    }
+
+    /// Whether opting out sends one final `deletion_request` event asking the destination to
+    /// delete everything sent under the old session id (on by default, as Mozilla's Glean does
+    /// with its deletion-request ping). Turn it off only when the destination keeps nothing
+    /// per session.
+    #[must_use]
+    pub fn deletion_request_on_opt_out(mut self, enabled: bool) -> TelemetryConfig {
+        self.deletion_on_opt_out = enabled;
+        self
     }
 
     /// Where the enterprise policy file is looked for when `PREFIX_TELEMETRY_POLICY_FILE` is not

@@ -130,7 +130,10 @@ impl TelemetryConfig {
     }
 
     /// The transport the configuration and the endpoint call for.
-    fn transport_for(&self, resolution: &Resolution) -> Result<Arc<dyn Transport>, String> {
+    pub(crate) fn transport_for(
+        &self,
+        resolution: &Resolution,
+    ) -> Result<Arc<dyn Transport>, String> {
         if let Some(transport) = &self.transport {
             return Ok(Arc::clone(transport));
         }
@@ -428,6 +431,9 @@ impl Telemetry {
         }
         status.last_sent = self.inner.stats.last_sent();
         status.scrubbed_events = self.inner.stats.scrubbed();
+        status.failed_deliveries = self.inner.stats.failed_attempts();
+        status.rejected_events = self.inner.stats.rejected();
+        status.circuit_open = self.inner.stats.circuit_open.load(Ordering::Relaxed);
         status
     }
 }

@@ -44,6 +44,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
+mod erasure;
 mod handle;
 mod preview;
 #[cfg(feature = "prompt")]

@@ -41,8 +41,17 @@ pub struct Status {
     pub state_file: Option<String>,
     /// Problems found while deciding, one message each.
     pub problems: Vec<String>,
+    /// Delivery attempts that failed and will be retried (the events were kept).
+    pub failed_deliveries: u64,
+    /// Events the destination refused for good (dropped and counted).
+    pub rejected_events: u64,
+    /// Whether repeated failures have paused deliveries until a cool-down passes.
+    pub circuit_open: bool,
     /// Events the scrubber dropped because they looked like personal data, by reason.
     pub scrubbed_events: std::collections::BTreeMap<String, u64>,
+    /// What happened to the deletion request that `disable` sends for the old session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_request: Option<String>,
     /// Pending events deleted by `disable`.
     #[serde(skip_serializing_if = "is_zero")]
     pub purged_events: u64,
@@ -84,6 +93,10 @@ impl TelemetryConfig {
             state_file: self.state_file().map(|path| path.display().to_string()),
             problems: resolution.problems(),
             purged_events: 0,
+            deletion_request: None,
+            failed_deliveries: 0,
+            rejected_events: 0,
+            circuit_open: false,
             scrubbed_events: Default::default(),
             docs_url: self.docs_url.clone(),
             enabled_variable: self.prefix.variable(Setting::Enabled),
@@ -111,10 +124,20 @@ impl TelemetryConfig {
 
     /// [`disable`](TelemetryConfig::disable), recording `source` in the audit log.
     pub fn disable_from(&self, source: AuditSource) -> Result<Status, ManageError> {
+        let previous_session = self
+            .state_store()
+            .and_then(|store| store.load().ok())
+            .and_then(|state| state.session_id);
         self.record_decision(false, source)?;
         let purged = self.purge_pending();
         let mut status = self.status();
         status.purged_events = purged;
+        if let (Some(session), true) = (previous_session, self.deletion_on_opt_out) {
+            status.deletion_request = Some(match crate::erasure::request_deletion(self, session) {
+                Ok(destination) => format!("sent to {destination}"),
+                Err(error) => format!("not sent: {error}"),
+            });
+        }
         Ok(status)
     }
 
@@ -194,6 +217,19 @@ impl fmt::Display for Status {
             "Last sent: {}",
             self.last_sent.map_or_else(dash, |hour| hour.to_string())
         );
+        if self.failed_deliveries > 0 || self.rejected_events > 0 || self.circuit_open {
+            let _ = writeln!(
+                text,
+                "Delivery: {} failed attempts, {} events rejected, circuit {}",
+                self.failed_deliveries,
+                self.rejected_events,
+                if self.circuit_open {
+                    "open (paused)"
+                } else {
+                    "closed"
+                }
+            );
+        }
         if let Some(path) = &self.state_file {
             let _ = writeln!(text, "State file: {path}");
         }

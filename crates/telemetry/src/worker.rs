@@ -17,7 +17,7 @@ use telemetry_model::{
     Version,
 };
 use telemetry_policy::{ScrubReason, Scrubber};
-use telemetry_transport::{Backoff, SendError, Transport};
+use telemetry_transport::{Backoff, CircuitBreaker, CircuitState, SendError, Transport};
 use tokio::sync::mpsc;
 
 use crate::config::{TelemetryConfig, WarningSink};
@@ -46,6 +46,8 @@ pub(crate) struct WorkerStats {
     last_sent_hour: AtomicU64,
     /// Events the scrubber dropped, by [`ScrubReason::ALL`] position.
     scrubbed: [AtomicU64; ScrubReason::ALL.len()],
+    /// Whether the circuit breaker has stopped scheduled deliveries.
+    pub(crate) circuit_open: std::sync::atomic::AtomicBool,
 }
 
 impl WorkerStats {
@@ -56,6 +58,16 @@ impl WorkerStats {
         {
             self.scrubbed[position].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Failed delivery attempts (the events were kept).
+    pub(crate) fn failed_attempts(&self) -> u64 {
+        self.failed_attempts.load(Ordering::Relaxed)
+    }
+
+    /// Events the destination refused for good (dropped and counted).
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Events the scrubber dropped, by reason (only reasons that occurred).
@@ -181,8 +193,7 @@ impl Worker {
     }
 
     async fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
-        let mut retry_not_before: Option<tokio::time::Instant> = None;
+        let mut schedule = DeliverySchedule::new();
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + self.batch_interval,
             self.batch_interval,
@@ -194,12 +205,10 @@ impl Worker {
                 control = self.control.recv() => match control {
                     Some(Control::Flush { deadline, reply }) => {
                         self.drain_queue();
-                        let result = self.deliver(deadline, Amount::Everything).await.map_err(FlushError::from);
-                        if result.is_ok() {
-                            backoff.reset();
-                            retry_not_before = None;
-                        }
-                        let _ = reply.send(result);
+                        let result = self.deliver(deadline, Amount::Everything).await;
+                        schedule.record(&result);
+                        self.stats.circuit_open.store(schedule.is_open(), Ordering::Relaxed);
+                        let _ = reply.send(result.map_err(FlushError::from));
                     }
                     Some(Control::Shutdown { deadline, reply }) => {
                         self.drain_queue();
@@ -224,9 +233,8 @@ impl Worker {
                             }
                         }
                         self.store(records);
-                        let due = retry_not_before.is_none_or(|at| tokio::time::Instant::now() >= at);
-                        if due && self.pending() >= self.batch_size {
-                            self.deliver_scheduling_retries(Amount::FullBatches, &mut backoff, &mut retry_not_before).await;
+                        if self.pending() >= self.batch_size && schedule.due() {
+                            self.deliver_on_schedule(Amount::FullBatches, &mut schedule).await;
                         }
                     }
                     // Every handle is gone without a shutdown message: deliver what is possible.
@@ -237,40 +245,23 @@ impl Worker {
                     }
                 },
                 _ = tick.tick() => {
-                    let due = retry_not_before.is_none_or(|at| tokio::time::Instant::now() >= at);
-                    if due && self.pending() > 0 {
-                        self.deliver_scheduling_retries(Amount::Everything, &mut backoff, &mut retry_not_before).await;
+                    if self.pending() > 0 && schedule.due() {
+                        self.deliver_on_schedule(Amount::Everything, &mut schedule).await;
                     }
                 }
             }
         }
     }
 
-    /// Delivers with the batch interval as the deadline, and schedules the next attempt after a
-    /// failure with exponential backoff (or the destination's `Retry-After`).
-    async fn deliver_scheduling_retries(
-        &mut self,
-        amount: Amount,
-        backoff: &mut Backoff,
-        retry_not_before: &mut Option<tokio::time::Instant>,
-    ) {
+    /// Delivers with the batch interval as the deadline, and lets the schedule work out the next
+    /// attempt after a failure.
+    async fn deliver_on_schedule(&mut self, amount: Amount, schedule: &mut DeliverySchedule) {
         let deadline = Instant::now() + self.batch_interval.max(Duration::from_secs(5));
-        match self.deliver(deadline, amount).await {
-            Ok(_) => {
-                backoff.reset();
-                *retry_not_before = None;
-            }
-            Err(error) => {
-                let delay = match error {
-                    Stopped::Failed {
-                        retry_after: Some(after),
-                        ..
-                    } => after,
-                    _ => backoff.next_delay(),
-                };
-                *retry_not_before = Some(tokio::time::Instant::now() + delay);
-            }
-        }
+        let result = self.deliver(deadline, amount).await;
+        schedule.record(&result);
+        self.stats
+            .circuit_open
+            .store(schedule.is_open(), Ordering::Relaxed);
     }
 
     /// Whether collecting is still allowed: after `Telemetry::disable` nothing more is buffered.
@@ -526,6 +517,55 @@ impl Worker {
 fn other_name() -> Name {
     Name::new(telemetry_model::catalog::OTHER)
         .unwrap_or_else(|_| unreachable!("`other` is a valid name"))
+}
+
+/// When the worker may try to deliver again: exponential backoff with full jitter after a
+/// failure (or the destination's `Retry-After`), and a circuit breaker that stops trying a
+/// destination that keeps failing until a cool-down has passed.
+struct DeliverySchedule {
+    backoff: Backoff,
+    not_before: Option<Instant>,
+    breaker: CircuitBreaker,
+}
+
+impl DeliverySchedule {
+    fn new() -> DeliverySchedule {
+        DeliverySchedule {
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            not_before: None,
+            breaker: CircuitBreaker::default(),
+        }
+    }
+
+    /// Whether a scheduled delivery may run now.
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        self.not_before.is_none_or(|at| now >= at) && self.breaker.allow(now)
+    }
+
+    fn record(&mut self, result: &Result<FlushReport, Stopped>) {
+        let now = Instant::now();
+        match result {
+            Ok(_) => {
+                self.backoff.reset();
+                self.not_before = None;
+                self.breaker.record_success();
+            }
+            Err(stopped) => {
+                let retry_after = match stopped {
+                    Stopped::Failed { retry_after, .. } => *retry_after,
+                    Stopped::Deadline => None,
+                };
+                let delay = retry_after.unwrap_or_else(|| self.backoff.next_delay());
+                self.not_before = Some(now + delay);
+                self.breaker.record_failure(now);
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        !matches!(self.breaker.state(), CircuitState::Closed)
+    }
 }
 
 /// How much of the buffer a delivery sends.

@@ -622,6 +622,11 @@ fn disabling_through_the_api_stops_collection_and_purges_what_is_pending() {
     assert_eq!(telemetry.status().pending_events, 3);
     let status = telemetry.disable().unwrap();
     assert!(!status.enabled && status.session_id.is_none());
+    let request = status.deletion_request.unwrap();
+    assert!(
+        request.starts_with("not sent: delivery failed, will retry: refused"),
+        "{request}"
+    );
     assert!(!telemetry.is_enabled());
     assert_eq!(
         telemetry.status().pending_events,
@@ -763,4 +768,42 @@ fn the_scrubber_drops_and_counts_events_that_still_look_personal() {
     assert!(telemetry.status().scrubbed_events.is_empty());
     drop(telemetry);
     assert_eq!(fixture.exported().len(), 2);
+}
+
+#[test]
+fn opting_out_asks_the_destination_to_delete_the_old_session() {
+    let fixture = Fixture::new();
+    let (transport, _batches) = Observed::new(&fixture.export(), Mode::Deliver);
+    let config = fixture.config(&[]).transport(transport);
+    let session = config.enable().unwrap().session_id.unwrap();
+    let telemetry = config.start();
+    run(&telemetry, RunOutcome::Completed);
+    drop(telemetry);
+
+    let status = config.disable().unwrap();
+    assert_eq!(status.session_id, None);
+    let request = status
+        .deletion_request
+        .expect("a deletion request was attempted");
+    assert!(request.starts_with("sent to file://"), "{request}");
+    let events = fixture.exported();
+    let deletion: Vec<&Event> = events
+        .iter()
+        .filter(|event| event.event_type == EventType::DeletionRequest)
+        .collect();
+    assert_eq!(deletion.len(), 1, "{events:#?}");
+    assert_eq!(deletion[0].session_id.to_string(), session);
+    assert!(deletion[0].features.is_empty() && deletion[0].metrics.is_empty());
+
+    // Disabling again (no session id any more) sends nothing; neither does an SDK that opts out of erasure.
+    assert_eq!(config.disable().unwrap().deletion_request, None);
+    let quiet = config.clone().deletion_request_on_opt_out(false);
+    quiet.enable().unwrap();
+    assert_eq!(quiet.disable().unwrap().deletion_request, None);
+    let count = fixture
+        .exported()
+        .iter()
+        .filter(|event| event.event_type == EventType::DeletionRequest)
+        .count();
+    assert_eq!(count, 1);
 }

@@ -108,7 +108,7 @@ const FIXED_FIELDS: [(&str, &str); 14] = [
     ("timestamp", "UTC time truncated to the hour"),
     (
         "event_type",
-        "`sdk_usage` (a summary of one process) or `run` (one flow run)",
+        "`sdk_usage` (a summary of one process), `run` (one flow run), or `deletion_request` (sent once on opt-out, without usage data)",
     ),
     ("sdk_name, sdk_version", "The SDK and its version"),
     ("library_version", "The version of the telemetry library"),

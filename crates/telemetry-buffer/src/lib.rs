@@ -1,26 +1,37 @@
 //! Buffers that hold serialized telemetry events until a transport has delivered them.
 //!
 //! The [`Buffer`] trait is the extension point; [`MemoryBuffer`] is a bounded in-memory
-//! implementation. Delivery works by *claim and acknowledge*: the sender claims a batch,
-//! tries to deliver it, then acknowledges it (the events are gone) or releases it (the events
-//! are pending again, ahead of newer ones). A buffer never decides anything about consent; it
-//! stores and hands back bytes.
+//! implementation, and `SqliteSpool` (feature `sqlite`) a durable one in a SQLite file that
+//! several processes can share. Delivery works by *claim and acknowledge*: the sender claims
+//! a batch, tries to deliver it, then acknowledges it (the events are gone) or releases it
+//! (the events are pending again, ahead of newer ones). A buffer never decides anything about
+//! consent; it stores and hands back bytes.
 //!
 //! Most SDK authors depend on the `telemetry` facade instead, which picks and wires a buffer.
 //!
 //! # Feature flags
 //!
-//! None yet.
+//! | feature | default | what it brings | requires |
+//! |---|---|---|---|
+//! | `sqlite` | no | `SqliteSpool`, the durable spool | a system libsqlite3, 3.34.1 or newer |
+//! | `bundled-sqlite` | no | `sqlite`, with SQLite compiled in from source | a C compiler |
 //!
 //! # Supported Rust versions
 //!
-//! The workspace's `rust-version` (1.85) and newer.
+//! The workspace's `rust-version` (1.89) and newer.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::fmt;
 
 pub use memory::{DEFAULT_MEMORY_CAPACITY, MemoryBuffer};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{
+    BUSY_TIMEOUT, DEFAULT_CLAIM_LEASE, Recovery, SCHEMA_VERSION, SPOOL_FILE_NAME, SpoolError,
+    SpoolLimits, SqliteSpool,
+};
 use telemetry_model::EncodedEvent;
 
 /// Identifies one claimed batch until it is acknowledged or released.
@@ -41,8 +52,22 @@ pub struct Claim {
 pub struct BufferStats {
     /// Events waiting for delivery, claimed or not.
     pub pending: usize,
-    /// Events dropped because the buffer was full, since it was opened.
+    /// Events dropped because the buffer was full: since it was opened for an in-memory
+    /// buffer, since the file was created for a durable one.
     pub dropped_full: u64,
+    /// Events dropped because they were older than the buffer keeps them (durable buffers).
+    pub dropped_age: u64,
+    /// Events dropped because what storage gave back was not a valid event (durable buffers).
+    pub dropped_invalid: u64,
+}
+
+impl BufferStats {
+    /// Every event dropped, for whatever reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_full
+            .saturating_add(self.dropped_age)
+            .saturating_add(self.dropped_invalid)
+    }
 }
 
 /// Why a buffer operation failed.

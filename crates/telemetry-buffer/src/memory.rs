@@ -124,6 +124,7 @@ impl Buffer for MemoryBuffer {
         Ok(BufferStats {
             pending: inner.unclaimed.len() + inner.claimed_len,
             dropped_full: inner.dropped_full,
+            ..BufferStats::default()
         })
     }
 

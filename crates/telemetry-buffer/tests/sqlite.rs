@@ -1,0 +1,777 @@
+//! The SQLite spool on real files: the claim/acknowledge contract shared with the in-memory
+//! buffer, its bounds, persistence, claims across connections, schema versions and damage.
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use telemetry_buffer::{
+    Buffer, BufferError, SCHEMA_VERSION, SPOOL_FILE_NAME, SpoolError, SpoolLimits, SqliteSpool,
+};
+use telemetry_model::{EncodedEvent, EventId, fixtures::encoded_events};
+
+fn ids(events: &[EncodedEvent]) -> Vec<EventId> {
+    events.iter().map(EncodedEvent::id).collect()
+}
+
+/// A directory with a spool path in it; the directory is deleted when this is dropped.
+struct SpoolDir {
+    dir: tempfile::TempDir,
+}
+
+impl SpoolDir {
+    fn new() -> SpoolDir {
+        SpoolDir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(SPOOL_FILE_NAME)
+    }
+
+    fn open(&self, limits: SpoolLimits) -> SqliteSpool {
+        let spool = SqliteSpool::open(self.path(), limits).unwrap();
+        assert!(spool.recovery().is_none(), "{:?}", spool.recovery());
+        spool
+    }
+
+    fn open_at(&self, limits: SpoolLimits, clock: &TestClock) -> SqliteSpool {
+        let now = Arc::clone(&clock.0);
+        SqliteSpool::open_with_clock(self.path(), limits, move || {
+            UNIX_EPOCH + Duration::from_secs(now.load(Ordering::SeqCst))
+        })
+        .unwrap()
+    }
+
+    /// A second, plain connection to the same file, to look behind the spool's back.
+    fn raw(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path()).unwrap()
+    }
+}
+
+/// Checks the spool's running totals against the rows themselves.
+fn assert_totals_match(dir: &SpoolDir, spool: &SqliteSpool) {
+    let (rows, bytes, totals_rows, totals_bytes): (i64, i64, i64, i64) = dir
+        .raw()
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(json AS BLOB))), 0),
+                    (SELECT events FROM totals), (SELECT bytes FROM totals)
+             FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((totals_rows, totals_bytes), (rows, bytes));
+    assert_eq!(spool.stats().unwrap().pending, rows as usize);
+}
+
+/// A clock that only moves when told to.
+struct TestClock(Arc<AtomicU64>);
+
+impl TestClock {
+    fn new() -> TestClock {
+        TestClock(Arc::new(AtomicU64::new(1_764_338_400)))
+    }
+
+    fn advance(&self, seconds: u64) {
+        self.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+fn limits(max_events: usize) -> SpoolLimits {
+    SpoolLimits {
+        max_events,
+        ..SpoolLimits::default()
+    }
+}
+
+#[test]
+fn defaults_are_documented_values() {
+    let limits = SpoolLimits::default();
+    assert_eq!(limits.max_events, 100_000);
+    assert_eq!(limits.max_bytes, 50 * 1024 * 1024);
+    assert_eq!(limits.max_age, Duration::from_secs(30 * 24 * 3600));
+    let dir = SpoolDir::new();
+    let spool = dir.open(limits);
+    assert_eq!(spool.kind(), "sqlite");
+    assert_eq!(spool.claim_lease(), Duration::from_secs(60));
+    assert_eq!(spool.path(), dir.path());
+}
+
+#[test]
+fn claim_acknowledge_release_keep_order() {
+    let dir = SpoolDir::new();
+    let spool = dir.open(limits(10));
+    let events = encoded_events(5);
+    spool.append(events.clone()).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 5);
+
+    let first = spool.claim(2).unwrap().unwrap();
+    assert_eq!(ids(&first.events), ids(&events[..2]));
+    let second = spool.claim(2).unwrap().unwrap();
+    assert_eq!(ids(&second.events), ids(&events[2..4]));
+    assert_ne!(first.id, second.id);
+    assert_eq!(
+        spool.stats().unwrap().pending,
+        5,
+        "claimed events are still pending"
+    );
+
+    spool.release(first.id).unwrap();
+    spool.acknowledge(second.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 3);
+
+    let rest = spool.claim(10).unwrap().unwrap();
+    let expected: Vec<EventId> = ids(&events[..2])
+        .into_iter()
+        .chain(ids(&events[4..]))
+        .collect();
+    assert_eq!(
+        ids(&rest.events),
+        expected,
+        "released events come back first, in order"
+    );
+    assert_eq!(
+        rest.events,
+        expected_events(&events, &expected),
+        "the bytes come back unchanged"
+    );
+    assert_totals_match(&dir, &spool);
+    spool.acknowledge(rest.id).unwrap();
+    assert!(spool.claim(10).unwrap().is_none());
+    assert!(spool.claim(0).unwrap().is_none());
+    assert_totals_match(&dir, &spool);
+    assert!(matches!(
+        spool.acknowledge(rest.id),
+        Err(BufferError::UnknownClaim(_))
+    ));
+    assert!(matches!(
+        spool.release(rest.id),
+        Err(BufferError::UnknownClaim(_))
+    ));
+}
+
+fn expected_events(events: &[EncodedEvent], wanted: &[EventId]) -> Vec<EncodedEvent> {
+    wanted
+        .iter()
+        .map(|id| {
+            events
+                .iter()
+                .find(|event| event.id() == *id)
+                .unwrap()
+                .clone()
+        })
+        .collect()
+}
+
+#[test]
+fn overflow_drops_the_oldest_and_counts_them() {
+    // (max events, claimed before the append, appended, expected pending, expected dropped)
+    let cases = [
+        (3, 0, 5, 3, 2),
+        (3, 0, 3, 3, 0),
+        (3, 2, 3, 3, 2),
+        (3, 3, 4, 3, 4),
+        (1, 0, 1_000, 1, 999),
+        (0, 0, 2, 1, 1),
+    ];
+    for (max_events, claimed, appended, pending, dropped) in cases {
+        let dir = SpoolDir::new();
+        let spool = dir.open(limits(max_events));
+        spool.append(encoded_events(claimed)).unwrap();
+        if claimed > 0 {
+            spool.claim(claimed).unwrap().unwrap();
+        }
+        let events = encoded_events(appended);
+        spool.append(events.clone()).unwrap();
+        let stats = spool.stats().unwrap();
+        let case = (max_events, claimed, appended);
+        assert_eq!(stats.pending, pending, "{case:?}");
+        assert_eq!(stats.dropped_full, dropped, "{case:?}");
+        assert_eq!(stats.dropped_total(), dropped, "{case:?}");
+        assert_totals_match(&dir, &spool);
+        // The newest events are the ones kept.
+        if let Some(kept) = spool.claim(usize::MAX).unwrap() {
+            let newest = &events[events.len() - kept.events.len()..];
+            assert_eq!(ids(&kept.events), ids(newest), "{case:?}");
+        }
+    }
+}
+
+#[test]
+fn byte_bound_drops_the_oldest_and_counts_them() {
+    let size = encoded_events(1)[0].json().len() as u64;
+    assert!(
+        encoded_events(20)
+            .iter()
+            .all(|event| event.json().len() as u64 == size),
+        "the fixture's events all have one size, which the cases below rely on"
+    );
+    // (max bytes, appended, expected pending, expected dropped)
+    let cases = [
+        (3 * size, 5, 3, 2),
+        (3 * size + size / 2, 5, 3, 2),
+        (3 * size - 1, 5, 2, 3),
+        (size, 1, 1, 0),
+        (size - 1, 1, 0, 1),
+        (0, 4, 0, 4),
+        (u64::MAX, 5, 5, 0),
+    ];
+    for (max_bytes, appended, pending, dropped) in cases {
+        let dir = SpoolDir::new();
+        let spool = dir.open(SpoolLimits {
+            max_bytes,
+            ..SpoolLimits::default()
+        });
+        let events = encoded_events(appended);
+        spool.append(events.clone()).unwrap();
+        let stats = spool.stats().unwrap();
+        let case = (max_bytes, appended);
+        assert_eq!(stats.pending, pending, "{case:?}");
+        assert_eq!(stats.dropped_full, dropped, "{case:?}");
+        assert_totals_match(&dir, &spool);
+        let kept = spool
+            .claim(usize::MAX)
+            .unwrap()
+            .map(|claim| claim.events)
+            .unwrap_or_default();
+        assert_eq!(ids(&kept), ids(&events[appended - pending..]), "{case:?}");
+    }
+}
+
+#[test]
+fn age_bound_drops_old_events_on_append_and_claim() {
+    let max_age = Duration::from_secs(3_600);
+    // (seconds between the two appends, events of the first append kept)
+    let cases = [(0, 3), (3_599, 3), (3_600, 3), (3_601, 0), (86_400, 0)];
+    for (advance, kept) in cases {
+        let dir = SpoolDir::new();
+        let clock = TestClock::new();
+        let spool = dir.open_at(
+            SpoolLimits {
+                max_age,
+                ..SpoolLimits::default()
+            },
+            &clock,
+        );
+        let old = encoded_events(3);
+        spool.append(old.clone()).unwrap();
+        clock.advance(advance);
+        let new = encoded_events(2);
+        spool.append(new.clone()).unwrap();
+        let stats = spool.stats().unwrap();
+        assert_eq!(stats.pending, kept + 2, "{advance}");
+        assert_eq!(stats.dropped_age, (3 - kept) as u64, "{advance}");
+        assert_eq!(stats.dropped_full, 0, "{advance}");
+        let claim = spool.claim(usize::MAX).unwrap().unwrap();
+        let expected: Vec<EventId> = ids(&old[3 - kept..]).into_iter().chain(ids(&new)).collect();
+        assert_eq!(ids(&claim.events), expected, "{advance}");
+    }
+
+    // Without another append, claiming drops what is too old instead of sending it.
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir.open_at(
+        SpoolLimits {
+            max_age,
+            ..SpoolLimits::default()
+        },
+        &clock,
+    );
+    spool.append(encoded_events(4)).unwrap();
+    clock.advance(3_601);
+    assert!(spool.claim(10).unwrap().is_none());
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.pending, stats.dropped_age), (0, 4));
+}
+
+#[test]
+fn claimed_events_are_not_dropped_while_their_lease_runs() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir.open_at(
+        SpoolLimits {
+            max_events: 2,
+            max_age: Duration::from_secs(10),
+            ..SpoolLimits::default()
+        },
+        &clock,
+    );
+    spool.append(encoded_events(2)).unwrap();
+    let claim = spool.claim(2).unwrap().unwrap();
+    clock.advance(30);
+    spool.append(encoded_events(3)).unwrap();
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.pending, 2, "all three new ones dropped");
+    assert_eq!((stats.dropped_full, stats.dropped_age), (3, 0));
+    spool.acknowledge(claim.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
+}
+
+#[test]
+fn duplicate_event_ids_are_ignored() {
+    let dir = SpoolDir::new();
+    let spool = dir.open(SpoolLimits::default());
+    let events = encoded_events(3);
+    let twice: Vec<EncodedEvent> = events.iter().chain(&events).cloned().collect();
+    spool.append(twice).unwrap();
+    spool.append(events.clone()).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 3);
+    // Also while claimed: the held copy stays the only one.
+    let claim = spool.claim(1).unwrap().unwrap();
+    spool.append(events[..1].to_vec()).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 3);
+    spool.acknowledge(claim.id).unwrap();
+    let rest = spool.claim(10).unwrap().unwrap();
+    assert_eq!(ids(&rest.events), ids(&events[1..]));
+    assert_eq!(spool.stats().unwrap().dropped_total(), 0);
+}
+
+#[test]
+fn events_claims_and_counters_persist_across_reopen() {
+    let dir = SpoolDir::new();
+    let events = encoded_events(6);
+    let claim_id = {
+        let spool = dir.open(limits(5));
+        spool.append(events.clone()).unwrap();
+        let claim = spool.claim(2).unwrap().unwrap();
+        assert_eq!(ids(&claim.events), ids(&events[1..3]));
+        claim.id
+    };
+    let spool = dir.open(limits(5));
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.pending, stats.dropped_full), (5, 1));
+    let rest = spool.claim(10).unwrap().unwrap();
+    assert_eq!(
+        ids(&rest.events),
+        ids(&events[3..]),
+        "the claim made before closing still holds its events"
+    );
+    spool.acknowledge(claim_id).unwrap();
+    spool.release(rest.id).unwrap();
+    drop(spool);
+    let spool = dir.open(limits(5));
+    assert_eq!(spool.stats().unwrap().pending, 3);
+    assert_eq!(spool.purge().unwrap(), 3);
+    assert_eq!(spool.stats().unwrap().pending, 0);
+    assert_eq!(
+        spool.stats().unwrap().dropped_full,
+        1,
+        "purge is not a drop"
+    );
+}
+
+#[test]
+fn purge_forgets_everything_pending() {
+    let dir = SpoolDir::new();
+    let spool = dir.open(limits(10));
+    spool.append(encoded_events(4)).unwrap();
+    let claim = spool.claim(2).unwrap().unwrap();
+    assert_eq!(spool.purge().unwrap(), 4);
+    assert_eq!(spool.stats().unwrap().pending, 0);
+    assert!(spool.claim(10).unwrap().is_none());
+    assert!(spool.release(claim.id).is_err(), "a purged claim is gone");
+    let rows: i64 = dir
+        .raw()
+        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[test]
+fn expired_claims_can_be_claimed_again() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir
+        .open_at(SpoolLimits::default(), &clock)
+        .with_claim_lease(Duration::from_secs(60));
+    let events = encoded_events(4);
+    spool.append(events.clone()).unwrap();
+
+    // A holder that dies: its claim is never acknowledged nor released.
+    let abandoned = spool.claim(2).unwrap().unwrap();
+    clock.advance(59);
+    let others = spool.claim(10).unwrap().unwrap();
+    assert_eq!(
+        ids(&others.events),
+        ids(&events[2..]),
+        "the lease still runs"
+    );
+    spool.release(others.id).unwrap();
+    clock.advance(1);
+    let again = spool.claim(10).unwrap().unwrap();
+    assert_eq!(
+        ids(&again.events),
+        ids(&events),
+        "expired events come back in their place"
+    );
+    assert!(
+        matches!(
+            spool.acknowledge(abandoned.id),
+            Err(BufferError::UnknownClaim(_))
+        ),
+        "the old holder lost its events to the new claim"
+    );
+
+    // An expired claim that nobody took over can still be acknowledged.
+    clock.advance(600);
+    spool.acknowledge(again.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
+
+    let spool = spool.with_claim_lease(Duration::ZERO);
+    assert_eq!(
+        spool.claim_lease(),
+        Duration::from_secs(1),
+        "at least a second"
+    );
+}
+
+#[test]
+fn two_spools_on_one_file_never_claim_the_same_event() {
+    const EVENTS: usize = 1_500;
+    const LOCKSTEP_ROUNDS: usize = 50;
+    let dir = SpoolDir::new();
+    let events = encoded_events(EVENTS);
+    dir.open(SpoolLimits::default())
+        .append(events.clone())
+        .unwrap();
+
+    let barrier = Barrier::new(2);
+    let held: Mutex<HashSet<EventId>> = Mutex::new(HashSet::new());
+    let delivered: Vec<Vec<EventId>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = [3, 7]
+            .into_iter()
+            .map(|batch| {
+                let (dir, barrier, held) = (&dir, &barrier, &held);
+                scope.spawn(move || {
+                    // Each thread has its own spool, so its own connection to the file.
+                    let spool = dir.open(SpoolLimits::default());
+                    let mut delivered = Vec::new();
+                    // In step: both claim at once and hold their claims together, so neither
+                    // can starve the other, and the claims are compared while both are live.
+                    for _ in 0..LOCKSTEP_ROUNDS {
+                        barrier.wait();
+                        let claim = spool.claim(batch).unwrap().unwrap();
+                        for event in &claim.events {
+                            assert!(held.lock().unwrap().insert(event.id()), "claimed twice");
+                        }
+                        barrier.wait();
+                        delivered.extend(ids(&claim.events));
+                        spool.acknowledge(claim.id).unwrap();
+                    }
+                    // Then free running, as fast as each can, until nothing is left.
+                    while let Some(claim) = spool.claim(batch).unwrap() {
+                        delivered.extend(ids(&claim.events));
+                        spool.acknowledge(claim.id).unwrap();
+                    }
+                    delivered
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+
+    let all: Vec<EventId> = delivered.concat();
+    let unique: HashSet<EventId> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "an event was delivered twice");
+    assert_eq!(unique, ids(&events).into_iter().collect::<HashSet<_>>());
+    let spool = dir.open(SpoolLimits::default());
+    assert_eq!(spool.stats().unwrap().pending, 0);
+}
+
+#[test]
+fn spools_opened_at_once_on_a_new_file_set_it_up_once() {
+    const SPOOLS: usize = 4;
+    let dir = SpoolDir::new();
+    let start = Barrier::new(SPOOLS);
+    std::thread::scope(|scope| {
+        for _ in 0..SPOOLS {
+            let (dir, start) = (&dir, &start);
+            scope.spawn(move || {
+                start.wait();
+                dir.open(SpoolLimits::default())
+                    .append(encoded_events(10))
+                    .unwrap();
+            });
+        }
+    });
+    let spool = dir.open(SpoolLimits::default());
+    assert_eq!(spool.stats().unwrap().pending, SPOOLS * 10);
+    assert_totals_match(&dir, &spool);
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_alone() {
+    for version in [SCHEMA_VERSION + 1, 99, -1] {
+        let dir = SpoolDir::new();
+        dir.raw()
+            .execute_batch(&format!(
+                "CREATE TABLE future (x); PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+        let error = SqliteSpool::open(dir.path(), SpoolLimits::default()).unwrap_err();
+        assert!(
+            matches!(error, SpoolError::NewerSchema { found, supported: SCHEMA_VERSION, .. } if found == version),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("schema version {version}")),
+            "{message}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.dir.path()).unwrap().count(),
+            1,
+            "nothing was moved aside"
+        );
+        let tables: i64 = dir
+            .raw()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'future'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1);
+    }
+}
+
+#[test]
+fn a_new_file_is_migrated_to_the_current_schema_in_wal_mode() {
+    let dir = SpoolDir::new();
+    let spool = dir.open(SpoolLimits::default());
+    let raw = dir.raw();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let auto_vacuum: i64 = raw
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(auto_vacuum, 2, "incremental");
+    spool.append(encoded_events(1)).unwrap();
+    assert!(
+        dir.dir
+            .path()
+            .join(format!("{SPOOL_FILE_NAME}-wal"))
+            .exists(),
+        "writes go through the write-ahead log"
+    );
+    // An empty file (say, created by `touch`) is a new database, not damage.
+    let empty = SpoolDir::new();
+    std::fs::write(empty.path(), b"").unwrap();
+    let spool = empty.open(SpoolLimits::default());
+    spool.append(encoded_events(2)).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 2);
+}
+
+/// A valid spool file holding some events, as bytes, with its log folded in.
+fn spool_file_bytes() -> Vec<u8> {
+    let dir = SpoolDir::new();
+    let spool = dir.open(SpoolLimits::default());
+    spool.append(encoded_events(200)).unwrap();
+    drop(spool);
+    // The last connection to close checkpoints the log into the file.
+    std::fs::read(dir.path()).unwrap()
+}
+
+#[test]
+fn damaged_files_are_moved_aside_and_replaced() {
+    let valid = spool_file_bytes();
+    assert!(valid.len() > 16 * 4096, "{}", valid.len());
+    let mut garbled = valid.clone();
+    for byte in &mut garbled[4096..] {
+        *byte ^= 0x5a;
+    }
+    let random: Vec<u8> = (0..20_000_u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let cases: [(&str, Vec<u8>); 7] = [
+        ("text", b"this is not a database, it is a note\n".to_vec()),
+        ("random bytes", random),
+        ("truncated inside the header", valid[..50].to_vec()),
+        ("truncated to the header", valid[..100].to_vec()),
+        ("truncated to the first page", valid[..4096].to_vec()),
+        ("truncated to half", valid[..valid.len() / 2].to_vec()),
+        ("pages overwritten", garbled),
+    ];
+    for (case, bytes) in cases {
+        let dir = SpoolDir::new();
+        std::fs::write(dir.path(), &bytes).unwrap();
+        let spool = SqliteSpool::open(dir.path(), SpoolLimits::default())
+            .unwrap_or_else(|error| panic!("{case}: {error}"));
+        let recovery = spool
+            .recovery()
+            .unwrap_or_else(|| panic!("{case}: no recovery"));
+        assert_eq!(recovery.damaged, dir.path(), "{case}");
+        let moved_name = recovery.moved_to.file_name().unwrap().to_str().unwrap();
+        let seconds = moved_name
+            .strip_prefix(&format!("{SPOOL_FILE_NAME}.corrupt-"))
+            .unwrap_or_else(|| panic!("{case}: {moved_name}"));
+        let seconds: u64 = seconds.parse().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(now.abs_diff(seconds) < 60, "{case}: {seconds}");
+        assert_eq!(recovery.moved_to.parent(), dir.path().parent(), "{case}");
+        assert!(
+            std::fs::read(&recovery.moved_to).unwrap() == bytes,
+            "{case}: the damaged file is moved as it was, unchanged"
+        );
+        let message = recovery.to_string();
+        for path in [&recovery.damaged, &recovery.moved_to] {
+            assert!(
+                message.contains(&path.display().to_string()),
+                "{case}: {message}"
+            );
+        }
+        // The new spool works, and is healthy for the next process.
+        let events = encoded_events(3);
+        spool.append(events.clone()).unwrap();
+        assert_eq!(
+            ids(&spool.claim(10).unwrap().unwrap().events),
+            ids(&events),
+            "{case}"
+        );
+        drop(spool);
+        dir.open(SpoolLimits::default());
+    }
+}
+
+#[test]
+fn a_second_recovery_in_the_same_second_gets_its_own_name() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let mut moved = Vec::new();
+    for _ in 0..3 {
+        std::fs::write(dir.path(), b"not a database, again").unwrap();
+        let spool = dir.open_at(SpoolLimits::default(), &clock);
+        moved.push(spool.recovery().unwrap().moved_to.clone());
+    }
+    let names: Vec<&str> = moved
+        .iter()
+        .map(|path| path.file_name().unwrap().to_str().unwrap())
+        .collect();
+    let stem = format!(
+        "{SPOOL_FILE_NAME}.corrupt-{}",
+        clock.0.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        names,
+        [stem.clone(), format!("{stem}-1"), format!("{stem}-2")]
+    );
+}
+
+#[test]
+fn invalid_rows_are_deleted_and_counted_never_sent() {
+    let dir = SpoolDir::new();
+    let spool = dir.open(SpoolLimits::default());
+    let events = encoded_events(6);
+    spool.append(events.clone()).unwrap();
+    let other = encoded_events(1).remove(0);
+    let raw = dir.raw();
+    // (what damaged the row, the update)
+    let damage = [
+        (
+            "not JSON",
+            "UPDATE events SET json = '{\"event_id\":' WHERE event_id = ?1",
+        ),
+        (
+            "JSON of another event",
+            "UPDATE events SET json = ?2 WHERE event_id = ?1",
+        ),
+        (
+            "not an event",
+            "UPDATE events SET json = '{\"x\":1}' WHERE event_id = ?1",
+        ),
+        (
+            "a blob",
+            "UPDATE events SET json = x'00ff' WHERE event_id = ?1",
+        ),
+        (
+            "an id that is no id",
+            "UPDATE events SET event_id = 'nope' WHERE event_id = ?1",
+        ),
+    ];
+    for (index, (case, sql)) in damage.iter().enumerate() {
+        let id = events[index].id().to_string();
+        let changed = if sql.contains("?2") {
+            raw.execute(sql, rusqlite::params![id, other.json()])
+        } else {
+            raw.execute(sql, rusqlite::params![id])
+        };
+        assert_eq!(changed.unwrap(), 1, "{case}");
+    }
+    let claim = spool.claim(10).unwrap().unwrap();
+    assert_eq!(
+        ids(&claim.events),
+        ids(&events[5..]),
+        "only the intact event is sent"
+    );
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.pending, stats.dropped_invalid), (1, 5));
+    assert_totals_match(&dir, &spool);
+
+    // A claim keeps looking past invalid rows until it is full.
+    spool.acknowledge(claim.id).unwrap();
+    let events = encoded_events(4);
+    spool.append(events.clone()).unwrap();
+    raw.execute(
+        "UPDATE events SET json = 'garbage' WHERE event_id IN (?1, ?2)",
+        rusqlite::params![events[0].id().to_string(), events[1].id().to_string()],
+    )
+    .unwrap();
+    let claim = spool.claim(2).unwrap().unwrap();
+    assert_eq!(ids(&claim.events), ids(&events[2..]));
+    assert_eq!(spool.stats().unwrap().dropped_invalid, 7);
+    assert_totals_match(&dir, &spool);
+}
+
+#[test]
+fn unusable_locations_fail_with_a_message_naming_the_file() {
+    let dir = SpoolDir::new();
+    let cases = [
+        (
+            "a missing directory",
+            dir.dir.path().join("missing").join(SPOOL_FILE_NAME),
+        ),
+        ("a directory", dir.dir.path().to_path_buf()),
+        // procfs refuses new files even to root, unlike a directory without write permission.
+        (
+            "a read-only file system",
+            PathBuf::from("/proc/telemetry-spool-test.sqlite3"),
+        ),
+    ];
+    for (case, path) in cases {
+        let error = SqliteSpool::open(&path, SpoolLimits::default()).unwrap_err();
+        assert!(
+            matches!(error, SpoolError::Open { .. }),
+            "{case}: {error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&path.display().to_string()),
+            "{case}: {message}"
+        );
+        assert!(
+            message.starts_with("cannot open the telemetry spool"),
+            "{case}: {message}"
+        );
+    }
+    assert!(dir.dir.path().is_dir(), "the directory was left alone");
+}

@@ -404,3 +404,128 @@ fn personal_data_in_names_parameters_and_errors_never_reaches_the_export_or_the_
         }
     }
 }
+
+#[test]
+fn events_wait_in_the_spool_until_a_later_flush_delivers_them() {
+    let sandbox = Sandbox::new();
+    // The export directory cannot be created (a file is in the way), so delivery fails.
+    let blocked = sandbox.dir.path().join("blocked");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let blocked_endpoint = format!("file://{}/export", blocked.display());
+    let enabled = ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1");
+    let output = sandbox.flowkit(
+        &["simulate", "--runs", "4"],
+        &[
+            enabled,
+            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &blocked_endpoint),
+        ],
+    );
+    check_success(&output);
+    let status = status_json(&sandbox, &[enabled]);
+    assert_eq!(status["buffer"], "sqlite");
+    assert_eq!(
+        status["pending_events"], 5,
+        "four runs and a summary wait in the spool: {status}"
+    );
+
+    let endpoint = sandbox.file_endpoint();
+    let output = sandbox.flowkit(
+        &["telemetry", "flush", "--timeout", "10"],
+        &[enabled, ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint)],
+    );
+    check_success(&output);
+    assert!(
+        text(&output.stdout).contains("Sent 5 pending events; 0 still pending."),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(sandbox.exported_lines().len(), 5);
+    assert_eq!(status_json(&sandbox, &[enabled])["pending_events"], 0);
+}
+
+#[test]
+fn disable_purges_the_spool() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.flowkit(&["telemetry", "enable"], &[]);
+    check_success(&output);
+    let blocked = sandbox.dir.path().join("blocked");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let blocked_endpoint = format!("file://{}/export", blocked.display());
+    let output = sandbox.flowkit(
+        &["simulate", "--runs", "3"],
+        &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &blocked_endpoint)],
+    );
+    check_success(&output);
+    assert_eq!(status_json(&sandbox, &[])["pending_events"], 4);
+    let output = sandbox.flowkit(
+        &["telemetry", "disable"],
+        &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &blocked_endpoint)],
+    );
+    check_success(&output);
+    assert!(
+        text(&output.stdout).contains("Deleted 4 unsent events."),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(status_json(&sandbox, &[])["pending_events"], 0);
+}
+
+#[test]
+fn a_damaged_spool_is_moved_aside_with_one_message_and_the_program_carries_on() {
+    for damage in [
+        &b"this is not a database at all, just garbage"[..],
+        b"SQLite format 3\0truncated",
+    ] {
+        let sandbox = Sandbox::new();
+        std::fs::create_dir_all(sandbox.home()).unwrap();
+        let spool = sandbox.home().join("telemetry_spool.sqlite3");
+        std::fs::write(&spool, damage).unwrap();
+        let endpoint = sandbox.file_endpoint();
+        let output = sandbox.flowkit(
+            &["simulate", "--runs", "2"],
+            &[
+                ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+                ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint),
+            ],
+        );
+        check_success(&output);
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&spool.display().to_string()) && stderr.contains(".corrupt-"),
+            "{stderr}"
+        );
+        assert_eq!(sandbox.exported_lines().len(), 3, "a fresh spool took over");
+        let moved: Vec<_> = std::fs::read_dir(sandbox.home())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(".corrupt-"))
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(
+            std::fs::read(sandbox.home().join(&moved[0])).unwrap(),
+            damage,
+            "kept as found"
+        );
+    }
+}
+
+#[test]
+fn a_spool_that_cannot_be_opened_falls_back_to_memory() {
+    let sandbox = Sandbox::new();
+    // A directory where the spool file should be.
+    std::fs::create_dir_all(sandbox.home().join("telemetry_spool.sqlite3")).unwrap();
+    let endpoint = sandbox.file_endpoint();
+    let output = sandbox.flowkit(
+        &["simulate", "--runs", "2"],
+        &[
+            ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+            ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint),
+        ],
+    );
+    check_success(&output);
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("events are kept in memory"), "{stderr}");
+    assert_eq!(sandbox.exported_lines().len(), 3);
+}

@@ -11,10 +11,10 @@ use telemetry_model::{
     Version,
 };
 use telemetry_policy::{
-    AuditChange, AuditLog, AuditSource, ConsentState, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE,
-    DEFAULT_PROMPT_TIMEOUT, Decision, DecisionInputs, DecisionReason, Endpoint, EndpointError,
-    EnvPrefix, EnvSnapshot, InvalidPrefix, MachineIdentity, Policy, PolicyError, Scrubber,
-    SettingError, Settings, StateError, StateStore, decide, default_policy_path, is_ci,
+    AuditChange, AuditLog, AuditSource, BufferKind, ConsentState, DEFAULT_BATCH_INTERVAL,
+    DEFAULT_BATCH_SIZE, DEFAULT_PROMPT_TIMEOUT, Decision, DecisionInputs, DecisionReason, Endpoint,
+    EndpointError, EnvPrefix, EnvSnapshot, InvalidPrefix, MachineIdentity, Policy, PolicyError,
+    Scrubber, SettingError, Settings, StateError, StateStore, decide, default_policy_path, is_ci,
     load_policy,
 };
 use telemetry_transport::Transport;
@@ -87,6 +87,8 @@ pub struct TelemetryConfig {
     pub(crate) docs_url: Option<String>,
     pub(crate) prompt_timeout: Duration,
     pub(crate) deletion_on_opt_out: bool,
+    #[cfg(feature = "sqlite")]
+    pub(crate) spool_limits: telemetry_buffer::SpoolLimits,
 }
 
 impl fmt::Debug for TelemetryConfig {
@@ -143,7 +145,100 @@ impl TelemetryConfig {
             docs_url: None,
             prompt_timeout: DEFAULT_PROMPT_TIMEOUT,
             deletion_on_opt_out: true,
+            #[cfg(feature = "sqlite")]
+            spool_limits: telemetry_buffer::SpoolLimits::default(),
         })
+    }
+
+    /// The bounds of the SQLite spool: events, bytes and age (defaults: 100,000 events,
+    /// 50 MiB, 30 days). Beyond them the oldest events are dropped and counted.
+    #[cfg(feature = "sqlite")]
+    #[must_use]
+    pub fn spool_limits(mut self, limits: telemetry_buffer::SpoolLimits) -> TelemetryConfig {
+        self.spool_limits = limits;
+        self
+    }
+
+    /// The buffer the settings call for: the SDK's own, else `PREFIX_SDK_TELEMETRY_BUFFER`,
+    /// else the SQLite spool when this build has it and the SDK has a state directory.
+    pub(crate) fn buffer_kind(&self, resolution: &Resolution) -> &'static str {
+        if let Some(buffer) = &self.buffer {
+            return buffer.kind();
+        }
+        let setting = resolution
+            .settings
+            .as_ref()
+            .ok()
+            .and_then(|settings| settings.buffer);
+        match (
+            setting,
+            cfg!(feature = "sqlite") && self.state_dir.is_some(),
+        ) {
+            (Some(BufferKind::Memory), _) | (None, false) => "memory",
+            (Some(BufferKind::Sqlite), _) | (None, true) => "sqlite",
+        }
+    }
+
+    /// Opens the buffer for a running process. A spool that cannot be opened (a read-only
+    /// or full disk, a build without SQLite) is reported once and replaced by memory.
+    pub(crate) fn open_buffer(&self, resolution: &Resolution) -> Arc<dyn Buffer> {
+        if let Some(buffer) = &self.buffer {
+            return Arc::clone(buffer);
+        }
+        let memory = || {
+            Arc::new(telemetry_buffer::MemoryBuffer::new(self.buffer_capacity)) as Arc<dyn Buffer>
+        };
+        if self.buffer_kind(resolution) == "memory" {
+            return memory();
+        }
+        match self.open_spool(true) {
+            Ok(Some(spool)) => spool,
+            Ok(None) => memory(),
+            Err(problem) => {
+                self.warn(&format!(
+                    "{problem}; events are kept in memory for this run"
+                ));
+                memory()
+            }
+        }
+    }
+
+    /// The spool in the state directory: created when `create` is set, else opened only if it
+    /// exists. A damaged file is moved aside, and that is reported once.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn open_spool(&self, create: bool) -> Result<Option<Arc<dyn Buffer>>, String> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(None);
+        };
+        let path = dir.join(telemetry_buffer::SPOOL_FILE_NAME);
+        if !create && !path.exists() {
+            return Ok(None);
+        }
+        telemetry_policy::create_private_dir(dir).map_err(|error| {
+            format!(
+                "cannot create the state directory {}: {error}",
+                dir.display()
+            )
+        })?;
+        let spool = telemetry_buffer::SqliteSpool::open(&path, self.spool_limits)
+            .map_err(|error| error.to_string())?;
+        if let Some(recovery) = spool.recovery() {
+            self.warn(&recovery.to_string());
+        }
+        Ok(Some(Arc::new(spool)))
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    pub(crate) fn open_spool(&self, _create: bool) -> Result<Option<Arc<dyn Buffer>>, String> {
+        Err("this build has no SQLite spool (feature `sqlite`)".to_owned())
+    }
+
+    /// The buffer that holds events of earlier processes, for `status`, `disable` and `flush`.
+    pub(crate) fn existing_buffer(&self) -> Option<Arc<dyn Buffer>> {
+        match &self.buffer {
+            Some(buffer) => Some(Arc::clone(buffer)),
+            None => self.open_spool(false).ok().flatten(),
+        }
     }
 
     /// Whether opting out sends one final `deletion_request` event asking the destination to

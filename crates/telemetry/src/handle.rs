@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use telemetry_buffer::{Buffer, MemoryBuffer};
+use telemetry_buffer::Buffer;
 use telemetry_model::{
     BlockType, Catalog, Command, ConfigError, ExceptionType, Feature, FeatureSet, Integration,
     Metric, RunOutcome,
@@ -161,10 +161,7 @@ impl TelemetryConfig {
         let transport = self
             .transport_for(resolution)
             .map_err(std::io::Error::other)?;
-        let buffer: Arc<dyn Buffer> = match &self.buffer {
-            Some(buffer) => Arc::clone(buffer),
-            None => Arc::new(MemoryBuffer::new(self.buffer_capacity)),
-        };
+        let buffer = self.open_buffer(resolution);
         let template = EventTemplate::new(self, resolution.ci, self.session_id(resolution));
         let usage = Arc::new(UsageAccumulator::new(&self.catalog));
         for integration in &self.installed_integrations {

@@ -66,6 +66,9 @@ impl TelemetryConfig {
     /// Works out the status without starting anything: reads the environment and the state file.
     pub fn status(&self) -> Status {
         let resolution = self.resolve();
+        let stats = self
+            .existing_buffer()
+            .and_then(|buffer| buffer.stats().ok());
         let state = resolution.state.as_ref().ok();
         Status {
             sdk: self.sdk_name.to_string(),
@@ -78,13 +81,9 @@ impl TelemetryConfig {
             transport: self
                 .transport_kind(resolution.endpoint.as_ref())
                 .map(str::to_owned),
-            buffer: self
-                .buffer
-                .as_ref()
-                .map_or("memory", |buffer| buffer.kind())
-                .to_owned(),
-            pending_events: 0,
-            dropped_events: 0,
+            buffer: self.buffer_kind(&resolution).to_owned(),
+            pending_events: stats.map_or(0, |stats| stats.pending as u64),
+            dropped_events: stats.map_or(0, |stats| stats.dropped_total()),
             last_sent: None,
             prompted: state.is_some_and(|state| state.prompted),
             policy_file: resolution
@@ -159,10 +158,9 @@ impl TelemetryConfig {
         Ok(self.status())
     }
 
-    /// Deletes events waiting in a configured buffer; returns how many.
+    /// Deletes events waiting in the SDK's buffer or the spool; returns how many.
     fn purge_pending(&self) -> u64 {
-        self.buffer
-            .as_ref()
+        self.existing_buffer()
             .and_then(|buffer| buffer.purge().ok())
             .map_or(0, |purged| purged as u64)
     }

@@ -89,11 +89,12 @@ pub fn load_policy(
 ) -> Result<Option<Policy>, PolicyError> {
     let variable = prefix.variable(Setting::PolicyFile);
     match env.get(&variable) {
-        Some(Ok(path)) if !path.is_empty() => Policy::load(Path::new(path)).map(Some),
+        Some(Ok(path)) if Path::new(path).is_absolute() => Policy::load(Path::new(path)).map(Some),
         Some(_) => Err(PolicyError::Invalid {
             path: PathBuf::from(format!("${variable}")),
-            detail: "the variable is empty or not valid Unicode; expected an absolute path"
-                .to_owned(),
+            detail:
+                "the variable is empty, relative or not valid Unicode; expected an absolute path"
+                    .to_owned(),
         }),
         None => match Policy::load(default_path) {
             Err(PolicyError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -258,5 +259,11 @@ mod tests {
                 .enabled,
             Some(false)
         );
+        // A relative path is refused, never resolved against the working directory.
+        let relative = EnvSnapshot::from_pairs([("FLOWKIT_TELEMETRY_POLICY_FILE", "policy.toml")]);
+        assert!(matches!(
+            load_policy(&prefix, &relative, &default),
+            Err(PolicyError::Invalid { .. })
+        ));
     }
 }

@@ -201,7 +201,8 @@ impl StateStore {
     }
 
     /// Takes the state directory's exclusive lock; released when the returned file is dropped.
-    /// Other writers of the state directory (the audit log) use it too.
+    /// Held only for the read-change-write of the state file; the audit log needs no lock
+    /// because each entry is one append.
     pub fn lock(&self) -> io::Result<File> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         create_private_dir(dir)?;

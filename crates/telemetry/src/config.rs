@@ -111,8 +111,9 @@ impl TelemetryConfig {
     /// that start with `env_prefix` (such as `FLOWKIT`).
     ///
     /// Defaults: no state directory (decisions are not remembered), no default endpoint,
-    /// programmatic interface, unknown deployment stage, the process environment, an in-memory
-    /// buffer of 10,000 events, a 2 s shutdown, the policy file
+    /// programmatic interface, unknown deployment stage, the process environment, the SQLite
+    /// spool in the state directory when built with it (otherwise an in-memory buffer of
+    /// 10,000 events), a 2 s shutdown, the policy file
     /// `/etc/<sdk_name>/telemetry-policy.toml`, consent version 1 and a 10 s prompt timeout.
     pub fn new(
         sdk_name: &str,
@@ -222,6 +223,12 @@ impl TelemetryConfig {
         })?;
         let spool = telemetry_buffer::SqliteSpool::open(&path, self.spool_limits)
             .map_err(|error| error.to_string())?;
+        // The spool holds the same data as the state directory: private to the user.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
         if let Some(recovery) = spool.recovery() {
             self.warn(&recovery.to_string());
         }
@@ -335,7 +342,7 @@ impl TelemetryConfig {
         self
     }
 
-    /// Uses this buffer instead of the default in-memory one.
+    /// Uses this buffer instead of the spool or the in-memory buffer the settings call for.
     #[must_use]
     pub fn buffer(mut self, buffer: Arc<dyn Buffer>) -> TelemetryConfig {
         self.buffer = Some(buffer);

@@ -34,6 +34,9 @@
 //!
 //! | feature | default | what it brings |
 //! |---------|---------|----------------|
+//! | `https` | yes     | the HTTPS transport for `https://` endpoints (hyper, rustls with ring, webpki roots) |
+//! | `sqlite` | yes    | the durable SQLite spool, the default buffer when the SDK has a state directory |
+//! | `bundled-sqlite` | yes | `sqlite` with SQLite compiled in, for systems without libsqlite3 |
 //! | `cli`   | no      | [`cli::TelemetryCommand`], the management commands as a clap subcommand (requires `clap`) |
 //! | `prompt` | no     | `TelemetryConfig::prompt_if_needed`, the consent prompt for CLIs |
 //!

@@ -131,7 +131,9 @@ impl TelemetryConfig {
         let purged = self.purge_pending();
         let mut status = self.status();
         status.purged_events = purged;
-        if let (Some(session), true) = (previous_session, self.deletion_on_opt_out) {
+        // Under DO_NOT_TRACK nothing leaves the machine, not even a deletion request.
+        let may_send = self.deletion_on_opt_out && status.reason != DecisionReason::DoNotTrack;
+        if let (Some(session), true) = (previous_session, may_send) {
             status.deletion_request = Some(match crate::erasure::request_deletion(self, session) {
                 Ok(destination) => format!("sent to {destination}"),
                 Err(error) => format!("not sent: {error}"),

@@ -807,3 +807,32 @@ fn opting_out_asks_the_destination_to_delete_the_old_session() {
         .count();
     assert_eq!(count, 1);
 }
+
+#[test]
+fn under_do_not_track_not_even_a_deletion_request_leaves() {
+    let fixture = Fixture::new();
+    let (transport, _batches) = Observed::new(&fixture.export(), Mode::Deliver);
+    let config = fixture
+        .config(&[])
+        .transport(Arc::clone(&transport) as Arc<dyn Transport>);
+    config.enable().unwrap();
+    let with_dnt = fixture
+        .config(&[("DO_NOT_TRACK", "1")])
+        .transport(transport);
+    let status = with_dnt.disable().unwrap();
+    assert_eq!(status.reason, DecisionReason::DoNotTrack);
+    assert_eq!(status.deletion_request, None);
+    assert!(fixture.exported().is_empty());
+}
+
+#[test]
+fn the_spool_is_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = Fixture::new();
+    let telemetry = fixture.enabled_config().start();
+    run(&telemetry, RunOutcome::Completed);
+    drop(telemetry);
+    let spool = fixture.home().join("telemetry_spool.sqlite3");
+    let mode = std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{spool:?}");
+}

@@ -476,7 +476,8 @@ impl Worker {
                         HourTimestamp::now().unix_seconds().max(1),
                         Ordering::Relaxed,
                     );
-                    limit = self.batch_size;
+                    // A size that had to be split down stays split for the rest of this
+                    // delivery: the destination's limit does not change between batches.
                 }
                 Ok(Err(SendError::TooLarge)) if count > 1 => {
                     let _ = self.buffer.release(claim.id);
@@ -557,7 +558,12 @@ impl DeliverySchedule {
                     Stopped::Deadline => None,
                 };
                 let delay = retry_after.unwrap_or_else(|| self.backoff.next_delay());
-                self.not_before = Some(now + delay);
+                // Never earlier than a wait already asked for (a `Retry-After` outlives a flush
+                // that merely ran out of time).
+                self.not_before = Some(
+                    self.not_before
+                        .map_or(now + delay, |at| at.max(now + delay)),
+                );
                 self.breaker.record_failure(now);
             }
         }

@@ -176,10 +176,343 @@ fn codegen(check: bool) -> anyhow::Result<()> {
 }
 
 fn bench() -> anyhow::Result<()> {
+    let target_dir = bench_target_dir();
+    // Notes left by an earlier run must not pass for this run's.
+    let _ = std::fs::remove_dir_all(target_dir.join("tmp").join("bench-notes"));
     run(
         "benchmarks",
         cargo().args(["bench", "--workspace", "--all-features"]),
     )?;
-    eprintln!("\nRecord the medians, the machine and the method in docs/performance.md.");
+    print_bench_report(&target_dir);
+    eprintln!(
+        "\nRecord the results, the method and the machine (nproc, lscpu's model name, memory) in docs/performance.md."
+    );
     Ok(())
+}
+
+/// Where cargo puts criterion's results: `CARGO_TARGET_DIR` (relative to the workspace root,
+/// where the benchmarks run) or the workspace's `target`.
+fn bench_target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// The median of one criterion benchmark, in nanoseconds, from
+/// `<target>/criterion/<group>/<function>/new/estimates.json`.
+fn criterion_median_ns(target_dir: &std::path::Path, id: &str) -> Option<f64> {
+    let path = target_dir
+        .join("criterion")
+        .join(id)
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    // xtask has no JSON parser; the file is criterion's flat, machine-written object.
+    let median = &text[text.find("\"median\":")?..];
+    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+/// How many elements one iteration of a criterion benchmark handles (its
+/// `Throughput::Elements`), from `<target>/criterion/<group>/<function>/new/benchmark.json`.
+fn criterion_elements(target_dir: &std::path::Path, id: &str) -> Option<f64> {
+    let path = target_dir
+        .join("criterion")
+        .join(id)
+        .join("new")
+        .join("benchmark.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let value = &text[text.find("\"Elements\":")? + "\"Elements\":".len()..];
+    let end = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+/// `key=value` lines that a benchmark left in `<target>/tmp/bench-notes/<name>.txt`.
+fn bench_note_values(target_dir: &std::path::Path, name: &str) -> Vec<(String, f64)> {
+    let path = target_dir
+        .join("tmp")
+        .join("bench-notes")
+        .join(format!("{name}.txt"));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            Some((key.trim().to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn format_ns(ns: f64) -> String {
+    match ns {
+        ns if ns < 1_000.0 => format!("{ns:.2} ns"),
+        ns if ns < 1_000_000.0 => format!("{:.2} µs", ns / 1_000.0),
+        ns if ns < 1_000_000_000.0 => format!("{:.2} ms", ns / 1_000_000.0),
+        ns => format!("{:.2} s", ns / 1_000_000_000.0),
+    }
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "pass" } else { "MISS" }
+}
+
+/// One row of the comparison table.
+struct BenchRow {
+    what: String,
+    target: String,
+    measured: String,
+    verdict: String,
+}
+
+impl BenchRow {
+    fn new(what: &str, target: &str, measured: Option<(String, &str)>) -> BenchRow {
+        let (measured, verdict) = measured.unwrap_or_else(|| ("not measured".to_owned(), "?"));
+        BenchRow {
+            what: what.to_owned(),
+            target: target.to_owned(),
+            measured,
+            verdict: verdict.to_owned(),
+        }
+    }
+}
+
+/// The rows of the comparison table, each a target of issue 7 next to what was measured.
+fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
+    let median = |id: &str| criterion_median_ns(target_dir, id);
+    let at_most =
+        |id: &str, limit_ns: f64| median(id).map(|ns| (format_ns(ns), verdict(ns <= limit_ns)));
+    let faster = |ours: &str, theirs: &str| {
+        let (ours, theirs) = (median(ours)?, median(theirs)?);
+        Some((
+            format!(
+                "{} vs {} ({:.2}x)",
+                format_ns(ours),
+                format_ns(theirs),
+                theirs / ours
+            ),
+            verdict(ours < theirs),
+        ))
+    };
+    let per_second = |id: &str| {
+        let elements = criterion_elements(target_dir, id)?;
+        median(id).map(|ns| elements * 1e9 / ns)
+    };
+    let memory = bench_note_values(target_dir, "memory_bound");
+    let memory_value = |key: &str| {
+        memory
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| *value)
+    };
+    // The "small constant" above the buffer's bound: the worker thread, its runtime and the
+    // allocator's slack.
+    const SMALL_CONSTANT_KIB: f64 = 2_048.0;
+    vec![
+        BenchRow::new(
+            "disabled `record_run`",
+            "≤ 5 ns",
+            at_most("record_disabled/record_run", 5.0),
+        ),
+        BenchRow::new(
+            "disabled `feature_used`",
+            "≤ 5 ns",
+            at_most("record_disabled/feature_used", 5.0),
+        ),
+        BenchRow::new(
+            "enabled `record_run`, accepted (worker busy)",
+            "≤ 150 ns",
+            at_most("record_enabled_accepted/telemetry", 150.0),
+        ),
+        BenchRow::new(
+            "enabled `record_run`, back to back (queue full, mostly dropped)",
+            "≤ 150 ns",
+            at_most("record_enabled/telemetry_steady", 150.0),
+        ),
+        BenchRow::new(
+            "enabled `record_run`, worker idle (wakes it), minus timer",
+            "≤ 150 ns",
+            median("record_enabled_idle_worker/telemetry")
+                .zip(median("record_enabled_idle_worker/timer_only"))
+                .map(|(record, timer)| {
+                    (format_ns(record - timer), verdict(record - timer <= 150.0))
+                }),
+        ),
+        BenchRow::new(
+            "enabled `record_run`, accepted, two threads, per record per thread",
+            "≤ 150 ns",
+            at_most("record_enabled_accepted/telemetry_two_threads", 150.0),
+        ),
+        BenchRow::new(
+            "enabled `record_run`, back to back, two threads (mostly dropped)",
+            "≤ 150 ns",
+            at_most("record_enabled_two_threads/telemetry", 150.0),
+        ),
+        BenchRow::new(
+            "vs OpenTelemetry emit: ours accepted, theirs back to back (none dropped)",
+            "faster",
+            faster(
+                "record_enabled_accepted/telemetry",
+                "record_enabled/otel_steady",
+            ),
+        ),
+        BenchRow::new(
+            "vs OpenTelemetry emit, one record at a time (our worker idle)",
+            "faster",
+            faster(
+                "record_enabled_idle_worker/telemetry",
+                "record_enabled_idle_worker/otel",
+            ),
+        ),
+        BenchRow::new(
+            "vs OpenTelemetry emit, back to back (not like for like: see the drops)",
+            "faster",
+            faster(
+                "record_enabled/telemetry_steady",
+                "record_enabled/otel_steady",
+            )
+            .map(|(measured, _)| (measured, "info")),
+        ),
+        BenchRow::new(
+            "vs OpenTelemetry emit, two threads (not like for like: see the drops)",
+            "faster",
+            faster(
+                "record_enabled_two_threads/telemetry",
+                "record_enabled_two_threads/otel",
+            )
+            .map(|(measured, _)| (measured, "info")),
+        ),
+        BenchRow::new(
+            "end to end, memory buffer → null transport",
+            "≥ 1,000,000 events/s",
+            per_second("throughput_memory/record_to_null_transport")
+                .map(|rate| (format!("{rate:.0} events/s"), verdict(rate >= 1_000_000.0))),
+        ),
+        BenchRow::new(
+            "end to end, SQLite spool vs rusqlite batched inserts",
+            "≥ 0.5 × baseline",
+            per_second("throughput_sqlite/record_to_spool_to_null_transport")
+                .zip(per_second("throughput_sqlite/rusqlite_baseline_insert"))
+                .map(|(spool, baseline)| {
+                    (
+                        format!(
+                            "{spool:.0} vs {baseline:.0} events/s ({:.2}x)",
+                            spool / baseline
+                        ),
+                        verdict(spool >= 0.5 * baseline),
+                    )
+                }),
+        ),
+        BenchRow::new(
+            "end to end, SQLite spool vs rusqlite inserts plus taking the rows out",
+            "report",
+            per_second("throughput_sqlite/record_to_spool_to_null_transport")
+                .zip(per_second(
+                    "throughput_sqlite/rusqlite_baseline_insert_take",
+                ))
+                .map(|(spool, baseline)| {
+                    (
+                        format!(
+                            "{spool:.0} vs {baseline:.0} events/s ({:.2}x)",
+                            spool / baseline
+                        ),
+                        "info",
+                    )
+                }),
+        ),
+        BenchRow::new(
+            "memory, 10M-run flood, dead endpoint, buffer of 10,000",
+            "peak growth ≤ buffer bound + 2 MiB",
+            memory_value("peak_growth_over_idle_kib")
+                .zip(memory_value("buffer_bound_kib"))
+                .map(|(growth, bound)| {
+                    (
+                        format!(
+                            "{:.1} MiB (buffer bound {:.1} MiB)",
+                            growth / 1024.0,
+                            bound / 1024.0
+                        ),
+                        verdict(growth <= bound + SMALL_CONSTANT_KIB),
+                    )
+                }),
+        ),
+        BenchRow::new(
+            "start-up, telemetry off, empty environment",
+            "≤ 1 ms",
+            at_most("start_disabled/empty_env", 1_000_000.0),
+        ),
+        BenchRow::new(
+            "start-up, telemetry off, process environment and state directory",
+            "≤ 1 ms",
+            at_most("start_disabled/process_env_state_dir", 1_000_000.0),
+        ),
+        BenchRow::new(
+            "`flowkit telemetry status`, wall time (`flowkit --version` alone)",
+            "report",
+            median("flowkit_command/telemetry_status")
+                .zip(median("flowkit_command/version"))
+                .map(|(status, version)| {
+                    (
+                        format!("{} ({})", format_ns(status), format_ns(version)),
+                        "info",
+                    )
+                }),
+        ),
+        BenchRow::new(
+            "flow run overhead, one run at a time (on − off)",
+            "≤ 10 µs (1 ms / 100)",
+            median("flow_run/on_paced")
+                .zip(median("flow_run/off_paced"))
+                .map(|(on, off)| (format_ns(on - off), verdict(on - off <= 10_000.0))),
+        ),
+        BenchRow::new(
+            "flow run overhead, back to back (on − off)",
+            "≤ 10 µs (1 ms / 100)",
+            median("flow_run/on")
+                .zip(median("flow_run/off"))
+                .map(|(on, off)| (format_ns(on - off), verdict(on - off <= 10_000.0))),
+        ),
+        BenchRow::new(
+            "scrubber, `run` event",
+            "report",
+            median("scrub_check_json/run_event").map(|ns| (format_ns(ns), "info")),
+        ),
+        BenchRow::new(
+            "scrubber, `sdk_usage` summary",
+            "report",
+            median("scrub_check_json/summary_event").map(|ns| (format_ns(ns), "info")),
+        ),
+    ]
+}
+
+/// Prints the comparison table (Markdown, ready for docs/performance.md) on standard output,
+/// then what the benchmarks noted that criterion does not record.
+#[allow(clippy::print_stdout)]
+fn print_bench_report(target_dir: &std::path::Path) {
+    println!("\n| benchmark | target | measured (median) | verdict |");
+    println!("|---|---|---|---|");
+    for row in bench_rows(target_dir) {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.what, row.target, row.measured, row.verdict
+        );
+    }
+    let notes_dir = target_dir.join("tmp").join("bench-notes");
+    let mut notes: Vec<_> = std::fs::read_dir(&notes_dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    notes.sort();
+    for path in notes {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            println!("\n{}:", path.display());
+            for line in text.lines() {
+                println!("  {line}");
+            }
+        }
+    }
 }

@@ -1,0 +1,164 @@
+//! The scrubber's cost per event: `Scrubber::check_json` on a serialized `run` event and on
+//! an `sdk_usage` summary, with the allowlist the facade gives it (flowkit's catalog names and
+//! every field name and enumerated value of the event schema) and this machine's identity.
+//!
+//! Run with `cargo bench -p telemetry-policy --bench scrub`.
+
+// A benchmark that cannot set itself up should stop loudly; it notes event sizes on stderr.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use telemetry_model::{
+    Catalog, CountBucket, DurationBucket, EncodedEvent, EventType, Name, RunOutcome, Section,
+    fixtures,
+};
+use telemetry_policy::{EnvSnapshot, MachineIdentity, Scrubber};
+
+const FLOWKIT_CATALOG: &str = include_str!("../../flowkit/catalog.toml");
+
+/// Every property name and enumerated value of the event schema, as the facade collects them.
+fn schema_names(node: &serde_json::Value, names: &mut Vec<String>) {
+    match node {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                names.extend(properties.keys().cloned());
+            }
+            if let Some(value) = map.get("const").and_then(serde_json::Value::as_str) {
+                names.push(value.to_owned());
+            }
+            if let Some(serde_json::Value::Array(values)) = map.get("enum") {
+                names.extend(values.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+            }
+            map.values().for_each(|value| schema_names(value, names));
+        }
+        serde_json::Value::Array(items) => {
+            items.iter().for_each(|value| schema_names(value, names))
+        }
+        _ => {}
+    }
+}
+
+/// The scrubber the facade builds for flowkit on this machine.
+fn scrubber(catalog: &Catalog) -> Scrubber {
+    let mut allowed: Vec<String> = Section::ALL
+        .iter()
+        .flat_map(|section| catalog.entries(*section))
+        .map(|entry| entry.name.to_string())
+        .collect();
+    allowed.extend(["other", "flowkit", "rust"].map(str::to_owned));
+    schema_names(
+        telemetry_model::wire::event_schema().as_value(),
+        &mut allowed,
+    );
+    Scrubber::new(
+        MachineIdentity::detect(&EnvSnapshot::from_process()),
+        allowed,
+    )
+}
+
+fn name(text: &str) -> Name {
+    Name::new(text).unwrap()
+}
+
+/// A run event as flowkit sends it: three features, an outcome, a duration bucket.
+fn run_event() -> EncodedEvent {
+    let mut event = fixtures::run_event();
+    event.features = ["sequential_task_runner", "retries", "caching"]
+        .map(name)
+        .into_iter()
+        .collect();
+    event.outcome = Some(RunOutcome::Completed);
+    EncodedEvent::encode(&event).unwrap()
+}
+
+/// A busy process's summary: most sections filled.
+fn summary_event() -> EncodedEvent {
+    let mut event = fixtures::run_event();
+    event.event_type = EventType::SdkUsage;
+    event.outcome = None;
+    event.duration = DurationBucket::OneToFiveMinutes;
+    event.features = [
+        "async_tasks",
+        "caching",
+        "concurrent_task_runner",
+        "parameters",
+        "retries",
+        "sequential_task_runner",
+        "task_timeouts",
+    ]
+    .map(name)
+    .into_iter()
+    .collect();
+    event.block_types = ["secret"].map(name).into_iter().collect();
+    event.commands = ["simulate"].map(name).into_iter().collect();
+    event.metrics = [
+        ("flow_runs", CountBucket::HundredToThousand),
+        ("flows_defined", CountBucket::TwoToFive),
+        ("task_runs", CountBucket::OverThousand),
+        ("tasks_defined", CountBucket::SixToTen),
+        ("task_retries", CountBucket::ElevenToFifty),
+        ("cache_hits", CountBucket::FiftyOneToHundred),
+    ]
+    .map(|(metric, bucket)| (name(metric), bucket))
+    .into_iter()
+    .collect();
+    event.errors.config_errors = ["invalid_parameter"].map(name).into_iter().collect();
+    event.errors.exception_types = [
+        ("timeout_error", CountBucket::TwoToFive),
+        ("value_error", CountBucket::One),
+    ]
+    .map(|(exception, bucket)| (name(exception), bucket))
+    .into_iter()
+    .collect();
+    event.concurrency_peak = Some(CountBucket::TwoToFive);
+    EncodedEvent::encode(&event).unwrap()
+}
+
+fn check_json(c: &mut Criterion) {
+    let catalog = Catalog::from_toml(FLOWKIT_CATALOG).unwrap();
+    let scrubber = scrubber(&catalog);
+    let mut group = c.benchmark_group("scrub_check_json");
+    group.throughput(Throughput::Elements(1));
+    for (label, event) in [
+        ("run_event", run_event()),
+        ("summary_event", summary_event()),
+    ] {
+        // A benchmark of a check that rejects its input would measure the wrong path.
+        assert_eq!(
+            scrubber.check_json(event.json()),
+            Ok(()),
+            "{}",
+            event.json()
+        );
+        eprintln!(
+            "note: scrub_check_json/{label}: {} bytes",
+            event.json().len()
+        );
+        group.bench_function(label, |b| {
+            b.iter(|| scrubber.check_json(black_box(event.json())));
+        });
+    }
+    group.finish();
+}
+
+fn short() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = short();
+    targets = check_json
+}
+criterion_main!(benches);

@@ -198,6 +198,14 @@ impl Scrubber {
 
     /// Checks one string; `Some` names the first problem found.
     pub fn check_text(&self, text: &str) -> Option<ScrubReason> {
+        // Most strings in an event are short identifiers: for those only an exact match with
+        // this machine's names can be a problem, and the allowlist settles even that.
+        if is_short_identifier(text) {
+            let found = self.identity.iter().find(|(_, value)| text == value);
+            return found
+                .filter(|_| !self.allowed.contains(text))
+                .map(|(reason, _)| *reason);
+        }
         if self.allowed.contains(text) {
             return None;
         }
@@ -222,13 +230,13 @@ impl Scrubber {
         if tokens(text, |c| c.is_ascii_hexdigit() || c == '.' || c == ':').any(is_ip_address) {
             return Some(ScrubReason::IpAddress);
         }
-        let identity_tokens: Vec<String> = tokens(text, |c| {
-            c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
-        })
-        .map(str::to_lowercase)
-        .collect();
         for (reason, value) in &self.identity {
-            if identity_tokens.iter().any(|token| token == value) {
+            let mut identity_tokens = tokens(text, |c| {
+                c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
+            });
+            if identity_tokens
+                .any(|token| token.eq_ignore_ascii_case(value) || token.to_lowercase() == *value)
+            {
                 return Some(*reason);
             }
         }
@@ -244,6 +252,15 @@ impl Scrubber {
         }
         None
     }
+}
+
+/// Lower-case letters, digits and `_`, shorter than a secret: the shape of catalog names, enum
+/// spellings and bucket-free field names.
+fn is_short_identifier(text: &str) -> bool {
+    text.len() < MIN_SECRET_LEN
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
 }
 
 /// Maximal runs of characters that satisfy `keep`.

@@ -80,6 +80,10 @@ pub(crate) struct Inner {
     catalog: Arc<Catalog>,
     usage: Arc<UsageAccumulator>,
     records: Option<mpsc::Sender<Record>>,
+    /// Signals the worker; see `send`.
+    wake: Arc<tokio::sync::Notify>,
+    /// Free queue slots below which a record signals the worker.
+    wake_below: usize,
     control: Option<mpsc::UnboundedSender<Control>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     dropped_queue_full: AtomicU64,
@@ -173,9 +177,11 @@ impl TelemetryConfig {
         let stats = Arc::new(WorkerStats::default());
         let opted_out = Arc::new(AtomicBool::new(false));
         let (record_sender, record_receiver) = mpsc::channel(self.queue_capacity);
+        let wake = Arc::new(tokio::sync::Notify::new());
         let (control_sender, control_receiver) = mpsc::unbounded_channel();
         let worker = Worker {
             records: record_receiver,
+            wake: Arc::clone(&wake),
             control: control_receiver,
             buffer: Arc::clone(&buffer),
             transport,
@@ -204,6 +210,8 @@ impl TelemetryConfig {
                 catalog: Arc::clone(&self.catalog),
                 usage,
                 records: Some(record_sender),
+                wake,
+                wake_below: self.queue_capacity / 2,
                 control: Some(control_sender),
                 worker: Mutex::new(Some(handle)),
                 dropped_queue_full: AtomicU64::new(0),
@@ -231,6 +239,8 @@ impl Telemetry {
                 catalog: Arc::clone(&config.catalog),
                 usage: Arc::new(UsageAccumulator::empty()),
                 records: None,
+                wake: Arc::new(tokio::sync::Notify::new()),
+                wake_below: 0,
                 control: None,
                 worker: Mutex::new(None),
                 dropped_queue_full: AtomicU64::new(0),
@@ -385,12 +395,15 @@ impl Telemetry {
     }
 
     fn send(&self, record: Record) {
-        let sent = self
-            .inner
-            .records
-            .as_ref()
-            .is_some_and(|sender| sender.try_send(record).is_ok());
-        if !sent {
+        let Some(sender) = &self.inner.records else {
+            return;
+        };
+        if sender.try_send(record).is_ok() {
+            // The worker collects on a short tick; only a filling queue is worth waking it for.
+            if sender.capacity() < self.inner.wake_below {
+                self.inner.wake.notify_one();
+            }
+        } else {
             self.inner
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);

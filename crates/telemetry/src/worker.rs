@@ -153,8 +153,13 @@ impl EventTemplate {
 /// The most events moved from the queue into the buffer in one go.
 const MAX_DRAIN: usize = 1_024;
 
+/// How often the worker collects queued records when no handle has signalled.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
 pub(crate) struct Worker {
     pub(crate) records: mpsc::Receiver<Record>,
+    /// Signalled by handles when the queue is half full.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
     pub(crate) buffer: Arc<dyn Buffer>,
     pub(crate) transport: Arc<dyn Transport>,
@@ -199,6 +204,8 @@ impl Worker {
             self.batch_interval,
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(DRAIN_INTERVAL.min(self.batch_interval));
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -223,27 +230,19 @@ impl Worker {
                     }
                     None => return,
                 },
-                record = self.records.recv() => match record {
-                    Some(record) => {
-                        let mut records = vec![record];
-                        while records.len() < MAX_DRAIN {
-                            match self.records.try_recv() {
-                                Ok(record) => records.push(record),
-                                Err(_) => break,
-                            }
-                        }
-                        self.store(records);
-                        if self.pending() >= self.batch_size && schedule.due() {
-                            self.deliver_on_schedule(Amount::FullBatches, &mut schedule).await;
-                        }
-                    }
-                    // Every handle is gone without a shutdown message: deliver what is possible.
-                    None => {
-                        let deadline = Instant::now() + Duration::from_secs(1);
-                        let _ = self.deliver(deadline, Amount::Everything).await;
+                // Records are collected when a handle signals a half-full queue, or at the latest
+                // on the drain tick. Waiting on the queue itself would wake this thread for every
+                // record, and a thread wake-up costs the recording thread microseconds.
+                _ = self.wake.notified() => {
+                    if !self.collect(&mut schedule).await {
                         return;
                     }
-                },
+                }
+                _ = drain.tick() => {
+                    if !self.collect(&mut schedule).await {
+                        return;
+                    }
+                }
                 _ = tick.tick() => {
                     if self.pending() > 0 && schedule.due() {
                         self.deliver_on_schedule(Amount::Everything, &mut schedule).await;
@@ -273,13 +272,47 @@ impl Worker {
         self.buffer.stats().map_or(0, |stats| stats.pending)
     }
 
-    fn drain_queue(&mut self) {
-        let mut records = Vec::new();
-        while let Ok(record) = self.records.try_recv() {
-            records.push(record);
+    /// Moves queued records into the buffer and sends full batches when they are due.
+    /// Returns `false` when every handle is gone (the worker should stop).
+    async fn collect(&mut self, schedule: &mut DeliverySchedule) -> bool {
+        let open = self.drain_queue();
+        if self.pending() >= self.batch_size && schedule.due() {
+            self.deliver_on_schedule(Amount::FullBatches, schedule)
+                .await;
         }
-        if !records.is_empty() {
-            self.store(records);
+        if !open {
+            // Every handle is gone without a shutdown message: deliver what is possible.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let _ = self.deliver(deadline, Amount::Everything).await;
+        }
+        open
+    }
+
+    /// Moves every queued record into the buffer, a bounded chunk at a time so that a full
+    /// queue never becomes one large allocation. Returns `false` once the queue is closed.
+    fn drain_queue(&mut self) -> bool {
+        loop {
+            let mut records = Vec::new();
+            let closed = loop {
+                if records.len() >= MAX_DRAIN {
+                    break false;
+                }
+                match self.records.try_recv() {
+                    Ok(record) => records.push(record),
+                    Err(mpsc::error::TryRecvError::Empty) => break false,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                }
+            };
+            let more = records.len() == MAX_DRAIN;
+            if !records.is_empty() {
+                self.store(records);
+            }
+            if closed {
+                return false;
+            }
+            if !more {
+                return true;
+            }
         }
     }
 

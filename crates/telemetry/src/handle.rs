@@ -432,13 +432,14 @@ impl Telemetry {
 
     /// The current status: the decision and its reason, where events go, what is pending.
     pub fn status(&self) -> Status {
-        let mut status = self.inner.config.status();
-        if let Some(buffer) = &self.inner.buffer
-            && let Ok(stats) = buffer.stats()
-        {
-            status.pending_events = stats.pending as u64;
-            status.dropped_events = stats.dropped_full + self.dropped_records();
+        // The running buffer's counts: no second connection to the spool.
+        let buffer = self.inner.buffer.as_ref();
+        let stats = buffer.and_then(|buffer| buffer.stats().ok());
+        let mut status = self.inner.config.status_with(stats);
+        if let Some(buffer) = buffer {
+            status.buffer = buffer.kind().to_owned();
         }
+        status.dropped_events += self.dropped_records();
         status.last_sent = self.inner.stats.last_sent();
         status.scrubbed_events = self.inner.stats.scrubbed();
         status.failed_deliveries = self.inner.stats.failed_attempts();

@@ -65,10 +65,15 @@ pub struct Status {
 impl TelemetryConfig {
     /// Works out the status without starting anything: reads the environment and the state file.
     pub fn status(&self) -> Status {
-        let resolution = self.resolve();
         let stats = self
             .existing_buffer()
             .and_then(|buffer| buffer.stats().ok());
+        self.status_with(stats)
+    }
+
+    /// The status, with the pending and dropped counts of a buffer already at hand.
+    pub(crate) fn status_with(&self, stats: Option<telemetry_buffer::BufferStats>) -> Status {
+        let resolution = self.resolve();
         let state = resolution.state.as_ref().ok();
         Status {
             sdk: self.sdk_name.to_string(),

@@ -836,3 +836,26 @@ fn the_spool_is_private_to_the_user() {
     let mode = std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{spool:?}");
 }
+
+#[test]
+fn a_running_handle_reports_the_buffer_it_really_uses() {
+    let fixture = Fixture::new();
+    let telemetry = fixture.enabled_config().start();
+    assert_eq!(telemetry.status().buffer, "sqlite");
+    drop(telemetry);
+
+    // A directory where the spool file should be: the spool cannot open, memory takes over.
+    let fixture = Fixture::new();
+    std::fs::create_dir_all(fixture.home().join("telemetry_spool.sqlite3")).unwrap();
+    let telemetry = fixture.enabled_config().start();
+    assert!(telemetry.is_enabled());
+    assert_eq!(telemetry.status().buffer, "memory");
+    assert!(
+        fixture
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("events are kept in memory"))
+    );
+    run(&telemetry, RunOutcome::Completed);
+    assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 1);
+}

@@ -3,62 +3,12 @@
 // Test helpers may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
+use std::path::PathBuf;
+use std::process::Output;
 
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("flowkit-home")
-    }
-
-    fn export(&self) -> PathBuf {
-        self.dir.path().join("export")
-    }
-
-    fn file_endpoint(&self) -> String {
-        format!("file://{}", self.export().display())
-    }
-
-    /// Runs flowkit with only PATH, HOME, FLOWKIT_HOME and the given variables set.
-    fn flowkit(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_flowkit"))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("FLOWKIT_HOME", self.home())
-            .env("TMPDIR", self.dir.path())
-            .envs(vars.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    fn exported_lines(&self) -> Vec<String> {
-        lines_in(&self.export())
-    }
-}
-
-fn lines_in(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut lines = Vec::new();
-    for entry in entries {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    lines
-}
+use support::{Sandbox, lines_in};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -75,7 +25,7 @@ fn check_success(output: &Output) {
 }
 
 fn status_json(sandbox: &Sandbox, vars: &[(&str, &str)]) -> serde_json::Value {
-    let output = sandbox.flowkit(&["telemetry", "status", "--json"], vars);
+    let output = sandbox.output(&["telemetry", "status", "--json"], vars);
     check_success(&output);
     serde_json::from_slice(&output.stdout).unwrap()
 }
@@ -109,7 +59,7 @@ fn simulate_collects_only_when_enabled_and_not_vetoed() {
         let endpoint = sandbox.file_endpoint();
         let mut vars = vars.to_vec();
         vars.push(("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint));
-        let output = sandbox.flowkit(&runs, &vars);
+        let output = sandbox.output(&runs, &vars);
         check_success(&output);
         assert!(
             text(&output.stdout).contains("Ran 5 flow runs of \"etl\""),
@@ -138,7 +88,7 @@ fn simulate_collects_only_when_enabled_and_not_vetoed() {
 fn an_invalid_setting_warns_once_runs_the_flows_and_collects_nothing() {
     let sandbox = Sandbox::new();
     let endpoint = sandbox.file_endpoint();
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &["simulate", "--runs", "1"],
         &[
             ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
@@ -188,7 +138,7 @@ fn enable_and_disable_are_remembered_and_shown_by_status() {
         );
     }
 
-    let output = sandbox.flowkit(&["telemetry", "enable"], &[]);
+    let output = sandbox.output(&["telemetry", "enable"], &[]);
     check_success(&output);
     assert!(
         text(&output.stdout).contains("Telemetry enabled"),
@@ -204,7 +154,7 @@ fn enable_and_disable_are_remembered_and_shown_by_status() {
     assert_eq!(status["transport"], "file");
 
     // The user's decision now collects without any variable but the destination.
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &["simulate", "--runs", "2"],
         &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint)],
     );
@@ -214,7 +164,7 @@ fn enable_and_disable_are_remembered_and_shown_by_status() {
     assert!(lines.iter().all(|line| line.contains(&session)));
 
     // DO_NOT_TRACK still wins, and `status` says so.
-    let output = sandbox.flowkit(&["telemetry", "status"], &[("DO_NOT_TRACK", "1")]);
+    let output = sandbox.output(&["telemetry", "status"], &[("DO_NOT_TRACK", "1")]);
     check_success(&output);
     assert!(
         text(&output.stdout).starts_with("Telemetry: Disabled (DO_NOT_TRACK is set)"),
@@ -222,7 +172,7 @@ fn enable_and_disable_are_remembered_and_shown_by_status() {
         text(&output.stdout)
     );
 
-    let output = sandbox.flowkit(&["telemetry", "disable"], &[]);
+    let output = sandbox.output(&["telemetry", "disable"], &[]);
     check_success(&output);
     let status = status_json(&sandbox, &[]);
     assert_eq!(status["enabled"], false);
@@ -250,7 +200,7 @@ fn insecure_or_broken_destinations_are_refused_at_start_up() {
         let sandbox = Sandbox::new();
         let mut vars = vars.to_vec();
         vars.push(("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"));
-        let output = sandbox.flowkit(&["simulate", "--runs", "1"], &vars);
+        let output = sandbox.output(&["simulate", "--runs", "1"], &vars);
         check_success(&output);
         let stderr = text(&output.stderr);
         assert_eq!(stderr.lines().count(), 1, "{vars:?}: {stderr}");
@@ -268,7 +218,7 @@ fn bad_usage_exits_2() {
         &["telemetry", "maybe"],
         &[],
     ] {
-        let output = sandbox.flowkit(args, &[]);
+        let output = sandbox.output(args, &[]);
         assert_eq!(
             output.status.code(),
             Some(2),
@@ -276,7 +226,7 @@ fn bad_usage_exits_2() {
             text(&output.stderr)
         );
     }
-    let output = sandbox.flowkit(&["simulate", "--param", "novalue"], &[]);
+    let output = sandbox.output(&["simulate", "--param", "novalue"], &[]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         text(&output.stderr).contains("expected KEY=VALUE"),
@@ -289,7 +239,7 @@ fn bad_usage_exits_2() {
 fn demo_shows_where_events_went_and_that_user_data_is_absent() {
     let sandbox = Sandbox::new();
     // The caller's own settings must not leak into the demo.
-    let output = sandbox.flowkit(&["demo"], &[("FLOWKIT_SDK_TELEMETRY_ENABLED", "0")]);
+    let output = sandbox.output(&["demo"], &[("FLOWKIT_SDK_TELEMETRY_ENABLED", "0")]);
     check_success(&output);
     let stdout = text(&output.stdout);
     let export_line = stdout
@@ -316,7 +266,7 @@ fn demo_shows_where_events_went_and_that_user_data_is_absent() {
     );
 
     // DO_NOT_TRACK is honoured even by the demo.
-    let output = sandbox.flowkit(&["demo"], &[("DO_NOT_TRACK", "1")]);
+    let output = sandbox.output(&["demo"], &[("DO_NOT_TRACK", "1")]);
     check_success(&output);
     assert!(
         text(&output.stdout).contains("Telemetry stays off anyway: DO_NOT_TRACK is set"),
@@ -363,7 +313,7 @@ fn personal_data_in_names_parameters_and_errors_never_reaches_the_export_or_the_
     for param in &params {
         args.extend(["--param", param.as_str()]);
     }
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &args,
         &[
             ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
@@ -382,7 +332,7 @@ fn personal_data_in_names_parameters_and_errors_never_reaches_the_export_or_the_
         lines.iter().any(|line| line.contains("\"failed\"")),
         "some runs failed"
     );
-    let preview = sandbox.flowkit(
+    let preview = sandbox.output(
         &["telemetry", "preview"],
         &[
             ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
@@ -413,7 +363,7 @@ fn events_wait_in_the_spool_until_a_later_flush_delivers_them() {
     std::fs::write(&blocked, "not a directory").unwrap();
     let blocked_endpoint = format!("file://{}/export", blocked.display());
     let enabled = ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1");
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &["simulate", "--runs", "4"],
         &[
             enabled,
@@ -429,7 +379,7 @@ fn events_wait_in_the_spool_until_a_later_flush_delivers_them() {
     );
 
     let endpoint = sandbox.file_endpoint();
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &["telemetry", "flush", "--timeout", "10"],
         &[enabled, ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &endpoint)],
     );
@@ -446,18 +396,18 @@ fn events_wait_in_the_spool_until_a_later_flush_delivers_them() {
 #[test]
 fn disable_purges_the_spool() {
     let sandbox = Sandbox::new();
-    let output = sandbox.flowkit(&["telemetry", "enable"], &[]);
+    let output = sandbox.output(&["telemetry", "enable"], &[]);
     check_success(&output);
     let blocked = sandbox.dir.path().join("blocked");
     std::fs::write(&blocked, "not a directory").unwrap();
     let blocked_endpoint = format!("file://{}/export", blocked.display());
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &["simulate", "--runs", "3"],
         &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &blocked_endpoint)],
     );
     check_success(&output);
     assert_eq!(status_json(&sandbox, &[])["pending_events"], 4);
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &["telemetry", "disable"],
         &[("FLOWKIT_SDK_TELEMETRY_ENDPOINT", &blocked_endpoint)],
     );
@@ -481,7 +431,7 @@ fn a_damaged_spool_is_moved_aside_with_one_message_and_the_program_carries_on() 
         let spool = sandbox.home().join("telemetry_spool.sqlite3");
         std::fs::write(&spool, damage).unwrap();
         let endpoint = sandbox.file_endpoint();
-        let output = sandbox.flowkit(
+        let output = sandbox.output(
             &["simulate", "--runs", "2"],
             &[
                 ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
@@ -516,7 +466,7 @@ fn a_spool_that_cannot_be_opened_falls_back_to_memory() {
     // A directory where the spool file should be.
     std::fs::create_dir_all(sandbox.home().join("telemetry_spool.sqlite3")).unwrap();
     let endpoint = sandbox.file_endpoint();
-    let output = sandbox.flowkit(
+    let output = sandbox.output(
         &["simulate", "--runs", "2"],
         &[
             ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),

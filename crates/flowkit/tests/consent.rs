@@ -4,95 +4,54 @@
 // Test helpers may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use rexpect::session::{PtySession, spawn_command};
+use support::{Sandbox, lines_in};
 
 const PROMPT: &str = "Enable telemetry? [y/N]";
 
-struct Sandbox {
-    dir: tempfile::TempDir,
+/// flowkit in the sandbox, exporting to its export directory unless `vars` say otherwise.
+fn flowkit(sandbox: &Sandbox, args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let endpoint = sandbox.file_endpoint();
+    let mut all = vec![("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str())];
+    all.extend(vars.iter().copied());
+    sandbox.command(args, &all)
 }
 
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("flowkit-home")
-    }
-
-    fn export(&self) -> PathBuf {
-        self.dir.path().join("export")
-    }
-
-    fn command(&self, args: &[&str], vars: &[(&str, &str)]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flowkit"));
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("FLOWKIT_HOME", self.home())
-            .env("TERM", "xterm")
-            .env(
-                "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
-                format!("file://{}", self.export().display()),
-            )
-            .envs(vars.iter().copied());
-        command
-    }
-
-    fn run(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        self.command(args, vars)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `flowkit simulate` in a pseudo-terminal, so stdin, stdout and stderr are terminals.
-    fn simulate_in_terminal(&self, vars: &[(&str, &str)]) -> PtySession {
-        spawn_command(
-            self.command(&["simulate", "--runs", "2"], vars),
-            Some(30_000),
-        )
+fn run(sandbox: &Sandbox, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    flowkit(sandbox, args, vars)
+        .stdin(Stdio::null())
+        .output()
         .unwrap()
-    }
+}
 
-    fn state(&self) -> String {
-        std::fs::read_to_string(self.home().join("telemetry_state.toml")).unwrap_or_default()
-    }
+/// Runs `flowkit simulate` in a pseudo-terminal, so stdin, stdout and stderr are terminals.
+fn simulate_in_terminal(sandbox: &Sandbox, vars: &[(&str, &str)]) -> PtySession {
+    spawn_command(
+        flowkit(sandbox, &["simulate", "--runs", "2"], vars),
+        Some(30_000),
+    )
+    .unwrap()
+}
 
-    fn audit(&self) -> Vec<serde_json::Value> {
-        let text =
-            std::fs::read_to_string(self.home().join("telemetry_audit.jsonl")).unwrap_or_default();
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    }
+fn state(sandbox: &Sandbox) -> String {
+    std::fs::read_to_string(sandbox.home().join("telemetry_state.toml")).unwrap_or_default()
+}
 
-    fn exported_lines(&self) -> usize {
-        count_lines(&self.export())
-    }
+fn audit(sandbox: &Sandbox) -> Vec<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(sandbox.home().join("telemetry_audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 fn count_lines(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|entry| {
-                    std::fs::read_to_string(entry.unwrap().path())
-                        .unwrap()
-                        .lines()
-                        .count()
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    lines_in(dir).len()
 }
 
 fn changes(audit: &[serde_json::Value]) -> Vec<(String, String)> {
@@ -114,7 +73,7 @@ fn pair(change: &str, source: &str) -> (String, String) {
 /// Answers the prompt (None: waits for the timeout) and checks what was recorded.
 fn check_prompt_answer(answer: Option<&str>, enabled: bool) {
     let sandbox = Sandbox::new();
-    let mut session = sandbox.simulate_in_terminal(&[]);
+    let mut session = simulate_in_terminal(&sandbox, &[]);
     session.exp_string("Help us improve flowkit!").unwrap();
     session.exp_string(PROMPT).unwrap();
     match answer {
@@ -128,24 +87,24 @@ fn check_prompt_answer(answer: Option<&str>, enabled: bool) {
     session.exp_string("Ran 2 flow runs").unwrap();
     session.exp_eof().unwrap();
 
-    let state = sandbox.state();
+    let state = state(&sandbox);
     assert!(state.contains("prompted = true"), "{state}");
     assert!(state.contains(&format!("enabled = {enabled}")), "{state}");
     assert!(state.contains("prompt_date = \""), "{state}");
     assert_eq!(state.contains("session_id"), enabled, "{state}");
     let decision = if enabled { "enabled" } else { "disabled" };
     assert_eq!(
-        changes(&sandbox.audit()),
+        changes(&audit(&sandbox)),
         [pair("prompt_shown", "prompt"), pair(decision, "prompt")]
     );
     assert_eq!(
-        sandbox.exported_lines(),
+        sandbox.exported_lines().len(),
         if enabled { 3 } else { 0 },
         "answer {answer:?}"
     );
 
     // The next run does not ask again.
-    let mut session = sandbox.simulate_in_terminal(&[]);
+    let mut session = simulate_in_terminal(&sandbox, &[]);
     let output = session.exp_eof().unwrap();
     assert!(!output.contains(PROMPT), "asked twice: {output}");
     assert!(output.contains("Ran 2 flow runs"), "{output}");
@@ -180,29 +139,29 @@ fn no_prompt_in_ci_or_without_a_terminal_and_nothing_is_collected() {
         &[("BUILDKITE", "true")],
     ] {
         let sandbox = Sandbox::new();
-        let mut session = sandbox.simulate_in_terminal(vars);
+        let mut session = simulate_in_terminal(&sandbox, vars);
         let output = session.exp_eof().unwrap();
         assert!(!output.contains(PROMPT), "{vars:?}: {output}");
         assert!(output.contains("Ran 2 flow runs"), "{output}");
-        assert_eq!(sandbox.exported_lines(), 0, "{vars:?}");
+        assert_eq!(sandbox.exported_lines().len(), 0, "{vars:?}");
         assert!(!sandbox.home().exists(), "{vars:?}: nothing is written");
     }
     // Not a terminal: stdin is /dev/null.
     let sandbox = Sandbox::new();
-    let output = sandbox.run(&["simulate", "--runs", "1"], &[]);
+    let output = run(&sandbox, &["simulate", "--runs", "1"], &[]);
     assert!(output.status.success());
     assert!(!String::from_utf8_lossy(&output.stderr).contains(PROMPT));
-    assert_eq!(sandbox.exported_lines(), 0);
+    assert_eq!(sandbox.exported_lines().len(), 0);
 }
 
 #[test]
 fn ci_false_on_a_terminal_prompts() {
     let sandbox = Sandbox::new();
-    let mut session = sandbox.simulate_in_terminal(&[("CI", "false")]);
+    let mut session = simulate_in_terminal(&sandbox, &[("CI", "false")]);
     session.exp_string(PROMPT).unwrap();
     session.send_line("n").unwrap();
     session.exp_eof().unwrap();
-    assert!(sandbox.state().contains("enabled = false"));
+    assert!(state(&sandbox).contains("enabled = false"));
 }
 
 #[test]
@@ -215,7 +174,7 @@ fn nothing_decided_elsewhere_is_asked_about() {
     ];
     for (vars, why) in cases {
         let sandbox = Sandbox::new();
-        let mut session = sandbox.simulate_in_terminal(vars);
+        let mut session = simulate_in_terminal(&sandbox, vars);
         let output = session.exp_eof().unwrap();
         assert!(!output.contains(PROMPT), "{why}: {output}");
     }
@@ -223,8 +182,10 @@ fn nothing_decided_elsewhere_is_asked_about() {
     let sandbox = Sandbox::new();
     let policy = sandbox.dir.path().join("policy.toml");
     std::fs::write(&policy, "allow_prompt = false\n").unwrap();
-    let mut session = sandbox
-        .simulate_in_terminal(&[("FLOWKIT_TELEMETRY_POLICY_FILE", policy.to_str().unwrap())]);
+    let mut session = simulate_in_terminal(
+        &sandbox,
+        &[("FLOWKIT_TELEMETRY_POLICY_FILE", policy.to_str().unwrap())],
+    );
     let output = session.exp_eof().unwrap();
     assert!(!output.contains(PROMPT), "{output}");
 }
@@ -236,14 +197,15 @@ fn a_policy_that_forces_off_beats_the_env_var_and_enable() {
     std::fs::write(&policy, "enabled = false\n").unwrap();
     let policy_var = ("FLOWKIT_TELEMETRY_POLICY_FILE", policy.to_str().unwrap());
 
-    let output = sandbox.run(
+    let output = run(
+        &sandbox,
         &["simulate", "--runs", "3"],
         &[policy_var, ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1")],
     );
     assert!(output.status.success());
-    assert_eq!(sandbox.exported_lines(), 0);
+    assert_eq!(sandbox.exported_lines().len(), 0);
 
-    let output = sandbox.run(&["telemetry", "enable"], &[policy_var]);
+    let output = run(&sandbox, &["telemetry", "enable"], &[policy_var]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -251,11 +213,11 @@ fn a_policy_that_forces_off_beats_the_env_var_and_enable() {
         "the message names the policy file: {stderr}"
     );
     assert_eq!(
-        changes(&sandbox.audit()),
+        changes(&audit(&sandbox)),
         [pair("refused_by_policy", "cli")]
     );
 
-    let output = sandbox.run(&["telemetry", "status", "--json"], &[policy_var]);
+    let output = run(&sandbox, &["telemetry", "status", "--json"], &[policy_var]);
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(status["reason"], "policy");
     assert_eq!(status["enabled"], false);
@@ -272,7 +234,8 @@ fn a_policy_destination_beats_the_env_endpoint() {
         format!("endpoint = \"file://{}\"\n", fleet_export.display()),
     )
     .unwrap();
-    let output = sandbox.run(
+    let output = run(
+        &sandbox,
         &["simulate", "--runs", "2"],
         &[
             ("FLOWKIT_TELEMETRY_POLICY_FILE", policy.to_str().unwrap()),
@@ -281,7 +244,11 @@ fn a_policy_destination_beats_the_env_endpoint() {
     );
     assert!(output.status.success());
     assert_eq!(count_lines(&fleet_export), 3);
-    assert_eq!(sandbox.exported_lines(), 0, "the env endpoint is ignored");
+    assert_eq!(
+        sandbox.exported_lines().len(),
+        0,
+        "the env endpoint is ignored"
+    );
 }
 
 #[test]
@@ -289,7 +256,8 @@ fn a_malformed_policy_means_off_and_names_the_file_and_line() {
     let sandbox = Sandbox::new();
     let policy = sandbox.dir.path().join("policy.toml");
     std::fs::write(&policy, "allow_prompt = true\nenabled = maybe\n").unwrap();
-    let output = sandbox.run(
+    let output = run(
+        &sandbox,
         &["simulate", "--runs", "1"],
         &[
             ("FLOWKIT_TELEMETRY_POLICY_FILE", policy.to_str().unwrap()),
@@ -303,7 +271,7 @@ fn a_malformed_policy_means_off_and_names_the_file_and_line() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert_eq!(sandbox.exported_lines(), 0);
+    assert_eq!(sandbox.exported_lines().len(), 0);
 }
 
 #[test]
@@ -312,8 +280,7 @@ fn fifty_concurrent_decisions_leave_a_valid_state_and_audit_log() {
     let children: Vec<_> = (0..50)
         .map(|index| {
             let command = if index % 2 == 0 { "enable" } else { "disable" };
-            sandbox
-                .command(&["telemetry", command], &[])
+            flowkit(&sandbox, &["telemetry", command], &[])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -329,10 +296,10 @@ fn fifty_concurrent_decisions_leave_a_valid_state_and_audit_log() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let state: toml::Value = toml::from_str(&sandbox.state()).expect("the state file parses");
+    let state: toml::Value = toml::from_str(&state(&sandbox)).expect("the state file parses");
     let enabled = state["telemetry"]["enabled"].as_bool().unwrap();
     assert_eq!(state["telemetry"].get("session_id").is_some(), enabled);
-    let audit = sandbox.audit();
+    let audit = audit(&sandbox);
     assert_eq!(audit.len(), 50);
     let enables = audit
         .iter()

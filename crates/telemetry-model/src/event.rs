@@ -24,9 +24,17 @@ macro_rules! random_id {
         pub struct $id(Uuid);
 
         impl $id {
+            /// The length of the id's text: a hyphenated UUID.
+            pub const TEXT_LEN: usize = 36;
+
             /// A new random (version 4) id.
             pub fn random() -> $id {
                 $id(Uuid::new_v4())
+            }
+
+            /// Writes the id's text (lowercase, hyphenated) into `buffer` without allocating.
+            pub fn encode(self, buffer: &mut [u8; Self::TEXT_LEN]) -> &str {
+                self.0.hyphenated().encode_lower(buffer)
             }
         }
 
@@ -56,7 +64,8 @@ macro_rules! random_id {
 
         impl Serialize for $id {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(&self.0.hyphenated())
+                let mut buffer = [0u8; Self::TEXT_LEN];
+                serializer.serialize_str(self.encode(&mut buffer))
             }
         }
 

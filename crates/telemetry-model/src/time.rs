@@ -92,9 +92,41 @@ impl FromStr for HourTimestamp {
     }
 }
 
+impl HourTimestamp {
+    /// The text `YYYY-MM-DDTHH:00:00Z` written into `buffer`, for years up to 9999 (the
+    /// formatter handles the rest): serializing every event should not go through `fmt`.
+    fn encode(self, buffer: &mut [u8; 20]) -> Option<&str> {
+        let date = self.date();
+        if date.year > 9_999 {
+            return None;
+        }
+        let two = |value: u8| [b'0' + value / 10, b'0' + value % 10];
+        let year = date.year;
+        let digit = |value: u16| b'0' + (value % 10) as u8;
+        buffer[..4].copy_from_slice(&[
+            digit(year / 1_000),
+            digit(year / 100),
+            digit(year / 10),
+            digit(year),
+        ]);
+        buffer[4] = b'-';
+        buffer[5..7].copy_from_slice(&two(date.month));
+        buffer[7] = b'-';
+        buffer[8..10].copy_from_slice(&two(date.day));
+        buffer[10] = b'T';
+        buffer[11..13].copy_from_slice(&two(self.hour()));
+        buffer[13..].copy_from_slice(b":00:00Z");
+        std::str::from_utf8(buffer).ok()
+    }
+}
+
 impl Serialize for HourTimestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let mut buffer = [0u8; 20];
+        match self.encode(&mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.collect_str(self),
+        }
     }
 }
 
@@ -284,7 +316,19 @@ mod tests {
             let hour = HourTimestamp::from_unix_seconds(seconds);
             assert_eq!(hour.to_string(), expected, "seconds {seconds}");
             assert_eq!(expected.parse::<HourTimestamp>(), Ok(hour));
+            let json = serde_json::to_string(&hour).unwrap();
+            assert_eq!(json, format!("\"{expected}\""));
         }
+    }
+
+    #[test]
+    fn serializes_years_past_9999_like_display() {
+        // A clock set absurdly far ahead: the fast serializer hands over to the formatter.
+        let hour = HourTimestamp::from_unix_seconds(300_000_000_000);
+        assert_eq!(hour.date().year(), 11_476);
+        let json = serde_json::to_string(&hour).unwrap();
+        assert_eq!(json, format!("\"{hour}\""));
+        assert!(json.starts_with("\"11476-"), "{json}");
     }
 
     #[test]
@@ -336,6 +380,7 @@ mod tests {
             prop_assert!(text.ends_with(":00:00Z"));
             prop_assert_eq!(text.parse::<HourTimestamp>(), Ok(hour));
             let json = serde_json::to_string(&hour).unwrap();
+            prop_assert_eq!(&json, &format!("\"{text}\""));
             prop_assert_eq!(serde_json::from_str::<HourTimestamp>(&json).unwrap(), hour);
         }
 

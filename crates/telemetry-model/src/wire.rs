@@ -39,10 +39,51 @@ pub struct EncodedEvent {
 impl EncodedEvent {
     /// Serializes an event.
     pub fn encode(event: &Event) -> Result<EncodedEvent, serde_json::Error> {
+        // Room for a typical event up front, so serializing does not grow the buffer step by
+        // step; the text is then copied once into its shared allocation.
+        let mut json = Vec::with_capacity(1_024);
+        serde_json::to_writer(&mut json, event)?;
+        let json = String::from_utf8(json).map_err(serde::ser::Error::custom)?;
         Ok(EncodedEvent {
             id: event.event_id,
-            json: serde_json::to_string(event)?.into(),
+            json: json.into(),
         })
+    }
+
+    /// The same event under another id: a copy of the JSON with only the `event_id` value
+    /// replaced.
+    ///
+    /// Events that differ only in their id serialize to the same text apart from it, so a
+    /// producer that records many alike events can serialize and check one and issue copies.
+    /// The id is the first field [`encode`](EncodedEvent::encode) writes; JSON in another
+    /// layout (from [`from_stored`](EncodedEvent::from_stored), say) is decoded and encoded
+    /// again instead.
+    pub fn with_id(&self, id: EventId) -> Result<EncodedEvent, serde_json::Error> {
+        const PREFIX: &str = "{\"event_id\":\"";
+        let mut old = [0u8; EventId::TEXT_LEN];
+        let old = self.id.encode(&mut old);
+        let json: &str = &self.json;
+        match json
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.strip_prefix(old))
+        {
+            Some(rest) => {
+                let mut text = [0u8; EventId::TEXT_LEN];
+                let mut copy = String::with_capacity(json.len());
+                copy.push_str(PREFIX);
+                copy.push_str(id.encode(&mut text));
+                copy.push_str(rest);
+                Ok(EncodedEvent {
+                    id,
+                    json: copy.into(),
+                })
+            }
+            None => {
+                let mut event = self.decode()?;
+                event.event_id = id;
+                EncodedEvent::encode(&event)
+            }
+        }
     }
 
     /// Checks that `json` is one event object with the given id, for buffers that read

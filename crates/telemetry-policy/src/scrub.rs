@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
@@ -152,7 +153,32 @@ const MIN_SECRET_LEN: usize = 20;
 pub struct Scrubber {
     identity: Vec<(ScrubReason, String)>,
     home_dir: Option<String>,
-    allowed: HashSet<String>,
+    allowed: HashSet<String, BuildHasherDefault<Fnv1a>>,
+}
+
+/// FNV-1a, for the allowlist: a small set fixed when the scrubber is built, of short strings,
+/// looked up for most strings of every event. The standard library's SipHash guards a table
+/// against keys chosen to collide, which a set this size does not need, at several times the
+/// cost per lookup.
+#[derive(Clone, Copy, Debug)]
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Scrubber {
@@ -209,7 +235,15 @@ impl Scrubber {
         if self.allowed.contains(text) {
             return None;
         }
-        if text.chars().any(char::is_control) {
+        // Nothing below allocates: this runs for every string of every event that is not a
+        // plain identifier (versions, timestamps, bucket spellings).
+        let ascii = text.is_ascii();
+        let control = if ascii {
+            text.bytes().any(|byte| byte.is_ascii_control())
+        } else {
+            text.chars().any(char::is_control)
+        };
+        if control {
             return Some(ScrubReason::Malformed);
         }
         if let Some(home) = &self.home_dir
@@ -220,8 +254,10 @@ impl Scrubber {
         if text.contains('@') {
             return Some(ScrubReason::Email);
         }
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("://") || lower.starts_with("www.") || lower.starts_with("mailto:") {
+        if text.contains("://")
+            || starts_with_ignore_ascii_case(text, "www.")
+            || starts_with_ignore_ascii_case(text, "mailto:")
+        {
             return Some(ScrubReason::Url);
         }
         if text.contains(['/', '\\']) || text.starts_with('~') {
@@ -234,9 +270,11 @@ impl Scrubber {
             let mut identity_tokens = tokens(text, |c| {
                 c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
             });
-            if identity_tokens
-                .any(|token| token.eq_ignore_ascii_case(value) || token.to_lowercase() == *value)
-            {
+            // `value` is lower case already; only a non-ASCII token needs full case folding.
+            if identity_tokens.any(|token| {
+                token.eq_ignore_ascii_case(value)
+                    || (!token.is_ascii() && token.to_lowercase() == *value)
+            }) {
                 return Some(*reason);
             }
         }
@@ -246,7 +284,7 @@ impl Scrubber {
         if tokens(text, |c| {
             c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.')
         })
-        .any(|token| !self.allowed.contains(token) && looks_like_credential(token))
+        .any(|token| looks_like_credential(token) && !self.allowed.contains(token))
         {
             return Some(ScrubReason::Credential);
         }
@@ -269,29 +307,38 @@ fn tokens(text: &str, keep: impl Fn(char) -> bool) -> impl Iterator<Item = &str>
         .filter(|token| !token.is_empty())
 }
 
+fn starts_with_ignore_ascii_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 fn is_ip_address(token: &str) -> bool {
     let token = token.trim_matches(|c| c == '.' || c == ':');
-    if token.parse::<Ipv4Addr>().is_ok() {
-        return true;
-    }
-    token.matches(':').count() >= 2 && token.parse::<Ipv6Addr>().is_ok()
+    // Only a token with the separators of an address is worth parsing.
+    let dots = token.bytes().filter(|&byte| byte == b'.').count();
+    let colons = token.bytes().filter(|&byte| byte == b':').count();
+    (dots == 3 && token.parse::<Ipv4Addr>().is_ok())
+        || (colons >= 2 && token.parse::<Ipv6Addr>().is_ok())
 }
 
 fn is_host_name(token: &str) -> bool {
     let token = token.trim_end_matches('.');
-    let labels: Vec<&str> = token.split('.').collect();
     // Loose on purpose: a label with a stray hyphen is still someone's host.
-    let valid_label = |label: &&str| {
+    let valid_label = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-')
     };
-    let top_level = labels.last().copied().unwrap_or_default();
-    labels.len() >= 2
-        && labels.iter().all(valid_label)
+    let Some((_, top_level)) = token.rsplit_once('.') else {
+        return false;
+    };
+    token.split('.').all(valid_label)
         && token.starts_with(|c: char| c.is_ascii_alphabetic())
         && (2..=24).contains(&top_level.len())
-        && top_level.chars().all(|c| c.is_ascii_alphabetic())
+        && top_level.bytes().all(|c| c.is_ascii_alphabetic())
 }
 
 fn looks_like_credential(token: &str) -> bool {
@@ -346,26 +393,23 @@ impl<'a> JsonStrings<'a> {
 
     fn next(&mut self) -> Option<Result<(Cow<'a, str>, bool), ()>> {
         let bytes = self.text.as_bytes();
-        let start = self.position
-            + bytes
-                .get(self.position..)?
-                .iter()
-                .position(|&byte| byte == b'"')?;
+        let start = self.position + memchr::memchr(b'"', bytes.get(self.position..)?)?;
         let mut index = start + 1;
         let mut escaped = false;
-        while index < bytes.len() {
-            match bytes[index] {
-                b'\\' => {
-                    escaped = true;
-                    index += 2;
-                    continue;
-                }
-                b'"' => break,
-                _ => index += 1,
+        // Jump from quote or backslash to the next: the bytes between cannot end the string.
+        loop {
+            let Some(found) = bytes
+                .get(index..)
+                .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+            else {
+                return Some(Err(()));
+            };
+            index += found;
+            if bytes[index] == b'"' {
+                break;
             }
-        }
-        if index >= bytes.len() {
-            return Some(Err(()));
+            escaped = true;
+            index += 2;
         }
         let raw = &self.text[start + 1..index];
         self.position = index + 1;

@@ -32,7 +32,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use telemetry::internals::buffer::{SPOOL_FILE_NAME, SpoolLimits, SqliteSpool};
 use telemetry::internals::model::fixtures;
 use telemetry::internals::policy::{MachineIdentity, Scrubber};
-use telemetry::{Catalog, EncodedEvent, MemoryBuffer, NullTransport, Telemetry};
+use telemetry::{Catalog, EncodedEvent, MemoryBuffer, NullTransport, RunRecord, Telemetry};
 
 /// Runs recorded per iteration through the in-memory path.
 const MEMORY_RUNS: u64 = 200_000;
@@ -47,10 +47,21 @@ const BASELINE_BATCH: usize = 100;
 /// Records `runs` runs and waits until the worker has delivered all of them.
 fn record_and_flush(telemetry: &Telemetry, transport: &NullTransport, runs: u64) -> Duration {
     let run = common::sample_run(telemetry.catalog());
+    record_and_flush_each(telemetry, transport, &[run], runs)
+}
+
+/// Records `runs` runs taken from `kinds` in turn and waits until the worker has delivered
+/// all of them.
+fn record_and_flush_each(
+    telemetry: &Telemetry,
+    transport: &NullTransport,
+    kinds: &[RunRecord],
+    runs: u64,
+) -> Duration {
     let before = transport.accepted();
     let start = Instant::now();
-    for _ in 0..runs {
-        telemetry.record_run(black_box(run));
+    for run in kinds.iter().cycle().take(runs as usize) {
+        telemetry.record_run(black_box(*run));
     }
     let report = telemetry.flush(Duration::from_secs(600)).unwrap();
     let elapsed = start.elapsed();
@@ -82,6 +93,16 @@ fn throughput_memory(c: &mut Criterion) {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| record_and_flush(&telemetry, &transport, MEMORY_RUNS))
+                .sum()
+        });
+    });
+    // The worst case: no run is like the one before, so each is serialized and scrubbed.
+    let varied = common::varied_runs(telemetry.catalog());
+    assert!(varied.len() >= 1_024, "{} kinds of run", varied.len());
+    group.bench_function("varied_runs_to_null_transport", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| record_and_flush_each(&telemetry, &transport, &varied, MEMORY_RUNS))
                 .sum()
         });
     });

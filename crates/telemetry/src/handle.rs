@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::{Resolution, TelemetryConfig};
 use crate::status::Status;
 use crate::usage::UsageAccumulator;
-use crate::worker::{Control, EventTemplate, Worker, WorkerStats};
+use crate::worker::{Control, EventTemplate, RunShapes, Worker, WorkerStats};
 
 /// One finished unit of work (a flow run, a job, a request), as the SDK reports it.
 ///
@@ -200,6 +200,7 @@ impl TelemetryConfig {
             summary,
             opted_out: Arc::clone(&opted_out),
             scrubber: self.scrubber(resolution),
+            run_shapes: RunShapes::default(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("{}-telemetry", self.sdk_name))

@@ -31,6 +31,20 @@ impl AtomicBitSet {
         }
     }
 
+    /// The whole set at once as one number (bit `n` for member `n`), when it has at most 128
+    /// slots; `None` for larger sets.
+    pub(crate) fn snapshot(&self) -> Option<u128> {
+        match &*self.words {
+            [] => Some(0),
+            [low] => Some(u128::from(low.load(Ordering::Relaxed))),
+            [low, high] => Some(
+                u128::from(low.load(Ordering::Relaxed))
+                    | (u128::from(high.load(Ordering::Relaxed)) << 64),
+            ),
+            _ => None,
+        }
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words
             .iter()
@@ -133,6 +147,19 @@ mod tests {
             set.insert(index);
         }
         assert_eq!(set.iter().collect::<Vec<_>>(), [0, 63, 64, 129]);
+        // 130 slots take three words: too many for one number.
+        assert_eq!(set.snapshot(), None);
+    }
+
+    #[test]
+    fn small_bit_sets_snapshot_as_one_number() {
+        assert_eq!(AtomicBitSet::new(0).snapshot(), Some(0));
+        let set = AtomicBitSet::new(128);
+        for index in [0, 5, 64, 127] {
+            set.insert(index);
+        }
+        let expected = 1u128 | (1 << 5) | (1 << 64) | (1 << 127);
+        assert_eq!(set.snapshot(), Some(expected));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! and hosts with their own runtime both work, and nothing it does (serializing, disk, network)
 //! ever happens on a thread that records.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use telemetry_buffer::Buffer;
 use telemetry_model::{
     Arch, Catalog, CountBucket, DeploymentStage, DurationBucket, EncodedEvent, ErrorSummary, Event,
-    EventId, EventType, FeatureSet, HourTimestamp, Interface, Name, OsFamily, Section, SessionId,
-    Version,
+    EventId, EventType, ExceptionType, FeatureSet, HourTimestamp, Interface, Name, OsFamily,
+    RunOutcome, Section, SessionId, Version,
 };
 use telemetry_policy::{ScrubReason, Scrubber};
 use telemetry_transport::{Backoff, CircuitBreaker, CircuitState, SendError, Transport};
@@ -122,10 +122,19 @@ impl EventTemplate {
     }
 
     pub(crate) fn event(&self, event_type: EventType, duration: DurationBucket) -> Event {
+        self.event_at(HourTimestamp::now(), event_type, duration)
+    }
+
+    fn event_at(
+        &self,
+        timestamp: HourTimestamp,
+        event_type: EventType,
+        duration: DurationBucket,
+    ) -> Event {
         Event {
             event_id: EventId::random(),
             session_id: self.session_id,
-            timestamp: HourTimestamp::now(),
+            timestamp,
             event_type,
             sdk_name: self.sdk_name.clone(),
             sdk_version: self.sdk_version.clone(),
@@ -147,6 +156,60 @@ impl EventTemplate {
             concurrency_peak: None,
             outcome: None,
         }
+    }
+}
+
+/// Everything a `run` event holds apart from its id. Two runs of the same shape serialize to
+/// the same JSON but for the event id: the session, SDK and platform fields are the process's
+/// own and never change while the worker runs, and the catalog is fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RunShape {
+    hour: HourTimestamp,
+    duration: DurationBucket,
+    outcome: RunOutcome,
+    features: FeatureSet,
+    exception: Option<ExceptionType>,
+    /// The installed integrations, one bit per allowlist slot.
+    integrations: u128,
+}
+
+/// How the worker's checks ended for one event.
+#[derive(Clone, Debug)]
+enum Checked {
+    /// Serialized and passed by the scrubber.
+    Passed(EncodedEvent),
+    /// The scrubber rejected it.
+    Scrubbed(ScrubReason),
+    /// It could not be serialized.
+    Unencodable,
+}
+
+/// The checked result of recent run shapes, so that runs alike are serialized and scrubbed
+/// once and then issued as copies under fresh ids ([`EncodedEvent::with_id`]), which the
+/// scrubber would judge exactly as the original: it exempts the id's value and nothing else
+/// differs.
+///
+/// Hosts run the same few kinds of work over and over, so a handful of shapes covers almost
+/// every run. The cache is emptied when it reaches [`RUN_SHAPES`] entries, which bounds its
+/// memory to a few hundred events; a new hour starts new shapes.
+#[derive(Debug, Default)]
+pub(crate) struct RunShapes {
+    checked: HashMap<RunShape, Checked>,
+}
+
+/// The most run shapes remembered at once.
+const RUN_SHAPES: usize = 256;
+
+impl RunShapes {
+    fn get(&self, shape: &RunShape) -> Option<&Checked> {
+        self.checked.get(shape)
+    }
+
+    fn insert(&mut self, shape: RunShape, checked: Checked) {
+        if self.checked.len() >= RUN_SHAPES {
+            self.checked.clear();
+        }
+        self.checked.insert(shape, checked);
     }
 }
 
@@ -183,6 +246,8 @@ pub(crate) struct Worker {
     pub(crate) scrubber: Scrubber,
     /// Set when the user opted out through the running handle: nothing more is buffered.
     pub(crate) opted_out: Arc<std::sync::atomic::AtomicBool>,
+    /// Run events already serialized and checked, by shape.
+    pub(crate) run_shapes: RunShapes,
 }
 
 impl Worker {
@@ -323,12 +388,46 @@ impl Worker {
         }
         let mut events = Vec::with_capacity(records.len());
         for record in records {
-            let event = match record {
-                Record::Run(run) => self.run_event(run),
+            let checked = match record {
+                Record::Run(run) => self.checked_run(run),
             };
-            events.extend(self.encode(&event));
+            events.extend(self.accept(checked));
         }
         self.append(events);
+    }
+
+    /// The checked event for one run: a copy of an earlier run of the same shape under a new
+    /// id, or a new event serialized and scrubbed.
+    fn checked_run(&mut self, run: RunRecord) -> Checked {
+        self.count_run(&run);
+        let hour = HourTimestamp::now();
+        let Some(integrations) = self.usage.integrations_installed.snapshot() else {
+            // More integrations than one shape can hold: check every such event in full.
+            let integrations = self.installed_integrations();
+            return self.check(&self.run_event(run, hour, integrations));
+        };
+        let shape = RunShape {
+            hour,
+            duration: DurationBucket::from_duration(run.duration),
+            outcome: run.outcome,
+            features: run.features,
+            exception: run.exception,
+            integrations,
+        };
+        match self.run_shapes.get(&shape) {
+            Some(Checked::Passed(earlier)) => match earlier.with_id(EventId::random()) {
+                Ok(copy) => Checked::Passed(copy),
+                Err(_) => Checked::Unencodable,
+            },
+            Some(rejected) => rejected.clone(),
+            None => {
+                let slots = (0..128).filter(|slot| integrations & (1u128 << slot) != 0);
+                let integrations = self.allowlisted_slots(slots, Section::Integrations);
+                let checked = self.check(&self.run_event(run, hour, integrations));
+                self.run_shapes.insert(shape, checked.clone());
+                checked
+            }
+        }
     }
 
     fn append(&self, events: Vec<EncodedEvent>) {
@@ -340,15 +439,24 @@ impl Worker {
         }
     }
 
-    fn encode(&self, event: &Event) -> Option<EncodedEvent> {
+    /// Serializes an event and runs the scrubber over it.
+    fn check(&self, event: &Event) -> Checked {
         match EncodedEvent::encode(event) {
-            Ok(encoded) => {
-                if let Err(reason) = self.scrubber.check_json(encoded.json()) {
-                    self.stats.count_scrubbed(reason);
-                    // The reason only: the event's contents are exactly what must not be logged.
-                    tracing::warn!(%reason, "an event that looked like personal data was dropped");
-                    return None;
-                }
+            Ok(encoded) => match self.scrubber.check_json(encoded.json()) {
+                Ok(()) => Checked::Passed(encoded),
+                Err(reason) => Checked::Scrubbed(reason),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "event could not be serialized");
+                Checked::Unencodable
+            }
+        }
+    }
+
+    /// The event to buffer, if it passed; a rejected one is counted and dropped.
+    fn accept(&self, checked: Checked) -> Option<EncodedEvent> {
+        match checked {
+            Checked::Passed(encoded) => {
                 if self.debug {
                     (self.warnings)(&format!(
                         "{} telemetry event: {}",
@@ -358,29 +466,22 @@ impl Worker {
                 }
                 Some(encoded)
             }
-            Err(error) => {
-                tracing::warn!(%error, "event could not be serialized and was dropped");
+            Checked::Scrubbed(reason) => {
+                self.stats.count_scrubbed(reason);
+                // The reason only: the event's contents are exactly what must not be logged.
+                tracing::warn!(%reason, "an event that looked like personal data was dropped");
+                None
+            }
+            Checked::Unencodable => {
+                tracing::warn!("an event could not be serialized and was dropped");
                 None
             }
         }
     }
 
-    fn run_event(&mut self, run: RunRecord) -> Event {
-        let mut event = self
-            .template
-            .event(EventType::Run, DurationBucket::from_duration(run.duration));
-        event.outcome = Some(run.outcome);
-        event.features = run
-            .features
-            .iter()
-            .filter_map(|feature| self.catalog.feature_name(feature).cloned())
-            .collect();
-        event.integrations = self.installed_integrations();
+    /// Adds a run's features and exception to the process summary.
+    fn count_run(&mut self, run: &RunRecord) {
         if let Some(exception) = run.exception {
-            event.errors.exception_types.insert(
-                self.catalog.exception_type_name(exception),
-                CountBucket::One,
-            );
             let declared = self.catalog.len(Section::ExceptionTypes);
             let slot = allowlist_slot(exception.index(), declared);
             if self.run_exceptions.len() <= slot {
@@ -389,6 +490,32 @@ impl Worker {
             self.run_exceptions[slot] += 1;
         }
         self.run_features = self.run_features.union(run.features);
+    }
+
+    fn run_event(
+        &self,
+        run: RunRecord,
+        hour: HourTimestamp,
+        integrations: BTreeSet<Name>,
+    ) -> Event {
+        let mut event = self.template.event_at(
+            hour,
+            EventType::Run,
+            DurationBucket::from_duration(run.duration),
+        );
+        event.outcome = Some(run.outcome);
+        event.features = run
+            .features
+            .iter()
+            .filter_map(|feature| self.catalog.feature_name(feature).cloned())
+            .collect();
+        event.integrations = integrations;
+        if let Some(exception) = run.exception {
+            event.errors.exception_types.insert(
+                self.catalog.exception_type_name(exception),
+                CountBucket::One,
+            );
+        }
         event
     }
 
@@ -397,8 +524,17 @@ impl Worker {
     }
 
     fn allowlisted_names(&self, set: &AtomicBitSet, section: Section) -> BTreeSet<Name> {
+        self.allowlisted_slots(set.iter(), section)
+    }
+
+    /// The names of allowlist slots; the slot past the declared names is `other`.
+    fn allowlisted_slots(
+        &self,
+        slots: impl Iterator<Item = usize>,
+        section: Section,
+    ) -> BTreeSet<Name> {
         let declared = self.catalog.entries(section);
-        set.iter()
+        slots
             .map(|slot| match declared.get(slot) {
                 Some(entry) => entry.name.clone(),
                 None => other_name(),
@@ -464,7 +600,7 @@ impl Worker {
         event.concurrency_peak = Some(CountBucket::from_count(
             usage.concurrency_peak.load(Ordering::Relaxed),
         ));
-        if let Some(encoded) = self.encode(&event) {
+        if let Some(encoded) = self.accept(self.check(&event)) {
             self.append(vec![encoded]);
         }
     }

@@ -723,6 +723,46 @@ fn a_new_consent_version_asks_again_and_old_consent_stops_counting() {
 }
 
 #[test]
+fn runs_alike_become_distinct_events_that_follow_what_changed() {
+    let fixture = Fixture::new();
+    let telemetry = fixture.enabled_config().start();
+    for _ in 0..3 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    telemetry.flush(WAIT).unwrap();
+    // An integration installed between runs of the same kind shows in the later ones only.
+    telemetry.integration_installed(telemetry.catalog().integration("aws"));
+    for _ in 0..2 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    telemetry.flush(WAIT).unwrap();
+    drop(telemetry);
+
+    let mut runs: Vec<Event> = fixture
+        .exported()
+        .into_iter()
+        .filter(|event| event.event_type == EventType::Run)
+        .collect();
+    assert_eq!(runs.len(), 5);
+    let ids: std::collections::BTreeSet<_> = runs.iter().map(|event| event.event_id).collect();
+    assert_eq!(ids.len(), 5, "every run has its own event id");
+    let with_aws = runs
+        .iter()
+        .filter(|event| names(&event.integrations) == ["aws"])
+        .count();
+    assert_eq!(with_aws, 2);
+    // Apart from the id and the integrations (and the hour, should one end meanwhile), the
+    // five are the same event.
+    let first = runs[0].clone();
+    for event in &mut runs {
+        event.event_id = first.event_id;
+        event.timestamp = first.timestamp;
+        event.integrations.clear();
+        assert_eq!(*event, first);
+    }
+}
+
+#[test]
 fn the_scrubber_drops_and_counts_events_that_still_look_personal() {
     // By construction nothing personal reaches an event; an SDK version shaped like an IPv4
     // address is the one string an SDK author controls that the scrubber must still catch.
@@ -742,13 +782,15 @@ fn the_scrubber_drops_and_counts_events_that_still_look_personal() {
     .state_dir(fixture.home())
     .env(EnvSnapshot::from_pairs(vars));
     let telemetry = config.start();
+    // Two runs alike: the second reuses the first's verdict and is counted as well.
+    run(&telemetry, RunOutcome::Completed);
     run(&telemetry, RunOutcome::Completed);
     run(&telemetry, RunOutcome::Failed);
     telemetry.flush(WAIT).unwrap();
     let status = telemetry.status();
     assert_eq!(
         status.scrubbed_events.get("ip_address"),
-        Some(&2),
+        Some(&3),
         "{status:?}"
     );
     drop(telemetry);

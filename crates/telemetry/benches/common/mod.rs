@@ -72,6 +72,42 @@ pub fn sample_run(catalog: &Catalog) -> RunRecord {
     }
 }
 
+/// `count` runs that all differ from one another: every combination of the catalog's first
+/// eight features with each of the four outcomes (so up to 1,024), for a worker that can reuse
+/// nothing from one run to the next when they are recorded in turn.
+pub fn varied_runs(catalog: &Catalog) -> Vec<RunRecord> {
+    let features: Vec<_> = catalog
+        .entries(telemetry::Section::Features)
+        .iter()
+        .take(8)
+        .map(|entry| catalog.feature(entry.name.as_str()).unwrap())
+        .collect();
+    let outcomes = [
+        RunOutcome::Completed,
+        RunOutcome::Failed,
+        RunOutcome::Cancelled,
+        RunOutcome::Crashed,
+    ];
+    let mut runs = Vec::new();
+    for subset in 0u32..(1 << features.len()) {
+        for outcome in outcomes {
+            let mut set = FeatureSet::new();
+            for (bit, feature) in features.iter().enumerate() {
+                if subset & (1 << bit) != 0 {
+                    set.insert(*feature);
+                }
+            }
+            runs.push(RunRecord {
+                features: set,
+                duration: Duration::from_millis(1_500),
+                outcome,
+                exception: None,
+            });
+        }
+    }
+    runs
+}
+
 /// A destination that is down: every batch fails and is kept for a retry.
 #[derive(Debug, Default)]
 pub struct DeadTransport;

@@ -394,6 +394,12 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
                 .map(|rate| (format!("{rate:.0} events/s"), verdict(rate >= 1_000_000.0))),
         ),
         BenchRow::new(
+            "end to end, memory, every run different (no run reused)",
+            "report",
+            per_second("throughput_memory/varied_runs_to_null_transport")
+                .map(|rate| (format!("{rate:.0} events/s"), "info")),
+        ),
+        BenchRow::new(
             "end to end, SQLite spool vs rusqlite batched inserts",
             "≥ 0.5 × baseline",
             per_second("throughput_sqlite/record_to_spool_to_null_transport")
@@ -440,6 +446,13 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
                         verdict(growth <= bound + SMALL_CONSTANT_KIB),
                     )
                 }),
+        ),
+        BenchRow::new(
+            "memory, same flood: heap (RssAnon) after it, over start",
+            "report",
+            memory_value("rss_anon_after_kib")
+                .zip(memory_value("rss_anon_before_start_kib"))
+                .map(|(after, before)| (format!("{:.1} MiB", (after - before) / 1024.0), "info")),
         ),
         BenchRow::new(
             "start-up, telemetry off, empty environment",

@@ -72,6 +72,14 @@ impl Buffer for MemoryBuffer {
             events.nth(excess - 1);
             inner.dropped_full += excess as u64;
         }
+        // Grow the ring at most to the capacity: doubling past it would leave up to half of
+        // its slots unused for good.
+        let wanted = (inner.unclaimed.len() + events.len()).min(room_for_unclaimed);
+        if wanted > inner.unclaimed.capacity() {
+            let target = (inner.unclaimed.capacity() * 2).clamp(wanted, self.capacity);
+            let additional = target - inner.unclaimed.len();
+            inner.unclaimed.reserve_exact(additional);
+        }
         for event in events {
             if inner.unclaimed.len() >= room_for_unclaimed {
                 inner.unclaimed.pop_front();

@@ -51,6 +51,7 @@ fn main() {
         .first()
         .map_or(0, |event: &EncodedEvent| event.json().len());
     let rss_before = status_kib("VmRSS");
+    let anon_before = status_kib("RssAnon");
 
     let telemetry = common::config(common::ENABLED)
         .transport(Arc::new(common::DeadTransport))
@@ -96,20 +97,19 @@ fn main() {
     drop(telemetry);
 
     // What the configuration allows: the buffer's events (the JSON in its own allocation,
-    // rounded up to the allocator's 16 bytes plus its header, and the event's own slot in a
-    // ring buffer of the next power of two) and the queue's records.
-    let per_event_heap = (event_bytes + 8).div_ceil(16) * 16;
+    // with the shared pointer's two counters and the allocator's header, rounded up to its
+    // 16 bytes, and the event's own slot in the buffer's ring) and the queue's records.
+    let per_event_heap = (event_bytes + 16 + 8).div_ceil(16) * 16;
     let buffer_bound_kib = ((BUFFER_CAPACITY * per_event_heap
-        + BUFFER_CAPACITY.next_power_of_two() * std::mem::size_of::<EncodedEvent>())
+        + BUFFER_CAPACITY * std::mem::size_of::<EncodedEvent>())
     .div_ceil(1024)) as u64;
     let queue_bound_kib = (telemetry::DEFAULT_QUEUE_CAPACITY
         * std::mem::size_of::<telemetry::RunRecord>())
     .div_ceil(1024) as u64;
-    // When the worker drains a full queue (on a flush, for example) it encodes every queued
-    // record before it appends them, so a queue's worth of events can exist beside a full
-    // buffer for a moment.
+    // The worker turns queued records into events a chunk at a time and appends each chunk
+    // before the next, so a chunk's worth of events can exist beside a full buffer.
     let in_flight_bound_kib =
-        (telemetry::DEFAULT_QUEUE_CAPACITY * per_event_heap).div_ceil(1024) as u64;
+        (telemetry::internals::DRAIN_CHUNK * per_event_heap).div_ceil(1024) as u64;
     let lines = [
         format!("flood_runs={RUNS}"),
         format!("flood_seconds={:.3}", flood.as_secs_f64()),
@@ -120,7 +120,7 @@ fn main() {
         format!("event_json_bytes={event_bytes}"),
         format!("buffer_bound_kib={buffer_bound_kib}"),
         format!("queue_bound_kib={queue_bound_kib}"),
-        format!("encoded_queue_bound_kib={in_flight_bound_kib}"),
+        format!("drain_chunk_bound_kib={in_flight_bound_kib}"),
         format!("pending_events={}", status.pending_events),
         format!("dropped_events={}", status.dropped_events),
         format!("failed_deliveries={}", status.failed_deliveries),
@@ -129,6 +129,7 @@ fn main() {
         format!("vm_rss_after_flood_kib={rss_after_flood}"),
         format!("vm_rss_after_kib={rss_after}"),
         format!("vm_hwm_kib={hwm_after}"),
+        format!("rss_anon_before_start_kib={anon_before}"),
         format!("rss_anon_enabled_idle_kib={anon_idle}"),
         format!("rss_anon_after_flood_kib={anon_after_flood}"),
         format!("rss_anon_after_kib={anon_after}"),

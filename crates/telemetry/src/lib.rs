@@ -90,6 +90,10 @@ pub mod internals {
     pub use telemetry_policy as policy;
     #[doc(inline)]
     pub use telemetry_transport as transport;
+
+    /// The most queued records the worker turns into events before it hands them to the
+    /// buffer: besides a full buffer, at most this many events exist at once.
+    pub const DRAIN_CHUNK: usize = crate::worker::MAX_DRAIN;
 }
 
 /// The version of this library, as reported in every event.

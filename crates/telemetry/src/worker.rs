@@ -213,8 +213,11 @@ impl RunShapes {
     }
 }
 
-/// The most events moved from the queue into the buffer in one go.
-const MAX_DRAIN: usize = 1_024;
+/// The most events moved from the queue into the buffer in one go. Each chunk exists beside a
+/// full buffer for a moment, so it is part of what memory telemetry can take; 256 events of a
+/// few hundred bytes each keep that to about 150 KB, and a spool still writes them in one
+/// transaction.
+pub(crate) const MAX_DRAIN: usize = 256;
 
 /// How often the worker collects queued records when no handle has signalled.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -357,7 +360,7 @@ impl Worker {
     /// queue never becomes one large allocation. Returns `false` once the queue is closed.
     fn drain_queue(&mut self) -> bool {
         loop {
-            let mut records = Vec::new();
+            let mut records = Vec::with_capacity(MAX_DRAIN.min(self.records.len()));
             let closed = loop {
                 if records.len() >= MAX_DRAIN {
                     break false;

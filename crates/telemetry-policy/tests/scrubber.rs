@@ -128,6 +128,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The worker sends alike runs as copies of a checked event under new ids: the scrubber
+    /// must judge every copy exactly as it judged the original, rejected or not.
+    #[test]
+    fn copies_under_new_ids_are_judged_like_the_original(
+        features in proptest::sample::subsequence(
+            [catalog_names(), vec!["jdoe".to_owned(), "ci".to_owned()]].concat(),
+            0..6,
+        ),
+        version in prop_oneof![
+            Just("0.1.0"),
+            Just("10.0.0.1"),
+            Just("192.168.1.20"),
+            Just("2.3.4-rc.1"),
+        ],
+    ) {
+        let mut event = fixtures::run_event();
+        event.features = features.iter().map(|name| Name::new(name).unwrap()).collect();
+        event.sdk_version = telemetry_model::Version::new(version).unwrap();
+        let original = EncodedEvent::encode(&event).unwrap();
+        let verdict = scrubber().check_json(original.json());
+        for _ in 0..3 {
+            let copy = original.with_id(telemetry_model::EventId::random()).unwrap();
+            prop_assert_ne!(copy.id(), original.id());
+            prop_assert_eq!(scrubber().check_json(copy.json()), verdict);
+        }
+    }
+}
+
 #[test]
 fn every_catalog_name_passes() {
     let scrubber = scrubber();

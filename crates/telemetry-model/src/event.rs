@@ -55,8 +55,11 @@ macro_rules! random_id {
 
             fn from_str(text: &str) -> Result<$id, InvalidId> {
                 // Only the canonical lowercase hyphenated form, the one this crate writes.
+                let mut canonical = [0u8; Self::TEXT_LEN];
                 match Uuid::try_parse(text) {
-                    Ok(uuid) if uuid.hyphenated().to_string() == text => Ok($id(uuid)),
+                    Ok(uuid) if uuid.hyphenated().encode_lower(&mut canonical) == text => {
+                        Ok($id(uuid))
+                    }
                     _ => Err(InvalidId),
                 }
             }

@@ -25,6 +25,7 @@ mod event;
 #[doc(hidden)]
 pub mod fixtures;
 mod name;
+mod stored;
 mod time;
 pub mod wire;
 

@@ -11,6 +11,7 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventId};
+use crate::stored::StoredEvent;
 
 /// The version of the wire format this crate writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -89,8 +90,9 @@ impl EncodedEvent {
     /// Checks that `json` is one event object with the given id, for buffers that read
     /// events back from storage that may have been damaged.
     pub fn from_stored(id: EventId, json: &str) -> Result<EncodedEvent, serde_json::Error> {
-        let event: Event = serde_json::from_str(json)?;
-        if event.event_id != id {
+        // Checked exactly as deserializing an `Event` would check it, without building one.
+        let stored: StoredEvent = serde_json::from_str(json)?;
+        if stored.event_id.0 != id {
             return Err(serde::de::Error::custom(
                 "stored event id does not match its key",
             ));

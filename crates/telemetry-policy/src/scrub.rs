@@ -235,8 +235,45 @@ impl Scrubber {
         if self.allowed.contains(text) {
             return None;
         }
-        // Nothing below allocates: this runs for every string of every event that is not a
-        // plain identifier (versions, timestamps, bucket spellings).
+        // Every event holds an hour timestamp and a few version numbers. Of all the checks
+        // below, only this machine's names can match strings of those shapes (the proof is in
+        // the tests): check just those.
+        if is_hour_timestamp(text) || is_numeric_version(text) {
+            return self.home_or_identity(text);
+        }
+        self.check_any_text(text)
+    }
+
+    /// The checks that can find something in an hour timestamp or a numeric version.
+    fn home_or_identity(&self, text: &str) -> Option<ScrubReason> {
+        if let Some(home) = &self.home_dir
+            && text.contains(home.as_str())
+        {
+            return Some(ScrubReason::HomeDirectory);
+        }
+        self.identity_in(text)
+    }
+
+    /// This machine's host name or user name as a token of `text`.
+    fn identity_in(&self, text: &str) -> Option<ScrubReason> {
+        for (reason, value) in &self.identity {
+            let mut identity_tokens = tokens(text, |c| {
+                c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
+            });
+            // `value` is lower case already; only a non-ASCII token needs full case folding.
+            if identity_tokens.any(|token| {
+                token.eq_ignore_ascii_case(value)
+                    || (!token.is_ascii() && token.to_lowercase() == *value)
+            }) {
+                return Some(*reason);
+            }
+        }
+        None
+    }
+
+    /// Every check, for a string that is neither a short identifier nor allowed.
+    fn check_any_text(&self, text: &str) -> Option<ScrubReason> {
+        // Nothing here allocates: it runs for strings of every event.
         let ascii = text.is_ascii();
         let control = if ascii {
             text.bytes().any(|byte| byte.is_ascii_control())
@@ -266,17 +303,8 @@ impl Scrubber {
         if tokens(text, |c| c.is_ascii_hexdigit() || c == '.' || c == ':').any(is_ip_address) {
             return Some(ScrubReason::IpAddress);
         }
-        for (reason, value) in &self.identity {
-            let mut identity_tokens = tokens(text, |c| {
-                c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
-            });
-            // `value` is lower case already; only a non-ASCII token needs full case folding.
-            if identity_tokens.any(|token| {
-                token.eq_ignore_ascii_case(value)
-                    || (!token.is_ascii() && token.to_lowercase() == *value)
-            }) {
-                return Some(*reason);
-            }
+        if let Some(reason) = self.identity_in(text) {
+            return Some(reason);
         }
         if tokens(text, |c| c.is_ascii_alphanumeric() || c == '.' || c == '-').any(is_host_name) {
             return Some(ScrubReason::HostName);
@@ -299,6 +327,26 @@ fn is_short_identifier(text: &str) -> bool {
         && text
             .bytes()
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+}
+
+/// `YYYY-MM-DDTHH:00:00Z` with any digits: the shape of an event's hour timestamp.
+fn is_hour_timestamp(text: &str) -> bool {
+    const SHAPE: &[u8; 20] = b"0000-00-00T00:00:00Z";
+    text.len() == SHAPE.len()
+        && text.bytes().zip(SHAPE).all(|(byte, &shape)| match shape {
+            b'0' => byte.is_ascii_digit(),
+            _ => byte == shape,
+        })
+}
+
+/// Digits and at most two dots, such as `1.95` or `0.1.0`: too few dots for an IPv4 address,
+/// no letter for a host name or a credential, no separator for a path.
+fn is_numeric_version(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || byte == b'.')
+        && text.bytes().filter(|&byte| byte == b'.').count() <= 2
 }
 
 /// Maximal runs of characters that satisfy `keep`.
@@ -525,6 +573,39 @@ mod tests {
             "",
         ] {
             assert_eq!(scrubber.check_text(text), None, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The short cut for timestamps and numeric versions finds exactly what every check
+        /// would: strings of those shapes, against machine names and homes of every kind,
+        /// including all-digit ones.
+        #[test]
+        fn the_timestamp_and_version_short_cut_loses_nothing(
+            text in proptest::prop_oneof![
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:00:00Z",
+                "[0-9]{1,6}(\\.[0-9]{1,6}){0,2}",
+                "[0-9.]{1,24}",
+            ],
+            hostname in "[a-z0-9.-]{1,12}|[0-9]{1,4}|00Z|00",
+            username in "[a-z0-9_]{1,8}|[0-9]{1,4}",
+            home in "/home/[a-z]{1,6}|[0-9]{2,4}|C:\\\\Users\\\\[a-z]{1,5}",
+        ) {
+            let scrubber = Scrubber::new(
+                MachineIdentity {
+                    hostname: Some(hostname),
+                    username: Some(username),
+                    home_dir: Some(home),
+                },
+                ["retries".to_owned()],
+            );
+            proptest::prop_assume!(is_hour_timestamp(&text) || is_numeric_version(&text));
+            proptest::prop_assert_eq!(
+                scrubber.home_or_identity(&text),
+                scrubber.check_any_text(&text),
+                "{}",
+                text
+            );
         }
     }
 

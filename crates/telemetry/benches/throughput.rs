@@ -83,11 +83,12 @@ fn throughput_memory(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(8));
     let transport = Arc::new(NullTransport::new());
     // The queue and the buffer hold a whole iteration, so nothing is dropped: every run
-    // recorded is an event delivered.
+    // recorded is an event delivered. (The one recording thread fills only its shard of the
+    // queue, so the queue is as many iterations as it has shards at most.)
     let telemetry = common::enabled(
         Arc::clone(&transport) as _,
         Arc::new(MemoryBuffer::new(MEMORY_RUNS as usize)),
-        MEMORY_RUNS as usize,
+        MEMORY_RUNS as usize * telemetry::internals::MAX_QUEUE_SHARDS,
     );
     group.bench_function("record_to_null_transport", |b| {
         b.iter_custom(|iters| {
@@ -246,7 +247,7 @@ fn throughput_sqlite(c: &mut Criterion) {
                 let telemetry = common::enabled(
                     Arc::clone(&transport) as _,
                     Arc::new(spool),
-                    SQLITE_RUNS as usize,
+                    SQLITE_RUNS as usize * telemetry::internals::MAX_QUEUE_SHARDS,
                 );
                 total += record_and_flush(&telemetry, &transport, SQLITE_RUNS);
             }

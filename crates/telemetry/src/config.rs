@@ -365,6 +365,11 @@ impl TelemetryConfig {
 
     /// The capacity of the queue between recording threads and the worker; when it is full,
     /// new records are dropped and counted rather than blocking the caller.
+    ///
+    /// The capacity is split evenly into one shard per processor (at most
+    /// [`internals::MAX_QUEUE_SHARDS`](crate::internals::MAX_QUEUE_SHARDS)), and each
+    /// recording thread uses one shard, so threads that record at once do not contend; one
+    /// thread alone can fill only its own shard.
     #[must_use]
     pub fn queue_capacity(mut self, records: usize) -> TelemetryConfig {
         self.queue_capacity = records.max(1);

@@ -16,6 +16,7 @@ use telemetry_transport::{FileTransport, Transport};
 use tokio::sync::mpsc;
 
 use crate::config::{Resolution, TelemetryConfig};
+use crate::queue::{RecordSenders, Sent, record_queue};
 use crate::status::Status;
 use crate::usage::UsageAccumulator;
 use crate::worker::{Control, EventTemplate, RunShapes, Worker, WorkerStats};
@@ -79,11 +80,9 @@ pub(crate) struct Inner {
     enabled: AtomicBool,
     catalog: Arc<Catalog>,
     usage: Arc<UsageAccumulator>,
-    records: Option<mpsc::Sender<Record>>,
+    records: Option<RecordSenders>,
     /// Signals the worker; see `send`.
     wake: Arc<tokio::sync::Notify>,
-    /// Free queue slots below which a record signals the worker.
-    wake_below: usize,
     control: Option<mpsc::UnboundedSender<Control>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     dropped_queue_full: AtomicU64,
@@ -176,7 +175,7 @@ impl TelemetryConfig {
         }
         let stats = Arc::new(WorkerStats::default());
         let opted_out = Arc::new(AtomicBool::new(false));
-        let (record_sender, record_receiver) = mpsc::channel(self.queue_capacity);
+        let (record_sender, record_receiver) = record_queue(self.queue_capacity);
         let wake = Arc::new(tokio::sync::Notify::new());
         let (control_sender, control_receiver) = mpsc::unbounded_channel();
         let worker = Worker {
@@ -212,7 +211,6 @@ impl TelemetryConfig {
                 usage,
                 records: Some(record_sender),
                 wake,
-                wake_below: self.queue_capacity / 2,
                 control: Some(control_sender),
                 worker: Mutex::new(Some(handle)),
                 dropped_queue_full: AtomicU64::new(0),
@@ -241,7 +239,6 @@ impl Telemetry {
                 usage: Arc::new(UsageAccumulator::empty()),
                 records: None,
                 wake: Arc::new(tokio::sync::Notify::new()),
-                wake_below: 0,
                 control: None,
                 worker: Mutex::new(None),
                 dropped_queue_full: AtomicU64::new(0),
@@ -399,15 +396,15 @@ impl Telemetry {
         let Some(sender) = &self.inner.records else {
             return;
         };
-        if sender.try_send(record).is_ok() {
+        match sender.send(record) {
             // The worker collects on a short tick; only a filling queue is worth waking it for.
-            if sender.capacity() < self.inner.wake_below {
-                self.inner.wake.notify_one();
+            Sent::Queued { wake: true } => self.inner.wake.notify_one(),
+            Sent::Queued { wake: false } => {}
+            Sent::Dropped => {
+                self.inner
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
             }
-        } else {
-            self.inner
-                .dropped_queue_full
-                .fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -52,6 +52,7 @@ mod handle;
 mod preview;
 #[cfg(feature = "prompt")]
 mod prompt;
+mod queue;
 mod status;
 mod usage;
 mod worker;
@@ -94,6 +95,10 @@ pub mod internals {
     /// The most queued records the worker turns into events before it hands them to the
     /// buffer: besides a full buffer, at most this many events exist at once.
     pub const DRAIN_CHUNK: usize = crate::worker::MAX_DRAIN;
+
+    /// The most shards the record queue is split into (one per processor): one recording
+    /// thread alone can fill only its shard, as little as this fraction of the queue.
+    pub const MAX_QUEUE_SHARDS: usize = crate::queue::MAX_SHARDS;
 }
 
 /// The version of this library, as reported in every event.

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{TelemetryConfig, WarningSink};
 use crate::handle::{FlushError, FlushReport, Record, RunRecord, allowlist_slot};
+use crate::queue::{Drained, RecordReceivers};
 use crate::usage::{AtomicBitSet, UsageAccumulator};
 
 /// Messages from handles to the worker that need an answer.
@@ -223,7 +224,7 @@ pub(crate) const MAX_DRAIN: usize = 256;
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(crate) struct Worker {
-    pub(crate) records: mpsc::Receiver<Record>,
+    pub(crate) records: RecordReceivers,
     /// Signalled by handles when the queue is half full.
     pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
@@ -356,30 +357,23 @@ impl Worker {
         open
     }
 
-    /// Moves every queued record into the buffer, a bounded chunk at a time so that a full
-    /// queue never becomes one large allocation. Returns `false` once the queue is closed.
+    /// Moves the queued records into the buffer, a bounded chunk at a time so that a full
+    /// queue never becomes one large allocation. Takes at most what was queued when it began
+    /// (and a chunk), so threads that keep recording cannot hold the worker here for good.
+    /// Returns `false` once the queue is closed.
     fn drain_queue(&mut self) -> bool {
+        let mut budget = self.records.len() + MAX_DRAIN;
         loop {
             let mut records = Vec::with_capacity(MAX_DRAIN.min(self.records.len()));
-            let closed = loop {
-                if records.len() >= MAX_DRAIN {
-                    break false;
-                }
-                match self.records.try_recv() {
-                    Ok(record) => records.push(record),
-                    Err(mpsc::error::TryRecvError::Empty) => break false,
-                    Err(mpsc::error::TryRecvError::Disconnected) => break true,
-                }
-            };
-            let more = records.len() == MAX_DRAIN;
+            let drained = self.records.drain(&mut records, MAX_DRAIN.min(budget));
+            budget = budget.saturating_sub(records.len());
             if !records.is_empty() {
                 self.store(records);
             }
-            if closed {
-                return false;
-            }
-            if !more {
-                return true;
+            match drained {
+                Drained::Closed => return false,
+                Drained::More if budget > 0 => {}
+                Drained::More | Drained::Empty => return true,
             }
         }
     }

@@ -5,7 +5,7 @@
 //! with [`EncodedEvent::from_stored`] before it can reach a transport.
 
 use std::collections::hash_map::RandomState;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 use telemetry_model::{EncodedEvent, EventId};
 
 use crate::{Buffer, BufferError, BufferStats, Claim, ClaimId};
@@ -29,7 +29,7 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The newest schema version this library reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How much a [`SqliteSpool`] holds before it drops its oldest unclaimed events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,13 +164,20 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 ///
 /// One row per event in table `events`: an integer key `seq` in the order of appending, the
 /// event id (unique, so appending an id that is already held is ignored), the JSON, its
-/// length in bytes, the local unix second it was appended (never sent), and the claim id and
-/// lease expiry while a sender holds it.
+/// length in bytes, and the local unix second it was appended (never sent).
 /// The order has its own key rather than SQLite's implicit rowid, which `VACUUM` may renumber.
-/// Table `totals` holds the number and bytes of the rows, kept exact by triggers, so that
-/// bounds are checked without scanning; table `meta` holds the drop counters for each reason.
+/// A `seq` is never used twice, even after the newest events are deleted: appending takes the
+/// next one from a high-water mark in table `totals` (or one past the largest `seq` held, if
+/// that is larger), as SQLite's `AUTOINCREMENT` would, without its extra write per row.
+/// That is what lets a claim name its events by a range of `seq` (see below).
+/// Table `totals` also holds the number and bytes of the rows, which the spool's own code
+/// keeps exact in the same transaction as every insert and delete (one update per
+/// transaction, not per row), so that bounds are checked without scanning; table `meta` holds
+/// the drop counters for each reason; table `claims` holds one row per claim.
+/// No index but the keys: the age bound needs none (see Bounds).
 /// The schema version is `PRAGMA user_version` ([`SCHEMA_VERSION`]); a newer file is refused
-/// with [`SpoolError::NewerSchema`] rather than misread.
+/// with [`SpoolError::NewerSchema`] rather than misread. Opening a version 1 file migrates it
+/// and keeps its events, their order and the counters; claims held in it are released.
 ///
 /// # Durability
 ///
@@ -187,22 +194,44 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 ///
 /// # Claims across processes
 ///
+/// A claim is one row of table `claims`: a random id, the range `first_seq..=last_seq` of
+/// events it covers, the number and bytes of the events in that range (kept exact when some
+/// of an expired claim's events are dropped, so acknowledging reads no event), and when its
+/// lease expires. An event is claimed exactly when a claim whose lease has not expired covers
+/// its `seq`; the event rows themselves are never rewritten.
+/// [`claim`](Buffer::claim) takes the oldest event that no live claim covers and the events
+/// after it, up to the limit asked for, stopping early at the first event a live claim
+/// covers, so claims never overlap and one claim is one contiguous run.
+/// As `seq` is never reused, an event appended later can never fall inside a claim's range.
+/// [`acknowledge`](Buffer::acknowledge) deletes the claim's row and the events in its range;
+/// [`release`](Buffer::release) deletes only the claim's row, so its events are the oldest
+/// unclaimed ones again, in their original order.
+///
 /// [`claim`](Buffer::claim) runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's
 /// single write lock before it reads, so two spools on one file (in one process or two)
-/// never hand out the same event under two unexpired claims.
+/// never hand out the same event under two unexpired claims. Appending, acknowledging and
+/// purging, which also read before they write, take the lock the same way.
 /// A claim is a lease ([`DEFAULT_CLAIM_LEASE`]): when its holder dies without acknowledging
 /// or releasing it, its events are claimable again once the lease expires.
-/// Acknowledging an expired claim still works while nobody else has claimed its events.
+/// Acknowledging an expired claim still works while nobody else has claimed its events:
+/// a new claim that takes any of them deletes the expired claim's row, so its holder's late
+/// acknowledgement gets [`BufferError::UnknownClaim`] rather than deleting events that are
+/// now someone else's.
 ///
 /// # Bounds
 ///
-/// After each append, in the same transaction, events older than
+/// After each append, in the same transaction, the oldest events older than
 /// [`SpoolLimits::max_age`] are dropped (counted in [`BufferStats::dropped_age`]), then the
 /// oldest unclaimed events until the spool holds at most [`SpoolLimits::max_events`] and
 /// [`SpoolLimits::max_bytes`] (counted in [`BufferStats::dropped_full`]).
 /// Claimed events are never dropped while their lease runs; events under an expired lease
-/// count as unclaimed. Claiming drops aged events first too, so an event older than
-/// `max_age` is never handed out. The counters persist across restarts.
+/// count as unclaimed.
+/// Events are appended in the order of the local clock, so the age bound on append only looks
+/// at the oldest events by `seq` and stops at the first that is young enough, which costs one
+/// row read when nothing is too old. After the clock steps backwards, an old event can sit
+/// behind a younger one and outlive that look; but claiming checks the age of every event it
+/// reads and drops (and counts) the ones older than `max_age` instead of handing them out, so
+/// an event older than `max_age` is never handed out. The counters persist across restarts.
 ///
 /// # Damage
 ///
@@ -287,7 +316,7 @@ impl SqliteSpool {
         })
     }
 
-    /// Sets how long a claim stays exclusive (at least one second, as leases are stamped in
+    /// Sets how long a claim stays exclusive (at least one second, as leases are recorded in
     /// whole seconds).
     pub fn with_claim_lease(mut self, lease: Duration) -> SqliteSpool {
         self.claim_lease = lease.max(Duration::from_secs(1));
@@ -336,129 +365,234 @@ impl SqliteSpool {
 
     fn append_in(&self, connection: &mut Connection, events: &[EncodedEvent]) -> SqlResult<()> {
         let now = self.now();
+        let cutoff = age_cutoff(now, self.limits.max_age);
         let tx = immediate(connection)?;
+        // The oldest event is read before the new ones go in: they are not older than it.
+        let (mut totals, oldest_inserted_at) = tx.query_row(
+            "SELECT events, bytes,
+                 MAX(next_seq, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events)),
+                 (SELECT inserted_at FROM events ORDER BY seq LIMIT 1)
+             FROM totals",
+            [],
+            |row| {
+                let totals = Totals {
+                    events: row.get(0)?,
+                    bytes: row.get(1)?,
+                    next_seq: row.get(2)?,
+                };
+                Ok((totals, integer(row, 3)))
+            },
+        )?;
         {
+            // Only a repeated event id is ignored: a `seq` that is taken is an error, never a
+            // silently lost event.
             let mut insert = tx.prepare(
-                "INSERT OR IGNORE INTO events (event_id, json, byte_len, inserted_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO events (seq, event_id, json, byte_len, inserted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (event_id) DO NOTHING",
             )?;
+            let mut id = String::with_capacity(36);
             for event in events {
+                id.clear();
+                // Writing to a `String` cannot fail.
+                let _ = write!(id, "{}", event.id());
                 let json = event.json();
-                insert.execute(params![
-                    event.id().to_string(),
-                    json,
-                    len_i64(json.len()),
-                    now
-                ])?;
+                let byte_len = len_i64(json.len());
+                if insert.execute(params![totals.next_seq, id, json, byte_len, now])? > 0 {
+                    totals.next_seq += 1;
+                    totals.events += 1;
+                    totals.bytes += byte_len;
+                }
             }
         }
-        drop_aged(&tx, now, self.limits.max_age)?;
-        self.drop_over_limits(&tx, now)?;
+        let mut claims = None;
+        if oldest_inserted_at.is_some_and(|inserted_at| inserted_at < cutoff) {
+            drop_aged_head(&tx, now, cutoff, &mut claims, &mut totals)?;
+        }
+        self.drop_over_limits(&tx, now, &mut claims, &mut totals)?;
+        tx.execute(
+            "UPDATE totals SET events = ?1, bytes = ?2, next_seq = ?3",
+            params![totals.events, totals.bytes, totals.next_seq],
+        )?;
         tx.commit()
     }
 
     /// Drops the oldest available events until the spool is within its limits.
-    fn drop_over_limits(&self, tx: &Transaction<'_>, now: i64) -> SqlResult<()> {
-        let (events, bytes) = totals(tx)?;
-        let excess_events = events.saturating_sub(len_i64(self.limits.max_events));
-        let mut dropped = 0;
-        if excess_events > 0 {
-            dropped += tx.execute(
-                "DELETE FROM events WHERE seq IN (
-                     SELECT seq FROM events
-                     WHERE claim_id IS NULL OR claim_expires_at <= ?1
-                     ORDER BY seq LIMIT ?2)",
-                params![now, excess_events],
-            )?;
-        }
-        // Dropping by count also freed bytes: look at the totals again.
-        let bytes = if dropped > 0 { totals(tx)?.1 } else { bytes };
+    fn drop_over_limits(
+        &self,
+        tx: &Transaction<'_>,
+        now: i64,
+        claims: &mut Option<Vec<ClaimRange>>,
+        totals: &mut Totals,
+    ) -> SqlResult<()> {
+        let max_events = len_i64(self.limits.max_events);
         let max_bytes = i64::try_from(self.limits.max_bytes).unwrap_or(i64::MAX);
-        let excess_bytes = bytes.saturating_sub(max_bytes);
-        if excess_bytes > 0 {
-            let mut doomed = Vec::new();
-            {
-                let mut oldest = tx.prepare(
-                    "SELECT seq, byte_len FROM events
-                     WHERE claim_id IS NULL OR claim_expires_at <= ?1
-                     ORDER BY seq",
-                )?;
-                let mut rows = oldest.query(params![now])?;
-                let mut freed = 0_i64;
-                while freed < excess_bytes {
-                    let Some(row) = rows.next()? else { break };
-                    doomed.push(row.get::<_, i64>(0)?);
-                    freed = freed.saturating_add(row.get::<_, i64>(1)?);
+        let over = |totals: &Totals| totals.events > max_events || totals.bytes > max_bytes;
+        if !over(totals) {
+            return Ok(());
+        }
+        let mut doomed = Doomed::default();
+        {
+            let mut oldest = tx.prepare("SELECT seq, byte_len FROM events ORDER BY seq")?;
+            let mut rows = oldest.query([])?;
+            while over(totals) {
+                let Some(row) = rows.next()? else { break };
+                let seq: i64 = row.get(0)?;
+                let claims = loaded_claims(tx, claims)?;
+                if live_claim_over(claims, seq, now).is_some() {
+                    doomed.keep();
+                    continue;
                 }
-            }
-            let mut delete = tx.prepare("DELETE FROM events WHERE seq = ?1")?;
-            for seq in doomed {
-                dropped += delete.execute(params![seq])?;
+                let byte_len = integer(row, 1).unwrap_or(0);
+                doomed.push(seq, byte_len, claims);
+                totals.events -= 1;
+                totals.bytes -= byte_len;
             }
         }
-        add_to_counter(tx, DROPPED_FULL, dropped)
+        doomed.delete(tx)?;
+        add_to_counter(tx, DROPPED_FULL, doomed.events)
     }
 
     fn claim_in(&self, connection: &mut Connection, max_events: usize) -> SqlResult<Option<Claim>> {
         let now = self.now();
-        let expires_at =
-            now.saturating_add(i64::try_from(self.claim_lease.as_secs()).unwrap_or(i64::MAX));
+        let cutoff = age_cutoff(now, self.limits.max_age);
+        let expires_at = now.saturating_add(seconds_i64(self.claim_lease));
         let tx = immediate(connection)?;
-        drop_aged(&tx, now, self.limits.max_age)?;
-        let claim_id = unused_claim_id(&tx)?;
+        let claims = read_claims(&tx)?;
         let mut events = Vec::new();
-        let mut invalid = 0;
+        let mut bytes = 0;
+        let mut doomed = Doomed::default();
+        let (mut aged, mut invalid) = (0, 0);
+        // The rows this claim covers, `first..=last` by `seq`: from the oldest row that no live
+        // claim holds, through rows no live claim holds, up to the first row that one does.
+        let mut range: Option<(i64, i64)> = None;
         {
             let mut select = tx.prepare(
-                "SELECT seq, event_id, json FROM events
-                 WHERE seq > ?1 AND (claim_id IS NULL OR claim_expires_at <= ?2)
-                 ORDER BY seq LIMIT ?3",
+                "SELECT seq, inserted_at, byte_len, event_id, json FROM events
+                 WHERE seq > ?1 ORDER BY seq",
             )?;
-            // The rows found are exactly the available rows between the first and the last
-            // found, as this transaction holds the write lock: stamp them in one statement.
-            let mut stamp = tx.prepare(
-                "UPDATE events SET claim_id = ?1, claim_expires_at = ?2
-                 WHERE seq BETWEEN ?3 AND ?4 AND (claim_id IS NULL OR claim_expires_at <= ?5)",
-            )?;
-            let mut delete = tx.prepare("DELETE FROM events WHERE seq = ?1")?;
             let mut after = i64::MIN;
-            // Invalid rows are deleted as they are found, so look again until the claim is full
-            // or nothing is left.
-            while events.len() < max_events {
-                let wanted = max_events - events.len();
-                // Read the candidates to the end before changing any row, so no change can
-                // disturb the query that is reading them.
-                let found: Vec<(i64, Option<EncodedEvent>)> = select
-                    .query_map(params![after, now, len_i64(wanted)], |row| {
-                        Ok((row.get(0)?, stored_event(row)))
-                    })?
-                    .collect::<SqlResult<_>>()?;
-                let (Some(&(first, _)), Some(&(last, _))) = (found.first(), found.last()) else {
-                    break;
-                };
-                let complete = found.len() == wanted;
-                for (seq, event) in found {
-                    match event {
-                        Some(event) => events.push(event),
+            let mut ceiling = i64::MAX;
+            // Rows are only read here; the ones to delete are deleted once the query is done,
+            // so that no change disturbs the query reading them.
+            'scan: loop {
+                let mut rows = select.query(params![after])?;
+                while events.len() < max_events {
+                    let Some(row) = rows.next()? else {
+                        break 'scan;
+                    };
+                    let seq: i64 = row.get(0)?;
+                    let first = match range {
+                        Some((first, _)) => first,
                         None => {
-                            delete.execute(params![seq])?;
-                            invalid += 1;
+                            if let Some(held) = live_claim_over(&claims, seq, now) {
+                                // Skip the whole range of the live claim in one step.
+                                after = held.last;
+                                continue 'scan;
+                            }
+                            ceiling = claims
+                                .iter()
+                                .filter(|claim| claim.is_live(now) && claim.first > seq)
+                                .map(|claim| claim.first - 1)
+                                .min()
+                                .unwrap_or(i64::MAX);
+                            seq
                         }
+                    };
+                    if seq > ceiling {
+                        break 'scan;
+                    }
+                    range = Some((first, seq));
+                    let byte_len = integer(row, 2).unwrap_or(0);
+                    match integer(row, 1) {
+                        Some(inserted_at) if inserted_at < cutoff => {
+                            doomed.push(seq, byte_len, &claims);
+                            aged += 1;
+                        }
+                        inserted_at => match inserted_at.and_then(|_| stored_event(row, 3)) {
+                            Some(event) => {
+                                events.push(event);
+                                bytes += byte_len;
+                                doomed.keep();
+                            }
+                            None => {
+                                doomed.push(seq, byte_len, &claims);
+                                invalid += 1;
+                            }
+                        },
                     }
                 }
-                stamp.execute(params![claim_id, expires_at, first, last, now])?;
-                if !complete {
-                    break;
-                }
-                after = last;
+                break;
             }
         }
+        let claim_id =
+            match range {
+                Some((first, last)) if !events.is_empty() => {
+                    // Expired claims whose rows this claim takes lose them: their late
+                    // acknowledgement must not delete rows that are now this claim's. Expired claims
+                    // that end before `first` hold no rows any more (every row before `first` is
+                    // held by a live claim, and claims never overlap), so they go too.
+                    if claims
+                        .iter()
+                        .any(|claim| !claim.is_live(now) && claim.first <= last)
+                    {
+                        tx.execute(
+                            "DELETE FROM claims WHERE expires_at <= ?1 AND first_seq <= ?2",
+                            params![now, last],
+                        )?;
+                    }
+                    let claim_id = unused_claim_id(&claims);
+                    tx.execute(
+                    "INSERT INTO claims (claim_id, first_seq, last_seq, events, bytes, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![claim_id, first, last, len_i64(events.len()), bytes, expires_at],
+                )?;
+                    Some(claim_id)
+                }
+                _ => None,
+            };
+        doomed.delete(&tx)?;
+        subtract_from_totals(&tx, doomed.events, doomed.bytes)?;
+        add_to_counter(&tx, DROPPED_AGE, aged)?;
         add_to_counter(&tx, DROPPED_INVALID, invalid)?;
         tx.commit()?;
-        Ok((!events.is_empty()).then(|| Claim {
+        Ok(claim_id.map(|claim_id| Claim {
             id: ClaimId(u64::from_ne_bytes(claim_id.to_ne_bytes())),
             events,
         }))
+    }
+
+    fn acknowledge_in(&self, connection: &mut Connection, claim: ClaimId) -> SqlResult<bool> {
+        let claim_id = claim_column(claim);
+        let tx = immediate(connection)?;
+        // The claim knows what its range holds, so this reads no event.
+        let range: Option<(i64, i64, i64, i64)> = tx
+            .query_row(
+                "SELECT first_seq, last_seq, events, bytes FROM claims WHERE claim_id = ?1",
+                params![claim_id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()?;
+        let Some((first, last, events, bytes)) = range else {
+            return Ok(false);
+        };
+        tx.execute(
+            "DELETE FROM events WHERE seq BETWEEN ?1 AND ?2",
+            params![first, last],
+        )?;
+        tx.execute("DELETE FROM claims WHERE claim_id = ?1", params![claim_id])?;
+        subtract_from_totals(&tx, events, bytes)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn purge_in(&self, connection: &mut Connection) -> SqlResult<usize> {
+        let tx = immediate(connection)?;
+        let purged = tx.execute("DELETE FROM events", [])?;
+        tx.execute("DELETE FROM claims", [])?;
+        tx.execute("UPDATE totals SET events = 0, bytes = 0", [])?;
+        tx.commit()?;
+        Ok(purged)
     }
 }
 
@@ -486,14 +620,11 @@ impl Buffer for SqliteSpool {
     }
 
     fn acknowledge(&self, claim: ClaimId) -> Result<(), BufferError> {
-        let connection = self.lock();
-        let deleted = connection
-            .execute(
-                "DELETE FROM events WHERE claim_id = ?1",
-                params![claim_column(claim)],
-            )
+        let mut connection = self.lock();
+        let known = self
+            .acknowledge_in(&mut connection, claim)
             .map_err(|error| self.storage_error("acknowledge events in", error))?;
-        if deleted == 0 {
+        if !known {
             return Err(BufferError::UnknownClaim(claim));
         }
         Ok(())
@@ -503,7 +634,7 @@ impl Buffer for SqliteSpool {
         let connection = self.lock();
         let released = connection
             .execute(
-                "UPDATE events SET claim_id = NULL, claim_expires_at = NULL WHERE claim_id = ?1",
+                "DELETE FROM claims WHERE claim_id = ?1",
                 params![claim_column(claim)],
             )
             .map_err(|error| self.storage_error("release events in", error))?;
@@ -537,9 +668,9 @@ impl Buffer for SqliteSpool {
     }
 
     fn purge(&self) -> Result<usize, BufferError> {
-        let connection = self.lock();
-        let purged = connection
-            .execute("DELETE FROM events", [])
+        let mut connection = self.lock();
+        let purged = self
+            .purge_in(&mut connection)
             .map_err(|error| self.storage_error("purge", error))?;
         // Give the freed pages back to the file system and fold the log into the file, so the
         // deleted events do not linger on disk. Both are best effort: another process reading
@@ -585,6 +716,37 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      CREATE TRIGGER events_counted_on_delete AFTER DELETE ON events BEGIN
          UPDATE totals SET events = events - 1, bytes = bytes - OLD.byte_len;
      END;",
+    // 1 → 2: claims move to their own table as ranges of `seq`, the spool keeps `totals`
+    // itself (no triggers), `seq` is never reused, and the index on the append time goes.
+    // The table is rebuilt (create, copy, drop, rename) rather than altered, which works on
+    // any SQLite and drops the old triggers and indexes with the old table.
+    // Claims held in a version 1 file are released: they are leases, so a holder that still
+    // acknowledges one gets `UnknownClaim`, and its events are sent again (receivers drop
+    // duplicates by event id) rather than lost.
+    "CREATE TABLE events_v2 (
+         seq INTEGER PRIMARY KEY,
+         event_id TEXT NOT NULL UNIQUE,
+         json TEXT NOT NULL,
+         byte_len INTEGER NOT NULL,
+         inserted_at INTEGER NOT NULL
+     );
+     INSERT INTO events_v2 (seq, event_id, json, byte_len, inserted_at)
+         SELECT seq, event_id, json, byte_len, inserted_at FROM events ORDER BY seq;
+     DROP TABLE events;
+     ALTER TABLE events_v2 RENAME TO events;
+     CREATE TABLE claims (
+         claim_id INTEGER PRIMARY KEY,
+         first_seq INTEGER NOT NULL,
+         last_seq INTEGER NOT NULL,
+         events INTEGER NOT NULL,
+         bytes INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL
+     );
+     ALTER TABLE totals ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;
+     UPDATE totals SET
+         events = (SELECT COUNT(*) FROM events),
+         bytes = (SELECT COALESCE(SUM(byte_len), 0) FROM events),
+         next_seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM events);",
 ];
 
 /// Why [`open_connection`] failed: the file is damaged (move it aside), or something else.
@@ -747,46 +909,195 @@ fn immediate(connection: &mut Connection) -> SqlResult<Transaction<'_>> {
     connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
 }
 
-fn totals(tx: &Transaction<'_>) -> SqlResult<(i64, i64)> {
-    tx.query_row("SELECT events, bytes FROM totals", [], |row| {
-        Ok((row.get(0)?, row.get(1)?))
-    })
+/// The running totals of table `totals`, read and written once per append.
+struct Totals {
+    events: i64,
+    bytes: i64,
+    next_seq: i64,
 }
 
-fn add_to_counter(tx: &Transaction<'_>, key: &str, amount: usize) -> SqlResult<()> {
-    if amount > 0 {
+fn subtract_from_totals(tx: &Transaction<'_>, events: i64, bytes: i64) -> SqlResult<()> {
+    if events > 0 {
         tx.execute(
-            "UPDATE meta SET value = value + ?1 WHERE key = ?2",
-            params![len_i64(amount), key],
+            "UPDATE totals SET events = events - ?1, bytes = bytes - ?2",
+            params![events, bytes],
         )?;
     }
     Ok(())
 }
 
-/// Drops every available event appended longer than `max_age` ago, and counts them.
-fn drop_aged(tx: &Transaction<'_>, now: i64, max_age: Duration) -> SqlResult<()> {
-    let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-    let cutoff = now.saturating_sub(max_age);
-    let dropped = tx.execute(
-        "DELETE FROM events
-         WHERE inserted_at < ?1 AND (claim_id IS NULL OR claim_expires_at <= ?2)",
-        params![cutoff, now],
-    )?;
-    add_to_counter(tx, DROPPED_AGE, dropped)
+fn add_to_counter(tx: &Transaction<'_>, key: &str, amount: i64) -> SqlResult<()> {
+    if amount > 0 {
+        tx.execute(
+            "UPDATE meta SET value = value + ?1 WHERE key = ?2",
+            params![amount, key],
+        )?;
+    }
+    Ok(())
 }
 
-/// A fresh random claim id that no row carries. Random rather than sequential, because
-/// several processes hand out claims on one file.
-fn unused_claim_id(tx: &Transaction<'_>) -> SqlResult<i64> {
+/// Events appended before this unix second are too old to keep.
+fn age_cutoff(now: i64, max_age: Duration) -> i64 {
+    now.saturating_sub(seconds_i64(max_age))
+}
+
+/// Drops the available events appended before `cutoff` from the front of the spool, stopping
+/// at the first event young enough, and counts them.
+///
+/// Events are appended in the order of the clock, so the front is where old events are; after
+/// the clock steps backwards an old event can sit behind a younger one and outlive this, but
+/// claiming checks the age of every event it reads, so it is dropped before it could be sent.
+fn drop_aged_head(
+    tx: &Transaction<'_>,
+    now: i64,
+    cutoff: i64,
+    claims: &mut Option<Vec<ClaimRange>>,
+    totals: &mut Totals,
+) -> SqlResult<()> {
+    let mut doomed = Doomed::default();
+    {
+        let mut oldest =
+            tx.prepare("SELECT seq, inserted_at, byte_len FROM events ORDER BY seq")?;
+        let mut rows = oldest.query([])?;
+        while let Some(row) = rows.next()? {
+            if integer(row, 1).is_none_or(|inserted_at| inserted_at >= cutoff) {
+                break;
+            }
+            let seq: i64 = row.get(0)?;
+            let claims = loaded_claims(tx, claims)?;
+            if live_claim_over(claims, seq, now).is_some() {
+                doomed.keep();
+                continue;
+            }
+            doomed.push(seq, integer(row, 2).unwrap_or(0), claims);
+        }
+    }
+    doomed.delete(tx)?;
+    totals.events -= doomed.events;
+    totals.bytes -= doomed.bytes;
+    add_to_counter(tx, DROPPED_AGE, doomed.events)
+}
+
+/// One row of table `claims`: a lease on the events whose `seq` is in `first..=last`.
+#[derive(Clone, Copy, Debug)]
+struct ClaimRange {
+    id: i64,
+    first: i64,
+    last: i64,
+    expires_at: i64,
+}
+
+impl ClaimRange {
+    fn covers(&self, seq: i64) -> bool {
+        (self.first..=self.last).contains(&seq)
+    }
+
+    fn is_live(&self, now: i64) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// Every claim, live or expired. The table holds a row per batch being delivered, so few.
+fn read_claims(tx: &Transaction<'_>) -> SqlResult<Vec<ClaimRange>> {
+    let mut select = tx.prepare("SELECT claim_id, first_seq, last_seq, expires_at FROM claims")?;
+    select
+        .query_map([], |row| {
+            Ok(ClaimRange {
+                id: row.get(0)?,
+                first: row.get(1)?,
+                last: row.get(2)?,
+                expires_at: row.get(3)?,
+            })
+        })?
+        .collect()
+}
+
+fn live_claim_over(claims: &[ClaimRange], seq: i64, now: i64) -> Option<&ClaimRange> {
+    claims
+        .iter()
+        .find(|claim| claim.is_live(now) && claim.covers(seq))
+}
+
+/// Every claim, read from the file the first time it is asked for in a transaction.
+fn loaded_claims<'a>(
+    tx: &Transaction<'_>,
+    claims: &'a mut Option<Vec<ClaimRange>>,
+) -> SqlResult<&'a [ClaimRange]> {
+    Ok(match claims {
+        Some(claims) => claims,
+        None => claims.insert(read_claims(tx)?),
+    })
+}
+
+/// Rows to delete, gathered while a query reads them in `seq` order (a row must not change
+/// under the query reading it), as runs of rows with no kept row between them, so that each
+/// run is deleted with one statement. Counts their rows and bytes for `totals`, and for each
+/// claim whose range holds some of them (an expired claim's events can be dropped), so that
+/// the claim's own count stays exact for its late acknowledgement.
+#[derive(Default)]
+struct Doomed {
+    runs: Vec<(i64, i64)>,
+    run_is_open: bool,
+    events: i64,
+    bytes: i64,
+    /// `(claim id, events, bytes)` taken out of each claim's range.
+    from_claims: Vec<(i64, i64, i64)>,
+}
+
+impl Doomed {
+    fn push(&mut self, seq: i64, byte_len: i64, claims: &[ClaimRange]) {
+        match self.runs.last_mut() {
+            Some(run) if self.run_is_open => run.1 = seq,
+            _ => self.runs.push((seq, seq)),
+        }
+        self.run_is_open = true;
+        self.events += 1;
+        self.bytes += byte_len;
+        if let Some(claim) = claims.iter().find(|claim| claim.covers(seq)) {
+            match self
+                .from_claims
+                .iter_mut()
+                .find(|(id, _, _)| *id == claim.id)
+            {
+                Some((_, events, bytes)) => {
+                    *events += 1;
+                    *bytes += byte_len;
+                }
+                None => self.from_claims.push((claim.id, 1, byte_len)),
+            }
+        }
+    }
+
+    /// The row just read stays, so the next doomed row starts a new run.
+    fn keep(&mut self) {
+        self.run_is_open = false;
+    }
+
+    fn delete(&self, tx: &Transaction<'_>) -> SqlResult<()> {
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        let mut delete = tx.prepare("DELETE FROM events WHERE seq BETWEEN ?1 AND ?2")?;
+        for &(first, last) in &self.runs {
+            delete.execute(params![first, last])?;
+        }
+        for &(claim_id, events, bytes) in &self.from_claims {
+            tx.execute(
+                "UPDATE claims SET events = events - ?1, bytes = bytes - ?2 WHERE claim_id = ?3",
+                params![events, bytes, claim_id],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A fresh random claim id that no claim has. Random rather than sequential, because several
+/// processes hand out claims on one file, and an id is never reused while the file lives.
+fn unused_claim_id(claims: &[ClaimRange]) -> i64 {
     loop {
         let candidate = i64::from_ne_bytes(random_u64().to_ne_bytes());
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE claim_id = ?1)",
-            params![candidate],
-            |row| row.get(0),
-        )?;
-        if !taken {
-            return Ok(candidate);
+        if claims.iter().all(|claim| claim.id != candidate) {
+            return candidate;
         }
     }
 }
@@ -809,11 +1120,17 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
-/// The event in a row of `seq, event_id, json`, or `None` when the row is not a valid event.
-fn stored_event(row: &rusqlite::Row<'_>) -> Option<EncodedEvent> {
-    let id: EventId = row.get_ref(1).ok()?.as_str().ok()?.parse().ok()?;
-    let json = row.get_ref(2).ok()?.as_str().ok()?;
+/// The event in columns `event_id, json` of a row, starting at `column`, or `None` when the row
+/// does not hold a valid event.
+fn stored_event(row: &rusqlite::Row<'_>, column: usize) -> Option<EncodedEvent> {
+    let id: EventId = row.get_ref(column).ok()?.as_str().ok()?.parse().ok()?;
+    let json = row.get_ref(column + 1).ok()?.as_str().ok()?;
     EncodedEvent::from_stored(id, json).ok()
+}
+
+/// An integer column, or `None` when the row holds something else there (a damaged row).
+fn integer(row: &rusqlite::Row<'_>, column: usize) -> Option<i64> {
+    row.get_ref(column).ok()?.as_i64().ok()
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {
@@ -825,4 +1142,8 @@ fn unix_seconds(time: SystemTime) -> i64 {
 
 fn len_i64(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)
+}
+
+fn seconds_i64(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }

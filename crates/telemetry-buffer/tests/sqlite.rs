@@ -82,6 +82,24 @@ impl TestClock {
     fn advance(&self, seconds: u64) {
         self.0.fetch_add(seconds, Ordering::SeqCst);
     }
+
+    /// The clock stepping backwards, as a wall clock can when it is corrected.
+    fn rewind(&self, seconds: u64) {
+        self.0.fetch_sub(seconds, Ordering::SeqCst);
+    }
+}
+
+/// The claims the file holds, live or not, as `(first_seq, last_seq)`, oldest first.
+fn claim_rows(dir: &SpoolDir) -> Vec<(i64, i64)> {
+    let raw = dir.raw();
+    let mut select = raw
+        .prepare("SELECT first_seq, last_seq FROM claims ORDER BY first_seq")
+        .unwrap();
+    select
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 fn limits(max_events: usize) -> SpoolLimits {
@@ -433,6 +451,232 @@ fn expired_claims_can_be_claimed_again() {
 }
 
 #[test]
+fn an_expired_claim_taken_over_in_part_cannot_be_acknowledged_late() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir
+        .open_at(SpoolLimits::default(), &clock)
+        .with_claim_lease(Duration::from_secs(60));
+    let events = encoded_events(5);
+    spool.append(events.clone()).unwrap();
+    let abandoned = spool.claim(4).unwrap().unwrap();
+    clock.advance(60);
+    let taker = spool.claim(2).unwrap().unwrap();
+    assert_eq!(ids(&taker.events), ids(&events[..2]));
+    assert_eq!(claim_rows(&dir).len(), 1, "the expired claim is gone");
+    for late in [spool.acknowledge(abandoned.id), spool.release(abandoned.id)] {
+        assert!(
+            matches!(late, Err(BufferError::UnknownClaim(_))),
+            "{late:?}"
+        );
+    }
+    assert_eq!(
+        spool.stats().unwrap().pending,
+        5,
+        "the late acknowledgement deleted nothing"
+    );
+    let rest = spool.claim(10).unwrap().unwrap();
+    assert_eq!(
+        ids(&rest.events),
+        ids(&events[2..]),
+        "what the new claim did not take is free again, in order"
+    );
+    spool.acknowledge(taker.id).unwrap();
+    spool.acknowledge(rest.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
+    assert_totals_match(&dir, &spool);
+}
+
+#[test]
+fn a_released_claim_comes_back_first_and_is_claimed_again() {
+    let dir = SpoolDir::new();
+    let spool = dir.open(SpoolLimits::default());
+    let events = encoded_events(5);
+    spool.append(events.clone()).unwrap();
+    let first = spool.claim(3).unwrap().unwrap();
+    spool.release(first.id).unwrap();
+    assert!(claim_rows(&dir).is_empty());
+    for again in [spool.release(first.id), spool.acknowledge(first.id)] {
+        assert!(
+            matches!(again, Err(BufferError::UnknownClaim(_))),
+            "{again:?}"
+        );
+    }
+    let head = spool.claim(2).unwrap().unwrap();
+    let tail = spool.claim(10).unwrap().unwrap();
+    assert_eq!(ids(&head.events), ids(&events[..2]));
+    assert_eq!(ids(&tail.events), ids(&events[2..]));
+    assert_eq!(claim_rows(&dir), [(1, 2), (3, 5)]);
+    spool.acknowledge(tail.id).unwrap();
+    spool.release(head.id).unwrap();
+    let last = spool.claim(10).unwrap().unwrap();
+    assert_eq!(ids(&last.events), ids(&events[..2]));
+    spool.acknowledge(last.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
+    assert_totals_match(&dir, &spool);
+}
+
+#[test]
+fn a_claim_stops_at_events_a_live_claim_holds() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir
+        .open_at(SpoolLimits::default(), &clock)
+        .with_claim_lease(Duration::from_secs(60));
+    let events = encoded_events(6);
+    spool.append(events.clone()).unwrap();
+    let first = spool.claim(2).unwrap().unwrap();
+    let second = spool.claim(2).unwrap().unwrap();
+    spool.release(first.id).unwrap();
+    let again = spool.claim(10).unwrap().unwrap();
+    assert_eq!(
+        ids(&again.events),
+        ids(&events[..2]),
+        "one run: it stops where the second claim's events begin"
+    );
+    let rest = spool.claim(10).unwrap().unwrap();
+    assert_eq!(ids(&rest.events), ids(&events[4..]), "it skips them");
+    assert!(spool.claim(10).unwrap().is_none(), "everything is claimed");
+    assert_eq!(claim_rows(&dir), [(1, 2), (3, 4), (5, 6)]);
+
+    // Once the leases run out, one claim takes everything across the old ranges, and the
+    // expired claims are gone.
+    spool.release(again.id).unwrap();
+    clock.advance(60);
+    let all = spool.claim(10).unwrap().unwrap();
+    assert_eq!(ids(&all.events), ids(&events));
+    assert_eq!(claim_rows(&dir), [(1, 6)]);
+    for late in [second.id, rest.id] {
+        let late = spool.acknowledge(late);
+        assert!(
+            matches!(late, Err(BufferError::UnknownClaim(_))),
+            "{late:?}"
+        );
+    }
+    spool.acknowledge(all.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
+    assert_totals_match(&dir, &spool);
+}
+
+#[test]
+fn a_late_acknowledgement_never_deletes_events_appended_after_its_claim() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir
+        .open_at(
+            SpoolLimits {
+                max_age: Duration::from_secs(100),
+                ..SpoolLimits::default()
+            },
+            &clock,
+        )
+        .with_claim_lease(Duration::from_secs(60));
+    spool.append(encoded_events(2)).unwrap();
+    let expired = spool.claim(2).unwrap().unwrap();
+    clock.advance(200);
+    // The claimed events are past both their lease and their age: the append drops them all,
+    // which leaves no row at all before the new one goes in.
+    let newer = encoded_events(1);
+    spool.append(newer.clone()).unwrap();
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.pending, stats.dropped_age), (1, 2));
+    // Nobody else claimed the expired claim's events, so acknowledging it works, and it
+    // deletes only what its range covered: the new event has a `seq` of its own.
+    spool.acknowledge(expired.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 1);
+    assert_totals_match(&dir, &spool);
+    let seq_before_purge: i64 = dir
+        .raw()
+        .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(seq_before_purge, 3);
+
+    // Nor does emptying the spool make a `seq` come round again.
+    let claim = spool.claim(10).unwrap().unwrap();
+    assert_eq!(ids(&claim.events), ids(&newer));
+    assert_eq!(spool.purge().unwrap(), 1);
+    spool.append(encoded_events(1)).unwrap();
+    let seq_after_purge: i64 = dir
+        .raw()
+        .query_row("SELECT MIN(seq) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert!(seq_after_purge > seq_before_purge, "{seq_after_purge}");
+    assert!(matches!(
+        spool.acknowledge(claim.id),
+        Err(BufferError::UnknownClaim(_))
+    ));
+    assert_eq!(spool.stats().unwrap().pending, 1);
+    assert_totals_match(&dir, &spool);
+}
+
+#[test]
+fn a_late_acknowledgement_after_some_of_its_events_were_dropped_keeps_totals_exact() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir
+        .open_at(limits(4), &clock)
+        .with_claim_lease(Duration::from_secs(60));
+    let claimed = encoded_events(3);
+    spool.append(claimed).unwrap();
+    let expired = spool.claim(3).unwrap().unwrap();
+    clock.advance(60);
+    // Its events count as unclaimed now: the oldest of them makes room for the new ones.
+    let newer = encoded_events(2);
+    spool.append(newer.clone()).unwrap();
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.pending, stats.dropped_full), (4, 1));
+    assert_totals_match(&dir, &spool);
+    spool.acknowledge(expired.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 2);
+    assert_totals_match(&dir, &spool);
+    let rest = spool.claim(10).unwrap().unwrap();
+    assert_eq!(ids(&rest.events), ids(&newer));
+}
+
+#[test]
+fn claiming_drops_old_events_that_a_backward_clock_put_behind_younger_ones() {
+    let max_age = Duration::from_secs(3_600);
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir.open_at(
+        SpoolLimits {
+            max_age,
+            ..SpoolLimits::default()
+        },
+        &clock,
+    );
+    let first = encoded_events(3);
+    spool.append(first.clone()).unwrap();
+    // The clock steps two hours back: these events look two hours older than the first ones.
+    clock.rewind(7_200);
+    let behind = encoded_events(2);
+    spool.append(behind.clone()).unwrap();
+    // An hour later (by the clock), `behind` is past `max_age` and the first events are not.
+    clock.advance(3_601);
+    let last = encoded_events(1);
+    spool.append(last.clone()).unwrap();
+    let stats = spool.stats().unwrap();
+    assert_eq!(
+        (stats.pending, stats.dropped_age),
+        (6, 0),
+        "appending looks only at the oldest events, which are young enough"
+    );
+    let claim = spool.claim(10).unwrap().unwrap();
+    let expected: Vec<EventId> = ids(&first).into_iter().chain(ids(&last)).collect();
+    assert_eq!(
+        ids(&claim.events),
+        expected,
+        "the old events are never handed out"
+    );
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.pending, stats.dropped_age), (4, 2));
+    assert_totals_match(&dir, &spool);
+    spool.acknowledge(claim.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
+    assert_totals_match(&dir, &spool);
+}
+
+#[test]
 fn two_spools_on_one_file_never_claim_the_same_event() {
     const EVENTS: usize = 1_500;
     const LOCKSTEP_ROUNDS: usize = 50;
@@ -577,6 +821,156 @@ fn a_new_file_is_migrated_to_the_current_schema_in_wal_mode() {
     let spool = empty.open(SpoolLimits::default());
     spool.append(encoded_events(2)).unwrap();
     assert_eq!(spool.stats().unwrap().pending, 2);
+}
+
+/// The schema version 1 of this library wrote, as it wrote it.
+const VERSION_1_SCHEMA: &str = "
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        json TEXT NOT NULL,
+        byte_len INTEGER NOT NULL,
+        inserted_at INTEGER NOT NULL,
+        claim_id INTEGER,
+        claim_expires_at INTEGER
+    );
+    CREATE INDEX events_by_claim ON events (claim_id) WHERE claim_id IS NOT NULL;
+    CREATE INDEX events_by_age ON events (inserted_at);
+    CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES
+        ('dropped_full', 0), ('dropped_age', 0), ('dropped_invalid', 0);
+    CREATE TABLE totals (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    INSERT INTO totals (id, events, bytes) VALUES (0, 0, 0);
+    CREATE TRIGGER events_counted_on_insert AFTER INSERT ON events BEGIN
+        UPDATE totals SET events = events + 1, bytes = bytes + NEW.byte_len;
+    END;
+    CREATE TRIGGER events_counted_on_delete AFTER DELETE ON events BEGIN
+        UPDATE totals SET events = events - 1, bytes = bytes - OLD.byte_len;
+    END;
+    PRAGMA user_version = 1;";
+
+#[test]
+fn a_version_1_file_is_migrated_keeping_events_order_and_counters() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let now = clock.0.load(Ordering::SeqCst) as i64;
+    let events = encoded_events(5);
+    // Keys with gaps, as deletes leave them, and not in the order of the event ids.
+    let seqs = [3_i64, 4, 7, 8, 12];
+    {
+        let raw = dir.raw();
+        raw.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .unwrap();
+        let mode: String = raw
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        raw.execute_batch(VERSION_1_SCHEMA).unwrap();
+        for (event, seq) in events.iter().zip(seqs) {
+            raw.execute(
+                "INSERT INTO events (seq, event_id, json, byte_len, inserted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    seq,
+                    event.id().to_string(),
+                    event.json(),
+                    event.json().len() as i64,
+                    now - 60
+                ],
+            )
+            .unwrap();
+        }
+        // The third event is claimed the way version 1 claimed, with its lease still running.
+        raw.execute(
+            "UPDATE events SET claim_id = 42, claim_expires_at = ?1 WHERE seq = 7",
+            [now + 3_600],
+        )
+        .unwrap();
+        raw.execute_batch(
+            "UPDATE meta SET value = 5 WHERE key = 'dropped_full';
+             UPDATE meta SET value = 2 WHERE key = 'dropped_age';
+             UPDATE meta SET value = 1 WHERE key = 'dropped_invalid';",
+        )
+        .unwrap();
+    }
+
+    let spool = dir.open_at(SpoolLimits::default(), &clock);
+    let raw = dir.raw();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(SCHEMA_VERSION, 2);
+    let stats = spool.stats().unwrap();
+    assert_eq!(
+        (
+            stats.pending,
+            stats.dropped_full,
+            stats.dropped_age,
+            stats.dropped_invalid
+        ),
+        (5, 5, 2, 1)
+    );
+    assert_totals_match(&dir, &spool);
+    let kept: Vec<i64> = raw
+        .prepare("SELECT seq FROM events ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kept, seqs, "the keys, and so the order, are kept");
+    let columns: Vec<String> = raw
+        .prepare("SELECT name FROM pragma_table_info('events')")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        columns,
+        ["seq", "event_id", "json", "byte_len", "inserted_at"]
+    );
+    let leftovers: Vec<String> = raw
+        .prepare(
+            "SELECT name FROM sqlite_schema
+             WHERE type IN ('trigger', 'index') AND name NOT LIKE 'sqlite_autoindex_%'",
+        )
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The version 1 claim was released; a new event goes after the migrated ones.
+    let version_1_claim = spool.acknowledge(telemetry_buffer::ClaimId(42));
+    assert!(
+        matches!(version_1_claim, Err(BufferError::UnknownClaim(_))),
+        "{version_1_claim:?}"
+    );
+    let newer = encoded_events(1);
+    spool.append(newer.clone()).unwrap();
+    let claim = spool.claim(10).unwrap().unwrap();
+    let expected: Vec<EventId> = ids(&events).into_iter().chain(ids(&newer)).collect();
+    assert_eq!(ids(&claim.events), expected);
+    assert_eq!(
+        claim.events[..5],
+        events[..],
+        "the bytes come back unchanged"
+    );
+    assert_eq!(claim_rows(&dir), [(3, 13)]);
+    spool.acknowledge(claim.id).unwrap();
+    assert_totals_match(&dir, &spool);
+
+    // A migrated file opens again as it is.
+    drop(spool);
+    let spool = dir.open(SpoolLimits::default());
+    assert_eq!(spool.stats().unwrap().dropped_total(), 8);
 }
 
 /// A valid spool file holding some events, as bytes, with its log folded in.

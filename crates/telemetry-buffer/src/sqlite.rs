@@ -29,7 +29,7 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The newest schema version this library reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How much a [`SqliteSpool`] holds before it drops its oldest unclaimed events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,8 +163,8 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// # Storage
 ///
 /// One row per event in table `events`: an integer key `seq` in the order of appending, the
-/// event id (unique, so appending an id that is already held is ignored), the JSON, its
-/// length in bytes, and the local unix second it was appended (never sent).
+/// event id, the JSON, its length in bytes, and the local unix second it was appended (never
+/// sent).
 /// The order has its own key rather than SQLite's implicit rowid, which `VACUUM` may renumber.
 /// A `seq` is never used twice, even after the newest events are deleted: appending takes the
 /// next one from a high-water mark in table `totals` (or one past the largest `seq` held, if
@@ -174,10 +174,19 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// keeps exact in the same transaction as every insert and delete (one update per
 /// transaction, not per row), so that bounds are checked without scanning; table `meta` holds
 /// the drop counters for each reason; table `claims` holds one row per claim.
-/// No index but the keys: the age bound needs none (see Bounds).
+/// No index but the keys: the age bound needs none (see Bounds), and the event id has none
+/// either. Ids are random, so an index on them puts every new id on a random page of the index:
+/// with a backlog of 20,000 events, one append of a few hundred events rewrote almost every page
+/// of that index, and delivering rewrote them again, so the spool slowed down as its backlog
+/// grew (end to end, 0.5 times a plain insert's rate with the index, 1.3 times without it;
+/// see docs/performance.md). What the index bought was ignoring an event appended twice, which
+/// the telemetry worker never does; delivery is at least once in any case (a batch sent just
+/// before a crash is sent again), so receivers drop duplicates by `event_id`, and an event
+/// appended twice is sent twice, never lost.
 /// The schema version is `PRAGMA user_version` ([`SCHEMA_VERSION`]); a newer file is refused
-/// with [`SpoolError::NewerSchema`] rather than misread. Opening a version 1 file migrates it
-/// and keeps its events, their order and the counters; claims held in it are released.
+/// with [`SpoolError::NewerSchema`] rather than misread. Opening an older file migrates it and
+/// keeps its events, their order and the counters; claims held in a version 1 file are released,
+/// claims held in a version 2 file are kept.
 ///
 /// # Durability
 ///
@@ -384,12 +393,10 @@ impl SqliteSpool {
             },
         )?;
         {
-            // Only a repeated event id is ignored: a `seq` that is taken is an error, never a
-            // silently lost event.
+            // A `seq` that is taken is an error, never a silently lost event.
             let mut insert = tx.prepare(
                 "INSERT INTO events (seq, event_id, json, byte_len, inserted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (event_id) DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut id = String::with_capacity(36);
             for event in events {
@@ -398,11 +405,10 @@ impl SqliteSpool {
                 let _ = write!(id, "{}", event.id());
                 let json = event.json();
                 let byte_len = len_i64(json.len());
-                if insert.execute(params![totals.next_seq, id, json, byte_len, now])? > 0 {
-                    totals.next_seq += 1;
-                    totals.events += 1;
-                    totals.bytes += byte_len;
-                }
+                insert.execute(params![totals.next_seq, id, json, byte_len, now])?;
+                totals.next_seq += 1;
+                totals.events += 1;
+                totals.bytes += byte_len;
             }
         }
         let mut claims = None;
@@ -747,6 +753,20 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          events = (SELECT COUNT(*) FROM events),
          bytes = (SELECT COALESCE(SUM(byte_len), 0) FROM events),
          next_seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM events);",
+    // 2 → 3: the event id loses its UNIQUE constraint, and with it the index SQLite keeps for
+    // it (see "Storage" on `SqliteSpool`). An automatic index cannot be dropped on its own, so
+    // the table is rebuilt as in 1 → 2. `seq` is copied as it is, so claims keep their ranges.
+    "CREATE TABLE events_v3 (
+         seq INTEGER PRIMARY KEY,
+         event_id TEXT NOT NULL,
+         json TEXT NOT NULL,
+         byte_len INTEGER NOT NULL,
+         inserted_at INTEGER NOT NULL
+     );
+     INSERT INTO events_v3 (seq, event_id, json, byte_len, inserted_at)
+         SELECT seq, event_id, json, byte_len, inserted_at FROM events ORDER BY seq;
+     DROP TABLE events;
+     ALTER TABLE events_v3 RENAME TO events;",
 ];
 
 /// Why [`open_connection`] failed: the file is damaged (move it aside), or something else.

@@ -332,23 +332,32 @@ fn claimed_events_are_not_dropped_while_their_lease_runs() {
     assert_eq!(spool.stats().unwrap().pending, 0);
 }
 
+/// The spool does not look up event ids (see "Storage" on `SqliteSpool`): delivery is at least
+/// once and receivers drop duplicates by id, so an event appended twice is sent twice, in order,
+/// and never lost or mistaken for a conflict.
 #[test]
-fn duplicate_event_ids_are_ignored() {
+fn an_event_appended_twice_is_kept_twice_in_order() {
     let dir = SpoolDir::new();
     let spool = dir.open(SpoolLimits::default());
     let events = encoded_events(3);
     let twice: Vec<EncodedEvent> = events.iter().chain(&events).cloned().collect();
-    spool.append(twice).unwrap();
-    spool.append(events.clone()).unwrap();
-    assert_eq!(spool.stats().unwrap().pending, 3);
-    // Also while claimed: the held copy stays the only one.
+    spool.append(twice.clone()).unwrap();
+    // Also while a copy is claimed.
     let claim = spool.claim(1).unwrap().unwrap();
     spool.append(events[..1].to_vec()).unwrap();
-    assert_eq!(spool.stats().unwrap().pending, 3);
+    assert_eq!(spool.stats().unwrap().pending, 7);
+    assert_totals_match(&dir, &spool);
     spool.acknowledge(claim.id).unwrap();
     let rest = spool.claim(10).unwrap().unwrap();
-    assert_eq!(ids(&rest.events), ids(&events[1..]));
+    let expected: Vec<EventId> = ids(&twice[1..])
+        .into_iter()
+        .chain(ids(&events[..1]))
+        .collect();
+    assert_eq!(ids(&rest.events), expected);
+    spool.acknowledge(rest.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
     assert_eq!(spool.stats().unwrap().dropped_total(), 0);
+    assert_totals_match(&dir, &spool);
 }
 
 #[test]
@@ -903,8 +912,8 @@ fn a_version_1_file_is_migrated_keeping_events_order_and_counters() {
     let version: i64 = raw
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(version, 3);
+    assert_eq!(SCHEMA_VERSION, 3);
     let stats = spool.stats().unwrap();
     assert_eq!(
         (
@@ -938,7 +947,7 @@ fn a_version_1_file_is_migrated_keeping_events_order_and_counters() {
     let leftovers: Vec<String> = raw
         .prepare(
             "SELECT name FROM sqlite_schema
-             WHERE type IN ('trigger', 'index') AND name NOT LIKE 'sqlite_autoindex_%'",
+             WHERE type IN ('trigger', 'index') AND tbl_name = 'events'",
         )
         .unwrap()
         .query_map([], |row| row.get(0))
@@ -971,6 +980,119 @@ fn a_version_1_file_is_migrated_keeping_events_order_and_counters() {
     drop(spool);
     let spool = dir.open(SpoolLimits::default());
     assert_eq!(spool.stats().unwrap().dropped_total(), 8);
+}
+
+/// The schema version 2 of this library left a new file with, as it wrote it.
+const VERSION_2_SCHEMA: &str = "
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        json TEXT NOT NULL,
+        byte_len INTEGER NOT NULL,
+        inserted_at INTEGER NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES
+        ('dropped_full', 0), ('dropped_age', 0), ('dropped_invalid', 0);
+    CREATE TABLE totals (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL DEFAULT 1
+    );
+    INSERT INTO totals (id, events, bytes) VALUES (0, 0, 0);
+    CREATE TABLE claims (
+        claim_id INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    PRAGMA user_version = 2;";
+
+#[test]
+fn a_version_2_file_is_migrated_keeping_its_claims() {
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let now = clock.0.load(Ordering::SeqCst) as i64;
+    let events = encoded_events(4);
+    let seqs = [5_i64, 6, 9, 10];
+    {
+        let raw = dir.raw();
+        raw.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .unwrap();
+        let mode: String = raw
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        raw.execute_batch(VERSION_2_SCHEMA).unwrap();
+        let mut bytes = 0;
+        for (event, seq) in events.iter().zip(seqs) {
+            let len = event.json().len() as i64;
+            bytes += len;
+            raw.execute(
+                "INSERT INTO events (seq, event_id, json, byte_len, inserted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![seq, event.id().to_string(), event.json(), len, now - 60],
+            )
+            .unwrap();
+        }
+        // A claim on the first two events, its lease still running; `seq` 11 was used by an
+        // event since deleted.
+        let claimed = (events[0].json().len() + events[1].json().len()) as i64;
+        raw.execute(
+            "INSERT INTO claims (claim_id, first_seq, last_seq, events, bytes, expires_at)
+             VALUES (42, 5, 6, 2, ?1, ?2)",
+            [claimed, now + 3_600],
+        )
+        .unwrap();
+        raw.execute(
+            "UPDATE totals SET events = 4, bytes = ?1, next_seq = 12",
+            [bytes],
+        )
+        .unwrap();
+    }
+
+    let spool = dir.open_at(SpoolLimits::default(), &clock);
+    let raw = dir.raw();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+    let indexes: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "the event id is no longer indexed");
+    assert_eq!(spool.stats().unwrap().pending, 4);
+    assert_totals_match(&dir, &spool);
+
+    // The claim is still held: only the other two are handed out, and it can be acknowledged.
+    let newer = encoded_events(1);
+    spool.append(newer.clone()).unwrap();
+    let claim = spool.claim(10).unwrap().unwrap();
+    let expected: Vec<EventId> = ids(&events[2..]).into_iter().chain(ids(&newer)).collect();
+    assert_eq!(ids(&claim.events), expected);
+    assert_eq!(
+        claim.events[..2],
+        events[2..],
+        "the bytes come back unchanged"
+    );
+    let new_rows: Vec<(i64, i64)> = claim_rows(&dir)
+        .into_iter()
+        .filter(|&range| range != (5, 6))
+        .collect();
+    assert_eq!(new_rows, [(9, 12)], "the next `seq` was kept");
+    spool
+        .acknowledge(telemetry_buffer::ClaimId(42))
+        .expect("a version 2 claim survives the migration");
+    spool.acknowledge(claim.id).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 0);
+    assert_totals_match(&dir, &spool);
 }
 
 /// A valid spool file holding some events, as bytes, with its log folded in.

@@ -4,10 +4,11 @@
 //! - `throughput_memory`: the in-memory buffer, with the worker's own stages measured apart
 //!   (`stages/*`) to show where the time goes.
 //! - `throughput_sqlite`: the SQLite spool in a temporary directory, next to plain rusqlite
-//!   inserting the same event ids and JSON in transactions of 100, the baseline of
-//!   `crates/telemetry-buffer/benches/spool.rs`, measured in the same run; and the same
-//!   baseline that also takes the rows out again (select and delete 100 at a time), as
-//!   delivery from the spool must.
+//!   inserting the same event ids and JSON in transactions of 100, measured in the same run:
+//!   into a table keyed by event id (the baseline of `crates/telemetry-buffer/benches/spool.rs`),
+//!   into a table with no index at all (the cheapest way to write those bytes), and keyed
+//!   again but also taking the rows out (select and delete 100 at a time), as delivery from the
+//!   spool must.
 //!
 //! Run with `cargo bench -p telemetry --bench throughput`.
 
@@ -170,21 +171,36 @@ fn collect_names(node: &serde_json::Value, names: &mut Vec<String>) {
     }
 }
 
-/// The baseline: one table keyed by event id, the spool's PRAGMAs, nothing else.
-fn baseline(path: &Path) -> Connection {
+/// The baseline: one table, keyed by event id or not indexed at all, the spool's PRAGMAs,
+/// nothing else.
+fn baseline(path: &Path, keyed: bool) -> Connection {
     let connection = Connection::open(path).unwrap();
     connection.busy_timeout(Duration::from_secs(5)).unwrap();
     let mode: String = connection
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+    let table = if keyed {
+        "CREATE TABLE events (event_id TEXT PRIMARY KEY, json TEXT NOT NULL)"
+    } else {
+        "CREATE TABLE events (event_id TEXT NOT NULL, json TEXT NOT NULL)"
+    };
     connection
-        .execute_batch(
-            "PRAGMA synchronous = NORMAL;
-             CREATE TABLE events (event_id TEXT PRIMARY KEY, json TEXT NOT NULL);",
-        )
+        .execute_batch(&format!("PRAGMA synchronous = NORMAL; {table};"))
         .unwrap();
     connection
+}
+
+/// Inserts `runs` events in transactions of [`BASELINE_BATCH`]; returns the time it took.
+fn baseline_inserts(keyed: bool, runs: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let mut connection = baseline(&dir.path().join("baseline.sqlite3"), keyed);
+    let events = fixtures::encoded_events(runs);
+    let start = Instant::now();
+    for batch in events.chunks(BASELINE_BATCH) {
+        baseline_insert(&mut connection, batch);
+    }
+    start.elapsed()
 }
 
 fn baseline_insert(connection: &mut Connection, batch: &[EncodedEvent]) {
@@ -256,18 +272,16 @@ fn throughput_sqlite(c: &mut Criterion) {
     });
     group.bench_function("rusqlite_baseline_insert", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let mut connection = baseline(&dir.path().join("baseline.sqlite3"));
-                let events = fixtures::encoded_events(SQLITE_RUNS as usize);
-                let start = Instant::now();
-                for batch in events.chunks(BASELINE_BATCH) {
-                    baseline_insert(&mut connection, batch);
-                }
-                total += start.elapsed();
-            }
-            total
+            (0..iters)
+                .map(|_| baseline_inserts(true, SQLITE_RUNS as usize))
+                .sum()
+        });
+    });
+    group.bench_function("rusqlite_baseline_insert_unindexed", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| baseline_inserts(false, SQLITE_RUNS as usize))
+                .sum()
         });
     });
     group.bench_function("rusqlite_baseline_insert_take", |b| {
@@ -275,7 +289,7 @@ fn throughput_sqlite(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
-                let mut connection = baseline(&dir.path().join("baseline.sqlite3"));
+                let mut connection = baseline(&dir.path().join("baseline.sqlite3"), true);
                 let events = fixtures::encoded_events(SQLITE_RUNS as usize);
                 let start = Instant::now();
                 for batch in events.chunks(BASELINE_BATCH) {

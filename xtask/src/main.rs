@@ -345,7 +345,7 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
             at_most("record_enabled/telemetry_steady", 150.0),
         ),
         BenchRow::new(
-            "enabled `record_run`, worker idle (wakes it), minus timer",
+            "enabled `record_run`, worker idle, minus timer",
             "≤ 150 ns",
             median("record_enabled_idle_worker/telemetry")
                 .zip(median("record_enabled_idle_worker/timer_only"))

@@ -230,16 +230,24 @@ mod tests {
 
     #[test]
     fn a_shard_signals_when_more_than_half_full() {
-        let (senders, _receivers) = record_queue(MAX_SHARDS * 4);
+        // An odd total, so that shards of both sizes (and odd ones) are covered on any machine.
+        let (senders, _receivers) = record_queue(MAX_SHARDS * 5 + 3);
+        let own = &senders.shards[thread_shard() % senders.shards.len()];
+        let size = own.sender.max_capacity();
         let mut wakes = Vec::new();
-        for _ in 0..4 {
+        loop {
             match senders.send(record()) {
                 Sent::Queued { wake } => wakes.push(wake),
-                Sent::Dropped => panic!("the shard has room"),
+                Sent::Dropped => break,
             }
         }
-        // This thread's shard holds at least 4 records; the signal comes only past half.
-        assert_eq!(wakes.first(), Some(&false));
-        assert!(wakes.iter().filter(|wake| **wake).count() <= 2, "{wakes:?}");
+        assert_eq!(wakes.len(), size, "this thread fills exactly its own shard");
+        // After the k-th record the shard has `size - k` free slots: a signal exactly when
+        // fewer than half are free, and from then on for every record until it is full.
+        let expected: Vec<bool> = (1..=size).map(|k| size - k < size / 2).collect();
+        assert_eq!(wakes, expected);
+        let first = wakes.iter().position(|wake| *wake);
+        assert_eq!(first, Some(size - size / 2), "{wakes:?}");
+        assert_eq!(senders.send(record()), Sent::Dropped, "a full shard drops");
     }
 }

@@ -494,6 +494,21 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
             "report",
             median("scrub_check_json/summary_event").map(|ns| (format_ns(ns), "info")),
         ),
+        BenchRow::new(
+            "delivery of 100 events, HTTPS on loopback, connection kept",
+            "report",
+            median("send_100/https_keep_alive").map(|ns| (format_ns(ns), "info")),
+        ),
+        BenchRow::new(
+            "delivery of 100 events, HTTPS on loopback, new connection (a process's first)",
+            "report",
+            median("send_100/https_new_connection").map(|ns| (format_ns(ns), "info")),
+        ),
+        BenchRow::new(
+            "delivery of 100 events, offline file export (synced)",
+            "report",
+            median("send_100/file").map(|ns| (format_ns(ns), "info")),
+        ),
     ]
 }
 

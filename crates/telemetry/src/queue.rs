@@ -235,11 +235,8 @@ mod tests {
         let own = &senders.shards[thread_shard() % senders.shards.len()];
         let size = own.sender.max_capacity();
         let mut wakes = Vec::new();
-        loop {
-            match senders.send(record()) {
-                Sent::Queued { wake } => wakes.push(wake),
-                Sent::Dropped => break,
-            }
+        while let Sent::Queued { wake } = senders.send(record()) {
+            wakes.push(wake);
         }
         assert_eq!(wakes.len(), size, "this thread fills exactly its own shard");
         // After the k-th record the shard has `size - k` free slots: a signal exactly when

@@ -178,8 +178,8 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// either. Ids are random, so an index on them puts every new id on a random page of the index:
 /// with a backlog of 20,000 events, one append of a few hundred events rewrote almost every page
 /// of that index, and delivering rewrote them again, so the spool slowed down as its backlog
-/// grew (end to end, 0.5 times a plain insert's rate with the index, 1.3 times without it;
-/// see docs/performance.md). What the index bought was ignoring an event appended twice, which
+/// grew (end to end, 0.5 times the rate of plain inserts into a table keyed by event id with
+/// the index, 1.3 times without it; see docs/performance.md). What the index bought was ignoring an event appended twice, which
 /// the telemetry worker never does; delivery is at least once in any case (a batch sent just
 /// before a crash is sent again), so receivers drop duplicates by `event_id`, and an event
 /// appended twice is sent twice, never lost.

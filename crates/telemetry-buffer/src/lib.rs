@@ -20,12 +20,14 @@
 //!
 //! The workspace's `rust-version` (1.89) and newer.
 
+mod ledger;
 mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::fmt;
 
+pub use ledger::{DeliveryLedger, from_unix_millis, later, to_unix_millis};
 pub use memory::{DEFAULT_MEMORY_CAPACITY, MemoryBuffer};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{
@@ -110,7 +112,24 @@ pub trait Buffer: Send + Sync + fmt::Debug {
     /// Counts of what the buffer holds.
     fn stats(&self) -> Result<BufferStats, BufferError>;
 
-    /// Deletes every pending event, claimed or not (the user disabled telemetry).
-    /// Returns how many were deleted.
+    /// Deletes every pending event, claimed or not (the user disabled telemetry), and adds
+    /// their number to [`DeliveryLedger::purged`]. Returns how many were deleted.
     fn purge(&self) -> Result<usize, BufferError>;
+
+    /// The delivery ledger: counters and the delivery state a destination imposed.
+    ///
+    /// Must answer while another process holds the buffer's write lock (a durable buffer reads
+    /// a consistent snapshot without it), so that `status` never waits on a busy writer.
+    fn ledger(&self) -> Result<DeliveryLedger, BufferError>;
+
+    /// Applies `change` to the ledger atomically with respect to every other user of the buffer
+    /// (another process sharing a durable buffer included) and returns the ledger as written.
+    ///
+    /// `change` may be called more than once if the buffer retries; it must only compute the new
+    /// ledger from the one it is given. When the buffer cannot store the result (a full disk),
+    /// nothing changes and the error says why.
+    fn update_ledger(
+        &self,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<DeliveryLedger, BufferError>;
 }

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use telemetry_model::EncodedEvent;
 
-use crate::{Buffer, BufferError, BufferStats, Claim, ClaimId};
+use crate::{Buffer, BufferError, BufferStats, Claim, ClaimId, DeliveryLedger};
 
 /// The default capacity of a [`MemoryBuffer`], in events.
 pub const DEFAULT_MEMORY_CAPACITY: usize = 10_000;
@@ -28,6 +28,7 @@ struct Inner {
     claimed_len: usize,
     next_claim: u64,
     dropped_full: u64,
+    ledger: DeliveryLedger,
 }
 
 impl MemoryBuffer {
@@ -142,6 +143,20 @@ impl Buffer for MemoryBuffer {
         inner.unclaimed.clear();
         inner.claimed.clear();
         inner.claimed_len = 0;
+        inner.ledger.purged = inner.ledger.purged.saturating_add(purged as u64);
         Ok(purged)
+    }
+
+    fn ledger(&self) -> Result<DeliveryLedger, BufferError> {
+        Ok(self.lock().ledger.clone())
+    }
+
+    fn update_ledger(
+        &self,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<DeliveryLedger, BufferError> {
+        let mut inner = self.lock();
+        change(&mut inner.ledger);
+        Ok(inner.ledger.clone())
     }
 }

@@ -17,7 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 use telemetry_model::{EncodedEvent, EventId};
 
-use crate::{Buffer, BufferError, BufferStats, Claim, ClaimId};
+use crate::{
+    Buffer, BufferError, BufferStats, Claim, ClaimId, DeliveryLedger, from_unix_millis,
+    to_unix_millis,
+};
 
 /// The file name of the spool inside an SDK's state directory.
 pub const SPOOL_FILE_NAME: &str = "telemetry_spool.sqlite3";
@@ -597,6 +600,10 @@ impl SqliteSpool {
         let purged = tx.execute("DELETE FROM events", [])?;
         tx.execute("DELETE FROM claims", [])?;
         tx.execute("UPDATE totals SET events = 0, bytes = 0", [])?;
+        let mut ledger = read_ledger(&tx)?;
+        let before = ledger.clone();
+        ledger.purged = ledger.purged.saturating_add(purged as u64);
+        write_ledger(&tx, &before, &ledger)?;
         tx.commit()?;
         Ok(purged)
     }
@@ -685,6 +692,124 @@ impl Buffer for SqliteSpool {
         let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         Ok(purged)
     }
+
+    fn ledger(&self) -> Result<DeliveryLedger, BufferError> {
+        let mut connection = self.lock();
+        let read = |connection: &mut Connection| -> SqlResult<DeliveryLedger> {
+            // A deferred transaction only reads: in WAL mode it needs no lock that a writer
+            // holds, so it answers while another process appends.
+            let tx = connection.transaction()?;
+            let ledger = read_ledger(&tx)?;
+            tx.finish()?;
+            Ok(ledger)
+        };
+        read(&mut connection).map_err(|error| self.storage_error("read the ledger of", error))
+    }
+
+    fn update_ledger(
+        &self,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<DeliveryLedger, BufferError> {
+        let mut connection = self.lock();
+        let mut update = |connection: &mut Connection| -> SqlResult<DeliveryLedger> {
+            let tx = immediate(connection)?;
+            let before = read_ledger(&tx)?;
+            let mut after = before.clone();
+            change(&mut after);
+            write_ledger(&tx, &before, &after)?;
+            tx.commit()?;
+            Ok(after)
+        };
+        update(&mut connection).map_err(|error| self.storage_error("update the ledger of", error))
+    }
+}
+
+/// The ledger's fields as rows of table `meta`, by key. A key that is absent reads as zero (or
+/// unset), so files written before a field existed need no migration, and an older library
+/// that opens the file ignores keys it does not know.
+mod ledger_keys {
+    pub(super) const DELIVERED: &str = "delivered";
+    pub(super) const FAILED_DELIVERIES: &str = "failed_deliveries";
+    pub(super) const LAST_SENT_MS: &str = "last_sent_ms";
+    pub(super) const DROPPED_QUEUE_FULL: &str = "dropped_queue_full";
+    pub(super) const DROPPED_SCRUBBED: &str = "dropped_scrubbed";
+    pub(super) const DROPPED_STORAGE: &str = "dropped_storage";
+    pub(super) const DROPPED_REJECTED: &str = "dropped_rejected";
+    pub(super) const PURGED: &str = "purged";
+    pub(super) const NOT_BEFORE_MS: &str = "not_before_ms";
+    pub(super) const CONSECUTIVE_FAILURES: &str = "consecutive_failures";
+    pub(super) const CIRCUIT_OPEN_UNTIL_MS: &str = "circuit_open_until_ms";
+}
+
+fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 11] {
+    use ledger_keys::*;
+    let count = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let time = |value: Option<SystemTime>| value.map_or(0, to_unix_millis);
+    [
+        (DELIVERED, count(ledger.delivered)),
+        (FAILED_DELIVERIES, count(ledger.failed_deliveries)),
+        (LAST_SENT_MS, time(ledger.last_sent)),
+        (DROPPED_QUEUE_FULL, count(ledger.dropped_queue_full)),
+        (DROPPED_SCRUBBED, count(ledger.dropped_scrubbed)),
+        (DROPPED_STORAGE, count(ledger.dropped_storage)),
+        (DROPPED_REJECTED, count(ledger.dropped_rejected)),
+        (PURGED, count(ledger.purged)),
+        (NOT_BEFORE_MS, time(ledger.not_before)),
+        (CONSECUTIVE_FAILURES, i64::from(ledger.consecutive_failures)),
+        (CIRCUIT_OPEN_UNTIL_MS, time(ledger.circuit_open_until)),
+    ]
+}
+
+fn read_ledger(tx: &Transaction<'_>) -> SqlResult<DeliveryLedger> {
+    use ledger_keys::*;
+    let mut select = tx.prepare("SELECT key, value FROM meta")?;
+    let mut rows = select.query([])?;
+    let mut ledger = DeliveryLedger::default();
+    while let Some(row) = rows.next()? {
+        let Ok(key) = row.get_ref(0)?.as_str() else {
+            continue;
+        };
+        let value = integer(row, 1).unwrap_or(0);
+        let count = u64::try_from(value).unwrap_or(0);
+        match key {
+            DELIVERED => ledger.delivered = count,
+            FAILED_DELIVERIES => ledger.failed_deliveries = count,
+            LAST_SENT_MS => ledger.last_sent = from_unix_millis(value),
+            DROPPED_QUEUE_FULL => ledger.dropped_queue_full = count,
+            DROPPED_SCRUBBED => ledger.dropped_scrubbed = count,
+            DROPPED_STORAGE => ledger.dropped_storage = count,
+            DROPPED_REJECTED => ledger.dropped_rejected = count,
+            PURGED => ledger.purged = count,
+            NOT_BEFORE_MS => ledger.not_before = from_unix_millis(value),
+            CONSECUTIVE_FAILURES => {
+                ledger.consecutive_failures = u32::try_from(value).unwrap_or(0);
+            }
+            CIRCUIT_OPEN_UNTIL_MS => ledger.circuit_open_until = from_unix_millis(value),
+            _ => {}
+        }
+    }
+    Ok(ledger)
+}
+
+/// Writes the rows of `after` that differ from `before`.
+fn write_ledger(
+    tx: &Transaction<'_>,
+    before: &DeliveryLedger,
+    after: &DeliveryLedger,
+) -> SqlResult<()> {
+    if before == after {
+        return Ok(());
+    }
+    let mut upsert = tx.prepare(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?;
+    for ((key, old), (_, new)) in ledger_rows(before).into_iter().zip(ledger_rows(after)) {
+        if old != new {
+            upsert.execute(params![key, new])?;
+        }
+    }
+    Ok(())
 }
 
 type SqlResult<T> = Result<T, rusqlite::Error>;

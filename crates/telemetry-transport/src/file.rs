@@ -1,7 +1,7 @@
 //! Offline export: events appended to daily JSONL files.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use telemetry_model::{EncodedEvent, Name, UtcDate};
@@ -10,15 +10,52 @@ use crate::{SendError, Transport};
 
 /// Appends each event as one line of JSON to `<dir>/<sdk>-telemetry-YYYY-MM-DD.jsonl` (UTC date).
 ///
-/// Each batch is written with one `write` to a file opened for appending and synced before
-/// `send` returns, so an acknowledged event is on disk, and batches from two processes
-/// exporting to the same directory do not interleave within a line. The directory is created
-/// when missing. Every I/O failure (a full disk, a missing permission) is retryable: the events
-/// stay in the buffer.
+/// A batch is appended whole or not at all. Under an exclusive lock on the file, `send` notes
+/// the file's length, appends the batch and syncs it; if the write or the sync fails (a full
+/// disk, a file-size limit, an I/O error), the file is cut back to the noted length before
+/// `send` returns the error. So an acknowledged event is on disk, a failed batch leaves no
+/// partial line behind, and a retry of it writes each event once. The lock (an advisory
+/// `flock`-style lock, taken with [`File::lock`]) is what makes this safe when several
+/// processes export to the same file: their batches never interleave within a line, and a
+/// rollback never cuts lines another process appended. A file that does not end with a newline
+/// (a writer died in the middle of a batch) gets one before the batch, so that the first event
+/// is never joined to that fragment. Where the file system cannot lock files, batches are
+/// appended and rolled back without the lock.
+///
+/// The directory is created when missing. Every I/O failure (a full disk, a missing permission)
+/// is retryable: the events stay in the buffer.
 #[derive(Debug, Clone)]
 pub struct FileTransport {
     dir: PathBuf,
     sdk_name: Name,
+}
+
+/// Why a batch could not be appended.
+#[derive(Debug, thiserror::Error)]
+enum AppendError {
+    /// The batch was not written, or was written and then cut off again.
+    #[error("cannot append to {}: {error}", path.display())]
+    NotWritten {
+        /// The export directory or file.
+        path: PathBuf,
+        /// What failed.
+        error: io::Error,
+    },
+    /// The batch failed and cutting it off failed too, so part of it may remain.
+    #[error(
+        "cannot append to {}: {error}; cutting the file back to its previous {length} bytes failed too: {rollback}",
+        path.display()
+    )]
+    RollbackFailed {
+        /// The export file.
+        path: PathBuf,
+        /// What failed first.
+        error: io::Error,
+        /// The length the file was to be cut back to.
+        length: u64,
+        /// Why the rollback failed.
+        rollback: io::Error,
+    },
 }
 
 impl FileTransport {
@@ -41,15 +78,59 @@ impl FileTransport {
             .join(format!("{}-telemetry-{date}.jsonl", self.sdk_name))
     }
 
-    fn append(&self, lines: &[u8]) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+    fn append(&self, lines: &[u8]) -> Result<(), AppendError> {
+        fs::create_dir_all(&self.dir).map_err(|error| AppendError::NotWritten {
+            path: self.dir.clone(),
+            error,
+        })?;
+        let path = self.file_for(UtcDate::today());
+        let not_written = |error| AppendError::NotWritten {
+            path: path.clone(),
+            error,
+        };
+        // Read access is for the last byte only; appending mode sends every write to the end.
         let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
-            .open(self.file_for(UtcDate::today()))?;
-        file.write_all(lines)?;
-        file.sync_data()
+            .open(&path)
+            .map_err(not_written)?;
+        // Held until `file` is dropped, which closes it. Another exporter holds it only for one
+        // write and sync, so waiting for it is short.
+        match file.lock() {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::Unsupported => {}
+            Err(error) => return Err(not_written(error)),
+        }
+        let length = file.metadata().map_err(not_written)?.len();
+        let written = append_whole_lines(&mut file, length, lines).and_then(|()| file.sync_data());
+        let Err(error) = written else {
+            return Ok(());
+        };
+        match file.set_len(length).and_then(|()| file.sync_data()) {
+            Ok(()) => Err(not_written(error)),
+            Err(rollback) => Err(AppendError::RollbackFailed {
+                path,
+                error,
+                length,
+                rollback,
+            }),
+        }
     }
+}
+
+/// Writes `lines` at the end of `file`, which is `length` bytes long, starting a new line first
+/// when the file ends in the middle of one.
+fn append_whole_lines(file: &mut File, length: u64, lines: &[u8]) -> io::Result<()> {
+    if let Some(last) = length.checked_sub(1) {
+        let mut byte = [0u8; 1];
+        file.seek(SeekFrom::Start(last))?;
+        file.read_exact(&mut byte)?;
+        if byte != *b"\n" {
+            file.write_all(b"\n")?;
+        }
+    }
+    file.write_all(lines)
 }
 
 #[async_trait::async_trait]
@@ -72,9 +153,9 @@ impl Transport for FileTransport {
             lines.push(b'\n');
         }
         // Local disk writes are short; the worker runs on its own thread, so blocking here
-        // never stalls the host.
+        // (on the lock, the write and the sync) never stalls the host.
         self.append(&lines).map_err(|error| SendError::Retryable {
-            message: format!("cannot append to {}: {error}", self.dir.display()),
+            message: error.to_string(),
             retry_after: None,
         })
     }

@@ -29,8 +29,15 @@ use telemetry_model::wire::encode_batch;
 use crate::{SendError, Transport};
 
 /// At most this much of a response body is read (and discarded), so that a hostile or broken
-/// server cannot make the sender buffer or wait on unbounded data.
-const MAX_DISCARDED_RESPONSE_BYTES: usize = 64 * 1024;
+/// server cannot make the sender buffer unbounded data. The collector's answer is a few dozen
+/// bytes; a longer body (a proxy's error page) only costs the pooled connection.
+const MAX_DISCARDED_RESPONSE_BYTES: usize = 4 * 1024;
+
+/// How long the body after a response head is read, at most. The status line is the answer, so
+/// the body is only read to let the connection be reused: a server that trickles or withholds
+/// it must not hold the send until the caller's own deadline abandons it, because an abandoned
+/// send counts as undelivered and its (already accepted) events would be sent again.
+const RESPONSE_BODY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Idle pooled connections are closed after this long; batches are minutes apart by default,
 /// so keeping connections longer would only hold sockets open on both sides.
@@ -84,8 +91,10 @@ pub struct HttpsConfig {
     pub extra_ca: Option<ExtraCa>,
     /// How long establishing the TCP connection may take. At most one hour.
     pub connect_timeout: Duration,
-    /// How long one whole send may take: connecting, the TLS handshake, sending the batch and
-    /// reading the answer. At most one hour.
+    /// How long a send may wait for the response head: connecting, the TLS handshake, sending
+    /// the batch and receiving the status line and headers. The body after the head is read
+    /// for at most 1 s more, within this same bound, and never changes the outcome. At most
+    /// one hour.
     pub request_timeout: Duration,
     /// Bodies larger than this many bytes are gzip-compressed.
     pub gzip_threshold: usize,
@@ -244,7 +253,7 @@ pub enum HttpsConfigError {
 ///
 /// | outcome | result |
 /// |---|---|
-/// | 2xx | `Ok(())`: delivered |
+/// | 2xx | `Ok(())`: delivered as soon as the status line arrives, whatever the body does next (slow, endless, cut off) |
 /// | 429, 503 | `Retryable`, `retry_after` from `Retry-After` (delta-seconds or HTTP-date), at most [`MAX_RETRY_AFTER`](Self::MAX_RETRY_AFTER); `None` when absent or unparseable |
 /// | 408, other 5xx | `Retryable`, `retry_after: None` |
 /// | connection refused, reset or closed early, TLS failure (an untrusted certificate among them), timeout | `Retryable`, `retry_after: None`, the message names the failure |
@@ -253,13 +262,16 @@ pub enum HttpsConfigError {
 /// | 1xx, 3xx | `Rejected`: redirects are not followed, so the endpoint must be the final URL |
 /// | uncompressed body over [`HttpsConfig::max_body_size`] | `TooLarge`, nothing is sent |
 ///
-/// Messages name the endpoint and the kind of failure and never contain event contents or
-/// response bodies. At most 64 KiB of a response body is read, then discarded.
+/// The status decides: a response body never turns one outcome into another. Messages name the
+/// endpoint and the kind of failure and never contain event contents or response bodies.
 ///
 /// `send` must run inside a tokio runtime with its I/O and time drivers enabled (the telemetry
-/// worker's own runtime is). Every call is bounded by [`HttpsConfig::request_timeout`]; the
-/// TCP connect alone by [`HttpsConfig::connect_timeout`]. Idle connections are kept for 30 s
-/// and reused by the next batch.
+/// worker's own runtime is). Every call is bounded by [`HttpsConfig::request_timeout`], which
+/// is how long it waits for the response head; the TCP connect alone by
+/// [`HttpsConfig::connect_timeout`]. Once the head is in, at most 4 KiB of the body is read for
+/// at most 1 s (and never past the request timeout), then discarded: reading it lets the
+/// connection be reused, and a body that is larger, slower or broken only costs that
+/// connection. Idle connections are kept for 30 s and reused by the next batch.
 pub struct HttpsTransport {
     endpoint: String,
     uri: Uri,
@@ -451,27 +463,32 @@ impl Transport for HttpsTransport {
         };
         let request = self.request(body, gzipped)?;
 
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-            Err(_elapsed) => {
-                return Err(self.retryable(format_args!(
-                    "no response within the request timeout of {:?}",
-                    self.request_timeout
-                )));
-            }
-            Ok(Err(error)) => return Err(self.describe_failure(&error)),
-            Ok(Ok(response)) => response,
-        };
+        let head_deadline = tokio::time::Instant::now() + self.request_timeout;
+        let response =
+            match tokio::time::timeout_at(head_deadline, self.client.request(request)).await {
+                Err(_elapsed) => {
+                    return Err(self.retryable(format_args!(
+                        "no response within the request timeout of {:?}",
+                        self.request_timeout
+                    )));
+                }
+                Ok(Err(error)) => return Err(self.describe_failure(&error)),
+                Ok(Ok(response)) => response,
+            };
         let status = response.status();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        // The status is the answer. Reading the rest lets the connection be reused; a body that
-        // is too large, too slow or cut off only costs the connection, never the outcome.
-        let _ = tokio::time::timeout_at(deadline, discard_body(response.into_body())).await;
-        self.outcome(status, retry_after)
+        // The status is the answer, decided here, before the body. Reading the rest lets the
+        // connection be reused; a body that is too large, too slow or cut off only costs the
+        // connection, never the outcome, and holds the send for at most the body timeout.
+        let outcome = self.outcome(status, retry_after);
+        let body_deadline =
+            (tokio::time::Instant::now() + RESPONSE_BODY_TIMEOUT).min(head_deadline);
+        let _ = tokio::time::timeout_at(body_deadline, discard_body(response.into_body())).await;
+        outcome
     }
 }
 
@@ -542,10 +559,12 @@ fn gzip(body: &[u8]) -> io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-/// Reads at most [`MAX_DISCARDED_RESPONSE_BYTES`] of a response body and drops them.
+/// Reads a response body and drops it, until it ends, fails, or
+/// [`MAX_DISCARDED_RESPONSE_BYTES`] have been read (the frame that crosses the cap is already
+/// in hyper's bounded read buffer, so no more is asked of the server).
 async fn discard_body(mut body: Incoming) {
     let mut read = 0usize;
-    while read <= MAX_DISCARDED_RESPONSE_BYTES {
+    while read < MAX_DISCARDED_RESPONSE_BYTES {
         match body.frame().await {
             Some(Ok(frame)) => {
                 read = read.saturating_add(frame.data_ref().map_or(0, Bytes::len));

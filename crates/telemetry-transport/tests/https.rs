@@ -124,7 +124,28 @@ enum Behaviour {
     PartialThenClose,
     /// Reads the request, writes the start of a response, then resets the TCP connection.
     PartialThenReset,
+    /// Reads the request, writes a whole response head with this status and these headers that
+    /// announces a large body, then does `body` instead of sending it.
+    HeadThen {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: BodyAfterHead,
+    },
 }
+
+/// What a server does with the body it announced in a response head.
+#[derive(Clone, Copy, Debug)]
+enum BodyAfterHead {
+    /// Sends one byte per second, until the client goes away or the hang guard passes.
+    Trickle,
+    /// Sends nothing, until the client goes away or the hang guard passes.
+    Withhold,
+    /// Sends a few bytes, then closes the connection without a TLS `close_notify`.
+    CutOff,
+}
+
+/// The body length a `HeadThen` head announces: far more than the client reads.
+const ANNOUNCED_BODY_LEN: usize = 1024 * 1024;
 
 fn answer(status: u16) -> Behaviour {
     Behaviour::Answer {
@@ -142,8 +163,8 @@ fn answer_with(status: u16, header: &'static str, value: impl Into<String>) -> B
     }
 }
 
-/// One request as the server received it.
-#[derive(Debug)]
+/// One request as the server received it; empty for behaviours that only count requests.
+#[derive(Debug, Default)]
 struct Recorded {
     method: String,
     path: String,
@@ -244,6 +265,44 @@ async fn serve_connection(
                 tls.get_ref().0.set_zero_linger().unwrap();
             }
             drop(tls);
+        }
+        Behaviour::HeadThen {
+            status,
+            headers,
+            body,
+        } => {
+            read_request(&mut tls).await;
+            requests.lock().unwrap().push(Recorded::default());
+            let mut head =
+                format!("HTTP/1.1 {status} Whatever\r\ncontent-length: {ANNOUNCED_BODY_LEN}\r\n");
+            for (name, value) in headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            tls.write_all(head.as_bytes()).await.unwrap();
+            tls.flush().await.unwrap();
+            match body {
+                BodyAfterHead::Trickle => {
+                    // Pacing the body is the behaviour under test, not a wait for something.
+                    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+                    for _ in 0..HANG_GUARD.as_secs() {
+                        ticks.tick().await;
+                        let sent = async {
+                            tls.write_all(b"x").await?;
+                            tls.flush().await
+                        };
+                        if sent.await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                BodyAfterHead::Withhold => drain_until_closed(tls).await,
+                BodyAfterHead::CutOff => {
+                    tls.write_all(b"xxxx").await.unwrap();
+                    tls.flush().await.unwrap();
+                    drop(tls);
+                }
+            }
         }
         Behaviour::Answer {
             status,
@@ -480,38 +539,127 @@ async fn every_status_maps_to_the_documented_outcome() {
         let events = encoded_events(2);
         let outcome = send(&transport, &events).await;
         assert_eq!(server.request_count(), 1, "{name}: one request, no retries");
-        match (&outcome, &expected) {
-            (Ok(()), Expected::Delivered) | (Err(SendError::TooLarge), Expected::TooLarge) => {}
-            (
-                Err(SendError::Retryable {
-                    message,
-                    retry_after,
-                }),
-                Expected::Retry(bounds),
-            ) => {
-                let status = &name[..3];
-                assert!(message.contains(status), "{name}: {message}");
-                match (retry_after, bounds) {
-                    (None, None) => {}
-                    (Some(after), Some((low, high))) => assert!(
-                        (*low..=*high).contains(&after.as_secs()),
-                        "{name}: {after:?} not in {low}..={high} s"
-                    ),
-                    _ => panic!("{name}: retry_after {retry_after:?}, expected {bounds:?}"),
-                }
+        check_outcome(name, &outcome, &expected, &server.url, &events);
+    }
+}
+
+/// Checks a send's outcome against what the case expects; `name` starts with the status.
+fn check_outcome(
+    name: &str,
+    outcome: &Result<(), SendError>,
+    expected: &Expected,
+    url: &str,
+    events: &[EncodedEvent],
+) {
+    match (outcome, expected) {
+        (Ok(()), Expected::Delivered) | (Err(SendError::TooLarge), Expected::TooLarge) => {}
+        (
+            Err(SendError::Retryable {
+                message,
+                retry_after,
+            }),
+            Expected::Retry(bounds),
+        ) => {
+            let status = &name[..3];
+            assert!(message.contains(status), "{name}: {message}");
+            match (retry_after, bounds) {
+                (None, None) => {}
+                (Some(after), Some((low, high))) => assert!(
+                    (*low..=*high).contains(&after.as_secs()),
+                    "{name}: {after:?} not in {low}..={high} s"
+                ),
+                _ => panic!("{name}: retry_after {retry_after:?}, expected {bounds:?}"),
             }
-            (Err(SendError::Rejected { message }), Expected::Rejected) => {
-                assert!(message.contains(&name[..3]), "{name}: {message}");
-                assert!(message.contains(&server.url), "{name}: {message}");
-            }
-            _ => panic!("{name}: got {outcome:?}, expected {expected:?}"),
         }
-        if let Err(error) = &outcome {
-            for event in &events {
-                let id = event.id().to_string();
-                assert!(!error.to_string().contains(&id), "{name}: {error}");
-            }
+        (Err(SendError::Rejected { message }), Expected::Rejected) => {
+            assert!(message.contains(&name[..3]), "{name}: {message}");
+            assert!(message.contains(url), "{name}: {message}");
         }
+        _ => panic!("{name}: got {outcome:?}, expected {expected:?}"),
+    }
+    if let Err(error) = outcome {
+        for event in events {
+            let id = event.id().to_string();
+            assert!(!error.to_string().contains(&id), "{name}: {error}");
+        }
+    }
+}
+
+/// How long the callers in the test below give a send, as the worker races every send against
+/// its own deadline: far shorter than their request timeout, well over the 1 s body timeout.
+const CALLER_DEADLINE: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn the_response_head_decides_whatever_the_body_does_next() {
+    let head_then = |status: u16, headers: Vec<(&'static str, String)>, body| Behaviour::HeadThen {
+        status,
+        headers,
+        body,
+    };
+    let busy = || vec![("retry-after", "7".to_owned())];
+    let cases: Vec<(&str, Behaviour, Expected)> = vec![
+        (
+            "200, then the body trickles",
+            head_then(200, Vec::new(), BodyAfterHead::Trickle),
+            Expected::Delivered,
+        ),
+        (
+            "200, then the body never comes",
+            head_then(200, Vec::new(), BodyAfterHead::Withhold),
+            Expected::Delivered,
+        ),
+        (
+            "200, then the body is cut off",
+            head_then(200, Vec::new(), BodyAfterHead::CutOff),
+            Expected::Delivered,
+        ),
+        (
+            "204, then a body that should not be there trickles",
+            head_then(204, Vec::new(), BodyAfterHead::Trickle),
+            Expected::Delivered,
+        ),
+        (
+            "503 with Retry-After, then the body trickles",
+            head_then(503, busy(), BodyAfterHead::Trickle),
+            Expected::Retry(Some((7, 7))),
+        ),
+        (
+            "500, then the body never comes",
+            head_then(500, Vec::new(), BodyAfterHead::Withhold),
+            Expected::Retry(None),
+        ),
+        (
+            "413, then the body trickles",
+            head_then(413, Vec::new(), BodyAfterHead::Trickle),
+            Expected::TooLarge,
+        ),
+        (
+            "400, then the body never comes",
+            head_then(400, Vec::new(), BodyAfterHead::Withhold),
+            Expected::Rejected,
+        ),
+    ];
+    for (name, behaviour, expected) in cases {
+        let server = TestServer::start(Pki::trusted(), behaviour).await;
+        // A request timeout far past the caller's deadline: only the body's own bound can end
+        // these sends in time.
+        let transport = HttpsTransport::new(
+            server
+                .config()
+                .with_request_timeout(Duration::from_secs(600)),
+        )
+        .unwrap();
+        let events = encoded_events(50);
+        let outcome = tokio::time::timeout(CALLER_DEADLINE, transport.send(&events))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: the send was still reading the body at the caller's deadline of \
+                     {CALLER_DEADLINE:?}, so its answered events would count as undelivered"
+                )
+            });
+        assert_eq!(server.request_count(), 1, "{name}: one request, no retries");
+        check_outcome(name, &outcome, &expected, &server.url, &events);
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use flowkit::{ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner};
 use support::{Pki, Recorded, Script, TestServer, endpoint};
-use telemetry::{FlushError, Status, Telemetry, TelemetryConfig};
+use telemetry::{FlushError, PauseReason, Status, Telemetry, TelemetryConfig};
 use telemetry_e2e::{enabled_flowkit_config_with, validate_with_python};
 
 /// Long enough for any flush that is expected to succeed on a loaded machine.
@@ -185,7 +185,10 @@ fn every_run_arrives_once_in_batches_of_the_configured_size_and_in_the_wire_form
     workload(&kit, 30);
     let report = kit.telemetry().flush(FLUSH).unwrap();
     assert_eq!(report.pending, 0, "{report:?}");
-    assert_eq!(kit.telemetry().status().pending_events, 0);
+    assert_eq!(
+        kit.telemetry().status().pending_events.unwrap_or(u64::MAX),
+        0
+    );
     assert_exactly_once(&server, 30, 0);
     drop(kit);
     assert_exactly_once(&server, 30, 1);
@@ -241,7 +244,10 @@ fn events_recorded_while_the_endpoint_is_down_arrive_once_it_is_up() {
     workload(&kit, 6);
     let message = delivery_error(kit.telemetry().flush(Duration::from_secs(2)));
     assert!(message.contains("cannot connect"), "{message}");
-    assert_eq!(kit.telemetry().status().pending_events, 6);
+    assert_eq!(
+        kit.telemetry().status().pending_events.unwrap_or(u64::MAX),
+        6
+    );
 
     // The port was free a moment ago; another process may take it in between, so try a few
     // times before giving up.
@@ -276,7 +282,11 @@ fn repeated_server_errors_lose_nothing_and_everything_arrives_once_after() {
         let message = delivery_error(kit.telemetry().flush(FLUSH));
         assert!(message.contains("500"), "attempt {attempt}: {message}");
         let status = kit.telemetry().status();
-        assert_eq!(status.pending_events, 5, "attempt {attempt}: {status:?}");
+        assert_eq!(
+            status.pending_events.unwrap_or(u64::MAX),
+            5,
+            "attempt {attempt}: {status:?}"
+        );
         assert_eq!(status.failed_deliveries, attempt, "{status:?}");
         assert_eq!(
             server.requests().len(),
@@ -322,33 +332,55 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
     workload(&kit, 3);
     let message = delivery_error(telemetry.flush(FLUSH));
     assert!(message.contains("503"), "{message}");
-    assert_eq!(telemetry.status().pending_events, 3);
+    assert_eq!(telemetry.status().pending_events.unwrap_or(u64::MAX), 3);
     assert_eq!(server.requests().len(), 1);
 
     // A full batch now: the worker would deliver on its own, but the server asked it to wait
-    // a second. Once the worker has stored the runs (where it decides to deliver), a flush
-    // runs after any delivery that decision started, so the flush's own request is the only
-    // one the server may have seen since.
+    // a second, and that binds every sender: the scheduled round and a flush, in this handle
+    // and in a second one on the same state directory (as another process would be).
     workload(&kit, 4);
     wait_for(&telemetry, "store 7 events", |status| {
-        status.pending_events == 7
+        status.pending_events.unwrap_or(u64::MAX) == 7
     });
-    let message = delivery_error(telemetry.flush(FLUSH));
-    assert!(message.contains("503"), "{message}");
-    assert_eq!(telemetry.status().pending_events, 7);
+    let other = FlowKit::start(&config).unwrap();
+    let mut resume = std::time::SystemTime::now();
+    for handle in [&telemetry, other.telemetry()] {
+        match handle.flush(FLUSH) {
+            Err(FlushError::Paused {
+                reason: PauseReason::ServerAskedToWait,
+                until,
+                pending,
+            }) => {
+                assert_eq!(pending, Some(7));
+                resume = resume.max(until);
+            }
+            other => panic!("expected a pause, got {other:?}"),
+        }
+    }
+    let status = telemetry.status();
+    assert!(status.paused_until.is_some(), "{status:?}");
     assert_eq!(
         server.requests().len(),
-        2,
-        "the worker retried before Retry-After: {:#?}",
+        1,
+        "a sender posted before Retry-After: {:#?}",
         server.requests()
     );
+    drop(other);
 
+    // The wait is a time the server set; nothing else can signal its end.
+    std::thread::sleep(
+        resume
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    );
     server.set(Script::status(200));
     let report = telemetry.flush(FLUSH).unwrap();
-    assert_eq!((report.delivered, report.pending), (7, 0));
+    // The seven runs, and the summary the second handle stored when it stopped.
+    assert_eq!((report.delivered, report.pending), (8, 0));
     drop(telemetry);
     drop(kit);
-    assert_exactly_once(&server, 7, 1);
+    // The second handle sent its own summary.
+    assert_exactly_once(&server, 7, 2);
 }
 
 #[test]
@@ -379,7 +411,11 @@ fn a_server_that_never_answers_or_cuts_the_answer_off_fails_the_flush_without_ha
             "{script:?}: {error:?}"
         );
         assert!(error.to_string().contains(needle), "{script:?}: {error}");
-        assert_eq!(kit.telemetry().status().pending_events, 3, "{script:?}");
+        assert_eq!(
+            kit.telemetry().status().pending_events.unwrap_or(u64::MAX),
+            3,
+            "{script:?}"
+        );
         let requests = server.requests();
         assert!(
             !requests.is_empty(),
@@ -411,7 +447,10 @@ fn a_413_splits_batches_until_they_fit() {
     assert_eq!(report.pending, 0, "{report:?}");
     let status = kit.telemetry().status();
     assert_eq!(
-        (status.pending_events, status.rejected_events),
+        (
+            status.pending_events.unwrap_or(u64::MAX),
+            status.rejected_events
+        ),
         (0, 0),
         "{status:?}"
     );
@@ -444,7 +483,10 @@ fn an_untrusted_certificate_sends_nothing_and_says_why() {
     workload(&kit, 3);
     let message = delivery_error(kit.telemetry().flush(FLUSH));
     assert!(message.contains("certificate"), "{message}");
-    assert_eq!(kit.telemetry().status().pending_events, 3);
+    assert_eq!(
+        kit.telemetry().status().pending_events.unwrap_or(u64::MAX),
+        3
+    );
     drop(kit);
     assert!(server.connections() > 0, "the client did reach the server");
     assert_eq!(server.handshakes(), 0, "no TLS session was established");
@@ -472,16 +514,19 @@ fn a_flood_against_a_dead_endpoint_stays_within_the_buffer_bound() {
         if run % 5_000 == 0 {
             let status = kit.telemetry().status();
             assert!(
-                status.pending_events <= CAPACITY,
+                status.pending_events.unwrap_or(u64::MAX) <= CAPACITY,
                 "after {run} runs: {status:?}"
             );
         }
     }
     // Every run ends up held or dropped (at the queue or the buffer) once the worker catches up.
     let status = wait_for(kit.telemetry(), "account for every run", |status| {
-        status.pending_events + status.dropped_events == RUNS
+        status.pending_events.unwrap_or(u64::MAX) + status.dropped_events == RUNS
     });
-    assert!(status.pending_events <= CAPACITY, "{status:?}");
+    assert!(
+        status.pending_events.unwrap_or(u64::MAX) <= CAPACITY,
+        "{status:?}"
+    );
     assert!(status.dropped_events > 0, "{status:?}");
     assert_eq!(status.buffer, "memory");
     drop(kit);

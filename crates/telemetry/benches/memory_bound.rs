@@ -121,7 +121,7 @@ fn main() {
         format!("buffer_bound_kib={buffer_bound_kib}"),
         format!("queue_bound_kib={queue_bound_kib}"),
         format!("drain_chunk_bound_kib={in_flight_bound_kib}"),
-        format!("pending_events={}", status.pending_events),
+        format!("pending_events={:?}", status.pending_events),
         format!("dropped_events={}", status.dropped_events),
         format!("failed_deliveries={}", status.failed_deliveries),
         format!("vm_rss_before_start_kib={rss_before}"),

@@ -17,10 +17,11 @@
 //! ```
 
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{ManageError, TelemetryConfig};
 use crate::status::Status;
+use crate::worker::FlushError;
 
 /// `status [--json]`, `enable`, `disable`, `preview`, `reset`, `flush`, `audit`.
 #[derive(Clone, Debug, PartialEq, clap::Subcommand)]
@@ -172,12 +173,17 @@ fn flush(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<i32> {
-    let telemetry = config.start_with(false);
+    let deadline = Instant::now() + timeout;
+    let telemetry = config.start_for_management();
     if !telemetry.is_enabled() {
         writeln!(out, "Telemetry is disabled; there is nothing to send.")?;
         return Ok(EXIT_OK);
     }
-    match telemetry.flush(timeout) {
+    let result = telemetry.flush(timeout);
+    // The flush kept the deadline; stopping the worker only stores what is queued (nothing:
+    // this process recorded nothing), so it gets what is left and a moment to answer.
+    telemetry.shutdown(deadline.saturating_duration_since(Instant::now()) + SHUTDOWN_GRACE);
+    match result {
         Ok(report) => {
             writeln!(
                 out,
@@ -186,12 +192,24 @@ fn flush(
             )?;
             Ok(EXIT_OK)
         }
+        Err(error @ FlushError::Paused { .. }) => {
+            writeln!(out, "Nothing sent: {error}.")?;
+            Ok(EXIT_OK)
+        }
         Err(error) => {
             writeln!(err, "error: {error}")?;
+            let status = config.status();
+            match status.pending_events {
+                Some(pending) => writeln!(err, "{pending} events still pending.")?,
+                None => writeln!(err, "Pending events could not be counted.")?,
+            }
             Ok(EXIT_FAILED)
         }
     }
 }
+
+/// What `flush` allows its worker beyond the deadline to stop: a few milliseconds of work.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 fn audit(config: &TelemetryConfig, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<i32> {
     let Some(log) = config.audit_log() else {

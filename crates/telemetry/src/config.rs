@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use telemetry_buffer::Buffer;
 use telemetry_model::{
-    Catalog, DeploymentStage, Integration, Interface, InvalidIdentifier, Name, SessionId, UtcDate,
-    Version,
+    Arch, Catalog, DeploymentStage, Integration, Interface, InvalidIdentifier, Name, OsFamily,
+    SessionId, UtcDate, Version,
 };
 use telemetry_policy::{
     AuditChange, AuditLog, AuditSource, BufferKind, ConsentState, DEFAULT_BATCH_INTERVAL,
@@ -19,11 +19,27 @@ use telemetry_policy::{
 };
 use telemetry_transport::Transport;
 
+use crate::template::EventTemplate;
+
 /// The default capacity of the queue between recording threads and the worker, in records.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 8_192;
 
 /// The default time that dropping the last handle waits for the worker to deliver.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a batch claimed from the spool stays exclusive to its sender: the HTTPS request
+/// timeout (15 s) and a margin for the acknowledgement. A sender that dies while delivering
+/// holds its batch back this long; one that exits normally releases it at once.
+pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(30);
+
+/// Whether opening the spool may create it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpoolOpening {
+    /// A running process: create the file when it is missing.
+    CreateIfMissing,
+    /// `status`, `disable` and `flush` of earlier processes' events: only an existing file.
+    ExistingOnly,
+}
 
 /// What is wrong with an SDK's telemetry set-up. These are mistakes in the SDK's code,
 /// reported when the SDK builds its [`TelemetryConfig`], never a user's doing.
@@ -180,19 +196,18 @@ impl TelemetryConfig {
         }
     }
 
-    /// Opens the buffer for a running process. A spool that cannot be opened (a read-only
-    /// or full disk, a build without SQLite) is reported once and replaced by memory.
-    pub(crate) fn open_buffer(&self, resolution: &Resolution) -> Arc<dyn Buffer> {
-        if let Some(buffer) = &self.buffer {
-            return Arc::clone(buffer);
-        }
+    /// Opens a buffer of `kind` (`memory` or `sqlite`) for a running process. A spool that
+    /// cannot be opened (a read-only or full disk, a build without SQLite) is reported once and
+    /// replaced by memory. Runs on the worker's thread: opening a spool may wait for another
+    /// process.
+    pub(crate) fn open_buffer_of_kind(&self, kind: &str) -> Arc<dyn Buffer> {
         let memory = || {
             Arc::new(telemetry_buffer::MemoryBuffer::new(self.buffer_capacity)) as Arc<dyn Buffer>
         };
-        if self.buffer_kind(resolution) == "memory" {
+        if kind == "memory" {
             return memory();
         }
-        match self.open_spool(true) {
+        match self.open_spool(SpoolOpening::CreateIfMissing) {
             Ok(Some(spool)) => spool,
             Ok(None) => memory(),
             Err(problem) => {
@@ -204,15 +219,67 @@ impl TelemetryConfig {
         }
     }
 
-    /// The spool in the state directory: created when `create` is set, else opened only if it
-    /// exists. A damaged file is moved aside, and that is reported once.
+    /// The transport the configuration and the endpoint call for.
+    pub(crate) fn transport_for(
+        &self,
+        resolution: &Resolution,
+    ) -> Result<Arc<dyn Transport>, String> {
+        if let Some(transport) = &self.transport {
+            return Ok(Arc::clone(transport));
+        }
+        match &resolution.endpoint {
+            Some(Endpoint::File(dir)) => Ok(Arc::new(telemetry_transport::FileTransport::new(
+                dir,
+                self.sdk_name.clone(),
+            ))),
+            #[cfg(feature = "https")]
+            Some(Endpoint::Https(url)) => {
+                use telemetry_transport::{ExtraCa, HttpsConfig, HttpsTransport};
+                let mut https = HttpsConfig::new(url.clone(), self.user_agent());
+                if let Some(ca_file) = resolution.ca_file() {
+                    https = https.with_extra_ca(ExtraCa::File(ca_file.to_path_buf()));
+                }
+                HttpsTransport::new(https)
+                    .map(|transport| Arc::new(transport) as Arc<dyn Transport>)
+                    .map_err(|error| error.to_string())
+            }
+            // `resolve` turns telemetry off when there is nowhere to deliver.
+            _ => Err("there is no transport for the endpoint".to_owned()),
+        }
+    }
+
+    /// The description of this process that every event shares.
+    pub(crate) fn event_template(&self, ci: bool, session_id: SessionId) -> EventTemplate {
+        EventTemplate {
+            session_id,
+            sdk_name: self.sdk_name.clone(),
+            sdk_version: self.sdk_version.clone(),
+            library_version: crate::library_version(),
+            runtime: self.runtime.clone(),
+            runtime_version: self.runtime_version.clone(),
+            os: OsFamily::current(),
+            arch: Arch::current(),
+            interface: self.interface,
+            ci,
+            deployment: self.deployment,
+        }
+    }
+
+    /// The spool in the state directory, created or only opened if it exists. A damaged file
+    /// is moved aside, and that is reported once.
+    ///
+    /// A claim's lease is [`CLAIM_LEASE`]: a process killed while delivering holds its batch
+    /// back that long, and no longer.
     #[cfg(feature = "sqlite")]
-    pub(crate) fn open_spool(&self, create: bool) -> Result<Option<Arc<dyn Buffer>>, String> {
+    pub(crate) fn open_spool(
+        &self,
+        opening: SpoolOpening,
+    ) -> Result<Option<Arc<dyn Buffer>>, String> {
         let Some(dir) = &self.state_dir else {
             return Ok(None);
         };
         let path = dir.join(telemetry_buffer::SPOOL_FILE_NAME);
-        if !create && !path.exists() {
+        if opening == SpoolOpening::ExistingOnly && !path.exists() {
             return Ok(None);
         }
         telemetry_policy::create_private_dir(dir).map_err(|error| {
@@ -222,7 +289,8 @@ impl TelemetryConfig {
             )
         })?;
         let spool = telemetry_buffer::SqliteSpool::open(&path, self.spool_limits)
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| error.to_string())?
+            .with_claim_lease(CLAIM_LEASE);
         // The spool holds the same data as the state directory: private to the user.
         #[cfg(unix)]
         {
@@ -236,15 +304,25 @@ impl TelemetryConfig {
     }
 
     #[cfg(not(feature = "sqlite"))]
-    pub(crate) fn open_spool(&self, _create: bool) -> Result<Option<Arc<dyn Buffer>>, String> {
-        Err("this build has no SQLite spool (feature `sqlite`)".to_owned())
+    pub(crate) fn open_spool(
+        &self,
+        opening: SpoolOpening,
+    ) -> Result<Option<Arc<dyn Buffer>>, String> {
+        match opening {
+            // Without SQLite no earlier process can have left a spool.
+            SpoolOpening::ExistingOnly => Ok(None),
+            SpoolOpening::CreateIfMissing => {
+                Err("this build has no SQLite spool (feature `sqlite`)".to_owned())
+            }
+        }
     }
 
-    /// The buffer that holds events of earlier processes, for `status`, `disable` and `flush`.
-    pub(crate) fn existing_buffer(&self) -> Option<Arc<dyn Buffer>> {
+    /// The buffer that holds events of earlier processes, for `status`, `disable` and `flush`:
+    /// `None` when there is none; an error when there is one that cannot be opened now.
+    pub(crate) fn existing_buffer(&self) -> Result<Option<Arc<dyn Buffer>>, String> {
         match &self.buffer {
-            Some(buffer) => Some(Arc::clone(buffer)),
-            None => self.open_spool(false).ok().flatten(),
+            Some(buffer) => Ok(Some(Arc::clone(buffer))),
+            None => self.open_spool(SpoolOpening::ExistingOnly),
         }
     }
 

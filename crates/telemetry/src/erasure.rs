@@ -6,7 +6,6 @@ use std::time::Duration;
 use telemetry_model::{DurationBucket, EncodedEvent, EventType, SessionId};
 
 use crate::config::TelemetryConfig;
-use crate::worker::EventTemplate;
 
 /// How long `disable` waits for the deletion request to be delivered.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,7 +19,7 @@ pub(crate) fn request_deletion(
 ) -> Result<String, String> {
     let resolution = config.resolve();
     let transport = config.transport_for(&resolution)?;
-    let template = EventTemplate::new(config, resolution.ci, session);
+    let template = config.event_template(resolution.ci, session);
     let event = template.event(EventType::DeletionRequest, DurationBucket::UnderOneSecond);
     let encoded = EncodedEvent::encode(&event).map_err(|error| error.to_string())?;
     let destination = transport.destination();

@@ -2,75 +2,36 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use telemetry_buffer::Buffer;
 use telemetry_model::{
-    BlockType, Catalog, Command, ConfigError, ExceptionType, Feature, FeatureSet, Integration,
-    Metric, RunOutcome,
+    BlockType, Catalog, Command, ConfigError, ExceptionType, Feature, Integration, Metric, Section,
 };
-use telemetry_policy::Endpoint;
-use telemetry_transport::{FileTransport, Transport};
 use tokio::sync::mpsc;
 
 use crate::config::{Resolution, TelemetryConfig};
 use crate::queue::{RecordSenders, Sent, record_queue};
+use crate::record::{Record, RunRecord, allowlist_slot};
 use crate::status::Status;
 use crate::usage::UsageAccumulator;
-use crate::worker::{Control, EventTemplate, RunShapes, Worker, WorkerStats};
+use crate::worker::{
+    BufferSource, Control, EventBuilder, FlushError, FlushReport, MessageSink, WorkerSettings,
+    WorkerStats,
+};
 
-/// One finished unit of work (a flow run, a job, a request), as the SDK reports it.
-///
-/// Copy and allocation-free, so recording it costs the caller almost nothing; the worker
-/// turns it into a `run` event with a bucketed duration and catalog names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RunRecord {
-    /// The features the run used.
-    pub features: FeatureSet,
-    /// How long it took (sent only as a bucket).
-    pub duration: Duration,
-    /// How it ended.
-    pub outcome: RunOutcome,
-    /// The type of the error that ended it, from the catalog's allowlist.
-    pub exception: Option<ExceptionType>,
-}
-
-/// What the recording threads send to the worker.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Record {
-    Run(RunRecord),
-}
-
-/// The result of a successful [`Telemetry::flush`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlushReport {
-    /// Events delivered by this flush.
-    pub delivered: u64,
-    /// Events still waiting (for example because the destination failed).
-    pub pending: u64,
-}
-
-/// Why a flush did not finish.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FlushError {
-    /// The deadline passed first; undelivered events stay buffered.
-    #[error("flush did not finish before its deadline; undelivered events stay buffered")]
-    Timeout,
-    /// The destination failed; undelivered events stay buffered.
-    #[error("{0}")]
-    Delivery(String),
-    /// The worker thread is gone (it could not start, or it stopped).
-    #[error("the telemetry worker is not running")]
-    WorkerGone,
-}
+/// How much longer than its deadline a caller waits for the worker's answer: the worker keeps
+/// its deadlines itself, and this only covers the reply's trip between threads.
+const REPLY_MARGIN: Duration = Duration::from_millis(100);
 
 /// A cheap, cloneable handle for recording usage. Every method returns at once and never fails:
 /// when telemetry is off, recording is one atomic load.
 ///
-/// The worker thread stops when the last clone is dropped, after delivering what it can within
-/// the configured shutdown timeout.
+/// The worker thread stops when [`shutdown`](Telemetry::shutdown) is called or the last clone
+/// is dropped, after storing what was recorded and delivering what it can within the
+/// configured shutdown timeout.
 #[derive(Clone)]
 pub struct Telemetry {
     inner: Arc<Inner>,
@@ -83,11 +44,15 @@ pub(crate) struct Inner {
     records: Option<RecordSenders>,
     /// Signals the worker; see `send`.
     wake: Arc<tokio::sync::Notify>,
-    control: Option<mpsc::UnboundedSender<Control>>,
+    /// Taken by the first shutdown.
+    control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
-    dropped_queue_full: AtomicU64,
+    dropped_queue_full: Arc<AtomicU64>,
+    /// How many of `dropped_queue_full` the worker has added to the ledger.
+    queue_full_recorded: Arc<AtomicU64>,
     stats: Arc<WorkerStats>,
-    buffer: Option<Arc<dyn Buffer>>,
+    /// The buffer, once the worker has opened it.
+    buffer: Arc<OnceLock<Arc<dyn Buffer>>>,
     opted_out: Arc<AtomicBool>,
     shutdown_timeout: Duration,
     config: TelemetryConfig,
@@ -102,18 +67,31 @@ impl fmt::Debug for Telemetry {
     }
 }
 
+/// Whether a process sends an `sdk_usage` summary when it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Summary {
+    /// A use of the SDK: it reports what it used.
+    Send,
+    /// A management command such as `flush`: not a use of the SDK.
+    Skip,
+}
+
 impl TelemetryConfig {
     /// Decides whether telemetry is on and, if it is, starts the worker thread.
     ///
-    /// Never fails: an invalid setting, a damaged state file or a worker that cannot start all
-    /// mean telemetry stays off, with one warning through the configured sink.
+    /// Never fails and never waits on another process: an invalid setting, a damaged state
+    /// file or a worker that cannot start all mean telemetry stays off, with one warning
+    /// through the configured sink; the buffer is opened on the worker's thread.
     pub fn start(&self) -> Telemetry {
-        self.start_with(true)
+        self.start_reporting(Summary::Send)
     }
 
-    /// Starts telemetry; `summary` says whether this process sends an `sdk_usage` summary when
-    /// it stops (management commands such as `flush` do not: they are not uses of the SDK).
-    pub(crate) fn start_with(&self, summary: bool) -> Telemetry {
+    /// Starts telemetry for a management command, which sends no `sdk_usage` summary.
+    pub(crate) fn start_for_management(&self) -> Telemetry {
+        self.start_reporting(Summary::Skip)
+    }
+
+    fn start_reporting(&self, summary: Summary) -> Telemetry {
         let resolution = self.resolve();
         for problem in resolution.problems() {
             self.warn(&problem);
@@ -132,78 +110,57 @@ impl TelemetryConfig {
         }
     }
 
-    /// The transport the configuration and the endpoint call for.
-    pub(crate) fn transport_for(
+    fn start_worker(
         &self,
         resolution: &Resolution,
-    ) -> Result<Arc<dyn Transport>, String> {
-        if let Some(transport) = &self.transport {
-            return Ok(Arc::clone(transport));
-        }
-        match &resolution.endpoint {
-            Some(Endpoint::File(dir)) => {
-                Ok(Arc::new(FileTransport::new(dir, self.sdk_name.clone())))
-            }
-            #[cfg(feature = "https")]
-            Some(Endpoint::Https(url)) => {
-                use telemetry_transport::{ExtraCa, HttpsConfig, HttpsTransport};
-                let mut https = HttpsConfig::new(url.clone(), self.user_agent());
-                if let Some(ca_file) = resolution.ca_file() {
-                    https = https.with_extra_ca(ExtraCa::File(ca_file.to_path_buf()));
-                }
-                HttpsTransport::new(https)
-                    .map(|transport| Arc::new(transport) as Arc<dyn Transport>)
-                    .map_err(|error| error.to_string())
-            }
-            // `resolve` turns telemetry off when there is nowhere to deliver.
-            _ => Err("there is no transport for the endpoint".to_owned()),
-        }
-    }
-
-    fn start_worker(&self, resolution: &Resolution, summary: bool) -> std::io::Result<Telemetry> {
+        summary: Summary,
+    ) -> std::io::Result<Telemetry> {
         let transport = self
             .transport_for(resolution)
             .map_err(std::io::Error::other)?;
-        let buffer = self.open_buffer(resolution);
-        let template = EventTemplate::new(self, resolution.ci, self.session_id(resolution));
+        let buffer = self.buffer_source(resolution);
         let usage = Arc::new(UsageAccumulator::new(&self.catalog));
         for integration in &self.installed_integrations {
             usage.integrations_installed.insert(allowlist_slot(
                 integration.index(),
-                self.catalog.len(telemetry_model::Section::Integrations),
+                self.catalog.len(Section::Integrations),
             ));
         }
         let stats = Arc::new(WorkerStats::default());
+        let debug: Option<MessageSink> = resolution
+            .debug()
+            .then(|| Arc::clone(&self.warnings) as MessageSink);
+        let events = EventBuilder::new(
+            Arc::clone(&self.catalog),
+            Arc::clone(&usage),
+            self.event_template(resolution.ci, self.session_id(resolution)),
+            self.scrubber(resolution),
+            Arc::clone(&stats),
+            debug,
+        );
         let opted_out = Arc::new(AtomicBool::new(false));
+        let dropped_queue_full = Arc::new(AtomicU64::new(0));
+        let queue_full_recorded = Arc::new(AtomicU64::new(0));
+        let opened_buffer = Arc::new(OnceLock::new());
         let (record_sender, record_receiver) = record_queue(self.queue_capacity);
         let wake = Arc::new(tokio::sync::Notify::new());
         let (control_sender, control_receiver) = mpsc::unbounded_channel();
-        let worker = Worker {
+        let handle = crate::worker::spawn(WorkerSettings {
+            thread_name: format!("{}-telemetry", self.sdk_name),
             records: record_receiver,
             wake: Arc::clone(&wake),
             control: control_receiver,
-            buffer: Arc::clone(&buffer),
+            buffer,
+            opened_buffer: Arc::clone(&opened_buffer),
             transport,
-            catalog: Arc::clone(&self.catalog),
-            usage: Arc::clone(&usage),
-            stats: Arc::clone(&stats),
-            template,
+            events,
             batch_size: resolution.batch_size(),
             batch_interval: resolution.batch_interval(),
-            debug: resolution.debug(),
-            sdk_name: self.sdk_name.clone(),
-            warnings: Arc::clone(&self.warnings),
-            started: Instant::now(),
-            run_features: FeatureSet::new(),
-            run_exceptions: Vec::new(),
-            summary,
+            summary: summary == Summary::Send,
             opted_out: Arc::clone(&opted_out),
-            scrubber: self.scrubber(resolution),
-            run_shapes: RunShapes::default(),
-        };
-        let handle = std::thread::Builder::new()
-            .name(format!("{}-telemetry", self.sdk_name))
-            .spawn(move || worker.run_on_own_runtime())?;
+            dropped_queue_full: Arc::clone(&dropped_queue_full),
+            queue_full_recorded: Arc::clone(&queue_full_recorded),
+        })?;
         Ok(Telemetry {
             inner: Arc::new(Inner {
                 enabled: AtomicBool::new(true),
@@ -211,22 +168,28 @@ impl TelemetryConfig {
                 usage,
                 records: Some(record_sender),
                 wake,
-                control: Some(control_sender),
+                control: Mutex::new(Some(control_sender)),
                 worker: Mutex::new(Some(handle)),
-                dropped_queue_full: AtomicU64::new(0),
+                dropped_queue_full,
+                queue_full_recorded,
                 stats,
-                buffer: Some(buffer),
+                buffer: opened_buffer,
                 opted_out,
                 shutdown_timeout: self.shutdown_timeout,
                 config: self.clone(),
             }),
         })
     }
-}
 
-/// The accumulator slot of an allowlisted handle: its index, or the extra last slot for `other`.
-pub(crate) fn allowlist_slot(index: Option<usize>, declared: usize) -> usize {
-    index.filter(|&index| index < declared).unwrap_or(declared)
+    /// The SDK's own buffer, or the one the settings call for, opened by the worker.
+    fn buffer_source(&self, resolution: &Resolution) -> BufferSource {
+        if let Some(buffer) = &self.buffer {
+            return BufferSource::Ready(Arc::clone(buffer));
+        }
+        let kind = self.buffer_kind(resolution);
+        let config = self.clone();
+        BufferSource::Open(Box::new(move || config.open_buffer_of_kind(kind)))
+    }
 }
 
 impl Telemetry {
@@ -239,11 +202,12 @@ impl Telemetry {
                 usage: Arc::new(UsageAccumulator::empty()),
                 records: None,
                 wake: Arc::new(tokio::sync::Notify::new()),
-                control: None,
+                control: Mutex::new(None),
                 worker: Mutex::new(None),
-                dropped_queue_full: AtomicU64::new(0),
+                dropped_queue_full: Arc::new(AtomicU64::new(0)),
+                queue_full_recorded: Arc::new(AtomicU64::new(0)),
                 stats: Arc::new(WorkerStats::default()),
-                buffer: None,
+                buffer: Arc::new(OnceLock::new()),
                 opted_out: Arc::new(AtomicBool::new(false)),
                 shutdown_timeout: Duration::ZERO,
                 config,
@@ -331,10 +295,7 @@ impl Telemetry {
     #[inline]
     pub fn exception(&self, exception: ExceptionType) {
         if self.is_enabled() {
-            let declared = self
-                .inner
-                .catalog
-                .len(telemetry_model::Section::ExceptionTypes);
+            let declared = self.inner.catalog.len(Section::ExceptionTypes);
             self.inner
                 .usage
                 .exception_types
@@ -346,10 +307,7 @@ impl Telemetry {
     #[inline]
     pub fn integration_installed(&self, integration: Integration) {
         if self.is_enabled() {
-            let declared = self
-                .inner
-                .catalog
-                .len(telemetry_model::Section::Integrations);
+            let declared = self.inner.catalog.len(Section::Integrations);
             self.inner
                 .usage
                 .integrations_installed
@@ -361,10 +319,7 @@ impl Telemetry {
     #[inline]
     pub fn integration_import_failed(&self, integration: Integration) {
         if self.is_enabled() {
-            let declared = self
-                .inner
-                .catalog
-                .len(telemetry_model::Section::Integrations);
+            let declared = self.inner.catalog.len(Section::Integrations);
             self.inner
                 .usage
                 .integration_import_failures
@@ -381,13 +336,13 @@ impl Telemetry {
             .disable_from(telemetry_policy::AuditSource::Api)?;
         self.inner.enabled.store(false, Ordering::Relaxed);
         self.inner.opted_out.store(true, Ordering::Relaxed);
-        if let Some(buffer) = &self.inner.buffer {
+        if let Some(buffer) = self.inner.buffer.get() {
             let _ = buffer.purge();
         }
         Ok(status)
     }
 
-    /// How many records were dropped because the queue to the worker was full.
+    /// How many records this process dropped because the queue to the worker was full.
     pub fn dropped_records(&self) -> u64 {
         self.inner.dropped_queue_full.load(Ordering::Relaxed)
     }
@@ -408,60 +363,89 @@ impl Telemetry {
         }
     }
 
-    /// Delivers everything recorded so far, waiting at most `timeout`.
+    /// Stores everything recorded so far and delivers it, returning within `timeout` (plus
+    /// a few milliseconds) whatever the destination or the buffer does.
     ///
     /// Blocks the calling thread (it is safe to call from async code, but it occupies the
-    /// thread until it returns). When telemetry is off it returns at once.
+    /// thread until it returns). When telemetry is off it returns at once. When the
+    /// destination asked every process to wait, or repeated failures paused deliveries, it
+    /// sends nothing and says until when ([`FlushError::Paused`]).
     pub fn flush(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
-        let Some(control) = &self.inner.control else {
-            return Ok(FlushReport::default());
+        let control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(control) = control else {
+            return if self.inner.records.is_some() {
+                Err(FlushError::WorkerGone)
+            } else {
+                Ok(FlushReport::default())
+            };
         };
         let deadline = Instant::now() + timeout;
         let (reply, answer) = std_mpsc::channel();
         control
             .send(Control::Flush { deadline, reply })
             .map_err(|_| FlushError::WorkerGone)?;
-        match answer.recv_timeout(timeout + Duration::from_millis(50)) {
+        match answer.recv_timeout(timeout + REPLY_MARGIN) {
             Ok(result) => result,
             Err(std_mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout),
             Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(FlushError::WorkerGone),
         }
     }
 
-    /// The current status: the decision and its reason, where events go, what is pending.
+    /// Stops recording in this handle and every clone, stores what was recorded, and delivers
+    /// what it can, returning within `timeout` (plus a few milliseconds). Later calls, and
+    /// dropping the last clone afterwards, do nothing more.
+    ///
+    /// What is not delivered by then stays in a durable buffer for the next process.
+    pub fn shutdown(&self, timeout: Duration) {
+        self.inner.shutdown(timeout);
+    }
+
+    /// The current status: the decision and its reason, where events go, what is pending,
+    /// delivered and dropped (by every process sharing the buffer).
     pub fn status(&self) -> Status {
-        // The running buffer's counts: no second connection to the spool.
-        let buffer = self.inner.buffer.as_ref();
-        let stats = buffer.and_then(|buffer| buffer.stats().ok());
-        let mut status = self.inner.config.status_with(stats);
-        if let Some(buffer) = buffer {
-            status.buffer = buffer.kind().to_owned();
+        // The running buffer: no second connection to the spool.
+        let mut status = match self.inner.buffer.get() {
+            Some(buffer) => self.inner.config.status_with(Ok(Some(&**buffer))),
+            None => self.inner.config.status(),
+        };
+        // Drops the worker has not written to the ledger yet. Read after the ledger: a write
+        // in between can only make this briefly low, never count a drop twice.
+        let unrecorded = self
+            .dropped_records()
+            .saturating_sub(self.inner.queue_full_recorded.load(Ordering::Acquire));
+        if let Some(queue_full) = status.dropped_by_reason.get_mut("queue_full") {
+            *queue_full += unrecorded;
         }
-        status.dropped_events += self.dropped_records();
-        status.last_sent = self.inner.stats.last_sent();
+        status.dropped_events += unrecorded;
         status.scrubbed_events = self.inner.stats.scrubbed();
-        status.failed_deliveries = self.inner.stats.failed_attempts();
-        status.rejected_events = self.inner.stats.rejected();
-        status.circuit_open = self.inner.stats.circuit_open.load(Ordering::Relaxed);
         status
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    fn shutdown(&self, timeout: Duration) {
         self.enabled.store(false, Ordering::Relaxed);
-        let Some(control) = self.control.take() else {
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(control) = control else {
             return;
         };
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline = Instant::now() + timeout;
         let (reply, answer) = std_mpsc::channel();
         let asked = control.send(Control::Shutdown { deadline, reply }).is_ok();
-        // Closing the record queue lets the worker see the end even if the message was lost.
-        self.records.take();
-        let finished = asked && answer.recv_timeout(self.shutdown_timeout).is_ok();
+        drop(control);
+        let finished = asked && answer.recv_timeout(timeout + REPLY_MARGIN).is_ok();
         let worker = self
             .worker
-            .get_mut()
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let (true, Some(worker)) = (finished, worker) {
@@ -469,6 +453,12 @@ impl Drop for Inner {
             let _ = worker.join();
         }
         // Otherwise the worker thread is left to finish at its own deadline: the host's
-        // shutdown never waits longer than the configured timeout.
+        // shutdown never waits longer than the timeout.
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown(self.shutdown_timeout);
     }
 }

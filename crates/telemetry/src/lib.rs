@@ -53,7 +53,9 @@ mod preview;
 #[cfg(feature = "prompt")]
 mod prompt;
 mod queue;
+mod record;
 mod status;
+mod template;
 mod usage;
 mod worker;
 
@@ -61,10 +63,11 @@ pub use config::{
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT, ManageError, SetupError, TelemetryConfig,
     WarningSink,
 };
-pub use handle::{FlushError, FlushReport, RunRecord, Telemetry};
+pub use handle::Telemetry;
 pub use preview::Preview;
 #[cfg(feature = "prompt")]
 pub use prompt::PromptOutcome;
+pub use record::RunRecord;
 pub use status::Status;
 #[doc(inline)]
 pub use telemetry_buffer::{Buffer, MemoryBuffer};
@@ -80,6 +83,7 @@ pub use telemetry_policy::{
 };
 #[doc(inline)]
 pub use telemetry_transport::{FileTransport, NullTransport, Transport};
+pub use worker::{FlushError, FlushReport, PauseReason};
 
 /// The crates behind the facade, for SDKs that implement their own buffer or transport.
 pub mod internals {

@@ -4,7 +4,6 @@ use telemetry_model::{CountBucket, DurationBucket, EncodedEvent, EventType, Sess
 use telemetry_policy::Endpoint;
 
 use crate::config::TelemetryConfig;
-use crate::worker::EventTemplate;
 
 /// The bytes a process would send, and where, without sending anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +30,7 @@ impl TelemetryConfig {
             .ok()
             .and_then(|state| state.session_id);
         let session = existing.unwrap_or_else(SessionId::random);
-        let template = EventTemplate::new(self, resolution.ci, session);
+        let template = self.event_template(resolution.ci, session);
         let mut event = template.event(EventType::SdkUsage, DurationBucket::UnderOneSecond);
         event.integrations = self
             .installed_integrations

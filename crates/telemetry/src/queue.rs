@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::handle::Record;
+use crate::record::Record;
 
 /// The most shards a queue is split into.
 pub(crate) const MAX_SHARDS: usize = 8;

@@ -1,12 +1,16 @@
 //! What `status` reports, and the decisions users make (`enable`, `disable`).
 
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
+use std::time::SystemTime;
 
 use serde::Serialize;
+use telemetry_buffer::{Buffer, BufferStats, DeliveryLedger};
 use telemetry_model::HourTimestamp;
 use telemetry_policy::{AuditChange, AuditSource, DecisionReason, Setting};
 
 use crate::config::{ManageError, TelemetryConfig};
+use crate::worker::{PauseReason, paused_until};
 
 /// Where telemetry stands, as `status` and `status --json` show it.
 ///
@@ -27,12 +31,21 @@ pub struct Status {
     pub transport: Option<String>,
     /// The buffer kind: `memory` (or `sqlite`).
     pub buffer: String,
-    /// Events recorded but not yet delivered.
-    pub pending_events: u64,
-    /// Events dropped because a queue or buffer was full.
+    /// Events recorded but not yet delivered; `None` when the buffer could not be read (a
+    /// problem then says why), never a guess.
+    pub pending_events: Option<u64>,
+    /// Events delivered, by every process that shared the buffer.
+    pub delivered_events: u64,
+    /// Events dropped, for every reason, by every process that shared the buffer.
     pub dropped_events: u64,
-    /// The hour of the last successful delivery.
+    /// Events dropped, by reason: `queue_full`, `buffer_full`, `age`, `invalid`, `scrubbed`,
+    /// `storage`, `rejected` (every reason is present, zero or not).
+    pub dropped_by_reason: BTreeMap<String, u64>,
+    /// The hour of the last successful delivery, by any process.
     pub last_sent: Option<HourTimestamp>,
+    /// Until when deliveries are paused for every process (`HH:MM:SS` UTC), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<String>,
     /// Whether the consent prompt has been shown.
     pub prompted: bool,
     /// The enterprise policy file in force.
@@ -47,8 +60,9 @@ pub struct Status {
     pub rejected_events: u64,
     /// Whether repeated failures have paused deliveries until a cool-down passes.
     pub circuit_open: bool,
-    /// Events the scrubber dropped because they looked like personal data, by reason.
-    pub scrubbed_events: std::collections::BTreeMap<String, u64>,
+    /// Events this process's scrubber dropped because they looked like personal data, by
+    /// reason (the total of every process is `dropped_by_reason.scrubbed`).
+    pub scrubbed_events: BTreeMap<String, u64>,
     /// What happened to the deletion request that `disable` sends for the old session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_request: Option<String>,
@@ -65,16 +79,43 @@ pub struct Status {
 impl TelemetryConfig {
     /// Works out the status without starting anything: reads the environment and the state file.
     pub fn status(&self) -> Status {
-        let stats = self
-            .existing_buffer()
-            .and_then(|buffer| buffer.stats().ok());
-        self.status_with(stats)
+        match self.existing_buffer() {
+            Ok(buffer) => self.status_with(Ok(buffer.as_deref())),
+            Err(problem) => self.status_with(Err(problem)),
+        }
     }
 
-    /// The status, with the pending and dropped counts of a buffer already at hand.
-    pub(crate) fn status_with(&self, stats: Option<telemetry_buffer::BufferStats>) -> Status {
+    /// The status, with the counts of a buffer already at hand (`Ok(None)`: nothing was ever
+    /// buffered here; an error: the buffer exists but cannot be read now).
+    pub(crate) fn status_with(&self, buffer: Result<Option<&dyn Buffer>, String>) -> Status {
         let resolution = self.resolve();
         let state = resolution.state.as_ref().ok();
+        let mut problems = resolution.problems();
+        let kind = match buffer {
+            Ok(Some(buffer)) => buffer.kind(),
+            _ => self.buffer_kind(&resolution),
+        };
+        let (stats, ledger) = match buffer {
+            Ok(None) => (Some(BufferStats::default()), DeliveryLedger::default()),
+            Err(problem) => {
+                problems.push(format!(
+                    "cannot count pending and delivered events: {problem}"
+                ));
+                (None, DeliveryLedger::default())
+            }
+            Ok(Some(buffer)) => {
+                let stats = buffer.stats();
+                let ledger = buffer.ledger();
+                if let Some(error) = stats.as_ref().err().or(ledger.as_ref().err()) {
+                    problems.push(format!(
+                        "cannot count pending and delivered events: {error}"
+                    ));
+                }
+                (stats.ok(), ledger.unwrap_or_default())
+            }
+        };
+        let dropped_by_reason = dropped_by_reason(stats.as_ref(), &ledger);
+        let pause = paused_until(&ledger, SystemTime::now());
         Status {
             sdk: self.sdk_name.to_string(),
             enabled: resolution.decision.enabled,
@@ -86,21 +127,30 @@ impl TelemetryConfig {
             transport: self
                 .transport_kind(resolution.endpoint.as_ref())
                 .map(str::to_owned),
-            buffer: self.buffer_kind(&resolution).to_owned(),
-            pending_events: stats.map_or(0, |stats| stats.pending as u64),
-            dropped_events: stats.map_or(0, |stats| stats.dropped_total()),
-            last_sent: None,
+            buffer: kind.to_owned(),
+            pending_events: stats.map(|stats| stats.pending as u64),
+            delivered_events: ledger.delivered,
+            dropped_events: dropped_by_reason.values().sum(),
+            dropped_by_reason,
+            last_sent: ledger.last_sent.map(HourTimestamp::from_system_time),
+            paused_until: pause.map(|(reason, until)| {
+                let why = match reason {
+                    PauseReason::ServerAskedToWait => "the server asked to wait",
+                    PauseReason::RepeatedFailures => "repeated delivery failures",
+                };
+                format!("{} UTC ({why})", crate::worker::TimeOfDay(until))
+            }),
             prompted: state.is_some_and(|state| state.prompted),
             policy_file: resolution
                 .policy_file()
                 .map(|path| path.display().to_string()),
             state_file: self.state_file().map(|path| path.display().to_string()),
-            problems: resolution.problems(),
+            problems,
             purged_events: 0,
             deletion_request: None,
-            failed_deliveries: 0,
-            rejected_events: 0,
-            circuit_open: false,
+            failed_deliveries: ledger.failed_deliveries,
+            rejected_events: ledger.dropped_rejected,
+            circuit_open: matches!(pause, Some((PauseReason::RepeatedFailures, _))),
             scrubbed_events: Default::default(),
             docs_url: self.docs_url.clone(),
             enabled_variable: self.prefix.variable(Setting::Enabled),
@@ -168,6 +218,8 @@ impl TelemetryConfig {
     /// Deletes events waiting in the SDK's buffer or the spool; returns how many.
     fn purge_pending(&self) -> u64 {
         self.existing_buffer()
+            .ok()
+            .flatten()
             .and_then(|buffer| buffer.purge().ok())
             .map_or(0, |purged| purged as u64)
     }
@@ -216,12 +268,31 @@ impl fmt::Display for Status {
             self.transport.clone().unwrap_or_else(dash),
             self.buffer,
             self.pending_events
+                .map_or_else(|| "unknown".to_owned(), |pending| pending.to_string())
         );
         let _ = writeln!(
             text,
-            "Last sent: {}",
-            self.last_sent.map_or_else(dash, |hour| hour.to_string())
+            "Last sent: {}, delivered events: {}",
+            self.last_sent.map_or_else(dash, |hour| hour.to_string()),
+            self.delivered_events
         );
+        if self.dropped_events > 0 {
+            let reasons: Vec<String> = self
+                .dropped_by_reason
+                .iter()
+                .filter(|(_, count)| **count > 0)
+                .map(|(reason, count)| format!("{reason} {count}"))
+                .collect();
+            let _ = writeln!(
+                text,
+                "Dropped events: {} ({})",
+                self.dropped_events,
+                reasons.join(", ")
+            );
+        }
+        if let Some(until) = &self.paused_until {
+            let _ = writeln!(text, "Deliveries paused until {until}");
+        }
         if self.failed_deliveries > 0 || self.rejected_events > 0 || self.circuit_open {
             let _ = writeln!(
                 text,
@@ -249,6 +320,26 @@ impl fmt::Display for Status {
         }
         f.write_str(text.trim_end())
     }
+}
+
+/// Every drop reason with its count: the buffer's own drops and the ledger's.
+fn dropped_by_reason(
+    stats: Option<&BufferStats>,
+    ledger: &DeliveryLedger,
+) -> BTreeMap<String, u64> {
+    let stats = stats.copied().unwrap_or_default();
+    [
+        ("queue_full", ledger.dropped_queue_full),
+        ("buffer_full", stats.dropped_full),
+        ("age", stats.dropped_age),
+        ("invalid", stats.dropped_invalid),
+        ("scrubbed", ledger.dropped_scrubbed),
+        ("storage", ledger.dropped_storage),
+        ("rejected", ledger.dropped_rejected),
+    ]
+    .into_iter()
+    .map(|(reason, count)| (reason.to_owned(), count))
+    .collect()
 }
 
 fn is_zero(value: &u64) -> bool {

@@ -2,6 +2,9 @@
 //! signed by a CA made in the test by rcgen, that records every request and answers from a
 //! script the test can change while it runs.
 
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
 use std::convert::Infallible;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,528 @@
+//! The delivering half of the worker: claims batches from the buffer, sends them, and writes
+//! what happened to the buffer's ledger, where every process that shares the buffer sees it.
+//!
+//! A delivery *round* is one future that owns what it uses (the buffer, the transport), so the
+//! worker can keep storing records while a round waits on the network, and can drop the round
+//! at a deadline: a dropped round releases its claim, and its events stay buffered.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use telemetry_buffer::{Buffer, ClaimId, DeliveryLedger, later};
+use telemetry_transport::{Backoff, CircuitBreaker, SendError, Transport};
+
+/// How many failed deliveries in a row, by any process, open the circuit.
+const FAILURE_THRESHOLD: u32 = CircuitBreaker::DEFAULT_FAILURE_THRESHOLD;
+
+/// How long an open circuit pauses scheduled deliveries and flushes.
+const COOL_DOWN: Duration = CircuitBreaker::DEFAULT_COOL_DOWN;
+
+/// The longest wait a destination can impose (longer `Retry-After` values are shortened by the
+/// transport). A wait in the ledger further away than this was written while the clock was
+/// wrong, and is ignored rather than obeyed for ever.
+const MAX_WAIT: Duration = Duration::from_secs(60 * 60);
+
+/// The result of a successful flush.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Events delivered by this flush.
+    pub delivered: u64,
+    /// Events still waiting (for example because the destination failed).
+    pub pending: u64,
+}
+
+/// Why deliveries are paused for every process sharing the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseReason {
+    /// The destination answered 429 or 503 with `Retry-After`.
+    ServerAskedToWait,
+    /// Deliveries failed several times in a row; they resume after a cool-down.
+    RepeatedFailures,
+}
+
+/// Why a flush did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlushError {
+    /// The deadline passed first; undelivered events stay buffered.
+    #[error("flush did not finish before its deadline; undelivered events stay buffered")]
+    Timeout,
+    /// The destination failed; undelivered events stay buffered.
+    #[error("{0}")]
+    Delivery(String),
+    /// The buffer could not be read or written (a busy or damaged spool, a full disk).
+    #[error("{0}")]
+    Storage(String),
+    /// Deliveries are paused until `until`, for every process of this user.
+    #[error("{}", paused_message(*.reason, *.until, *.pending))]
+    Paused {
+        /// Why.
+        reason: PauseReason,
+        /// When deliveries may resume.
+        until: SystemTime,
+        /// Events waiting, when the buffer could count them.
+        pending: Option<u64>,
+    },
+    /// The worker thread is gone (it could not start, or it stopped).
+    #[error("the telemetry worker is not running")]
+    WorkerGone,
+}
+
+fn paused_message(reason: PauseReason, until: SystemTime, pending: Option<u64>) -> String {
+    let why = match reason {
+        PauseReason::ServerAskedToWait => "the server asked to wait",
+        PauseReason::RepeatedFailures => "deliveries failed several times in a row and are paused",
+    };
+    let pending = match pending {
+        Some(count) => format!("{count} events pending"),
+        None => "pending events could not be counted".to_owned(),
+    };
+    format!("{why} until {} UTC; {pending}", TimeOfDay(until))
+}
+
+/// `HH:MM:SS` of a time, in UTC.
+pub(crate) struct TimeOfDay(pub(crate) SystemTime);
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+            % 86_400;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}",
+            seconds / 3_600,
+            seconds / 60 % 60,
+            seconds % 60
+        )
+    }
+}
+
+/// Why a round stopped before the buffer was empty. Undelivered events stay buffered.
+#[derive(Debug)]
+pub(crate) enum Stopped {
+    /// The deadline passed.
+    Deadline,
+    /// The buffer failed, or did not answer before the deadline.
+    Storage(String),
+    /// The destination failed; retry later, not before `retry_after` when given.
+    Failed {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The ledger says to wait.
+    Paused {
+        reason: PauseReason,
+        until: SystemTime,
+    },
+}
+
+impl Stopped {
+    pub(crate) fn into_flush_error(self, pending: Option<u64>) -> FlushError {
+        match self {
+            Stopped::Deadline => FlushError::Timeout,
+            Stopped::Storage(message) => FlushError::Storage(message),
+            Stopped::Failed { message, .. } => FlushError::Delivery(message),
+            Stopped::Paused { reason, until } => FlushError::Paused {
+                reason,
+                until,
+                pending,
+            },
+        }
+    }
+}
+
+/// How much of the buffer a round sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Amount {
+    /// Only full batches: the batch size was reached, the rest waits for the interval.
+    FullBatches,
+    /// Everything: the interval elapsed, or a flush or shutdown asked for it.
+    Everything,
+}
+
+/// Runs a buffer operation on the runtime's blocking pool and waits for it at most until
+/// `deadline`. A durable buffer may wait for another process's write lock; doing that here
+/// rather than on the worker's own thread keeps every deadline of the worker, and the worker
+/// keeps storing and answering while it waits.
+pub(crate) async fn on_buffer<T: Send + 'static>(
+    buffer: &Arc<dyn Buffer>,
+    deadline: Instant,
+    operation: impl FnOnce(&dyn Buffer) -> T + Send + 'static,
+) -> Result<T, Stopped> {
+    let kind = buffer.kind();
+    let buffer = Arc::clone(buffer);
+    let task = tokio::task::spawn_blocking(move || operation(&*buffer));
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), task).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(Stopped::Storage(
+            "the telemetry buffer failed unexpectedly".to_owned(),
+        )),
+        Err(_) => Err(Stopped::Storage(format!(
+            "the telemetry buffer ({kind}) did not answer in time; another process may be holding it"
+        ))),
+    }
+}
+
+/// When a paused ledger lets deliveries resume, if it is paused at `now`. Waits further away
+/// than any destination or the breaker can impose are clock mistakes and are ignored.
+pub(crate) fn paused_until(
+    ledger: &DeliveryLedger,
+    now: SystemTime,
+) -> Option<(PauseReason, SystemTime)> {
+    let plausible = |until: SystemTime, longest: Duration| until > now && until <= now + longest;
+    let server = ledger
+        .not_before
+        .filter(|until| plausible(*until, MAX_WAIT))
+        .map(|until| (PauseReason::ServerAskedToWait, until));
+    let circuit = ledger
+        .circuit_open_until
+        .filter(|until| plausible(*until, CircuitBreaker::MAX_COOL_DOWN))
+        .map(|until| (PauseReason::RepeatedFailures, until));
+    match (server, circuit) {
+        (Some(server), Some(circuit)) => Some(if circuit.1 > server.1 {
+            circuit
+        } else {
+            server
+        }),
+        (server, circuit) => server.or(circuit),
+    }
+}
+
+/// What one batch's attempt does to the ledger.
+#[derive(Clone, Copy)]
+enum Attempt {
+    Delivered(u64),
+    /// The batch was too large for the destination and is sent again in smaller ones.
+    Split,
+    Rejected(u64),
+    Failed {
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Attempt {
+    fn apply(&self, ledger: &mut DeliveryLedger, now: SystemTime) {
+        match *self {
+            Attempt::Delivered(count) => {
+                ledger.delivered = ledger.delivered.saturating_add(count);
+                ledger.last_sent = later(ledger.last_sent, Some(now));
+                ledger.consecutive_failures = 0;
+                ledger.circuit_open_until = None;
+            }
+            Attempt::Split => {}
+            Attempt::Rejected(count) => {
+                ledger.dropped_rejected = ledger.dropped_rejected.saturating_add(count);
+            }
+            Attempt::Failed { retry_after } => {
+                ledger.failed_deliveries = ledger.failed_deliveries.saturating_add(1);
+                ledger.consecutive_failures = ledger.consecutive_failures.saturating_add(1);
+                if let Some(wait) = retry_after {
+                    ledger.not_before = later(ledger.not_before, Some(now + wait.min(MAX_WAIT)));
+                }
+                if ledger.consecutive_failures >= FAILURE_THRESHOLD {
+                    ledger.circuit_open_until = Some(now + COOL_DOWN);
+                }
+            }
+        }
+    }
+}
+
+/// Gives a claim back to the buffer unless it was settled: a round dropped at a deadline (or
+/// by a panic) leaves its events pending, not held until the claim's lease runs out.
+struct ClaimGuard {
+    buffer: Arc<dyn Buffer>,
+    claim: Option<ClaimId>,
+}
+
+impl ClaimGuard {
+    fn settle(&mut self) -> Option<ClaimId> {
+        self.claim.take()
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            let _ = self.buffer.release(claim);
+        }
+    }
+}
+
+/// What a round needs; shared by every round of one worker.
+pub(crate) struct Delivery {
+    pub(crate) buffer: Arc<dyn Buffer>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) batch_size: usize,
+}
+
+impl Delivery {
+    /// A round that sends batches until none are left (or, for [`Amount::FullBatches`], until
+    /// less than a batch is left), the destination fails, or `deadline` passes. It owns what
+    /// it uses, so the worker can poll it beside its other work or drop it.
+    pub(crate) fn round(
+        self: &Arc<Delivery>,
+        deadline: Instant,
+        amount: Amount,
+    ) -> impl Future<Output = Result<FlushReport, Stopped>> + Send + 'static {
+        let delivery = Arc::clone(self);
+        async move { delivery.run_round(deadline, amount).await }
+    }
+
+    async fn run_round(&self, deadline: Instant, amount: Amount) -> Result<FlushReport, Stopped> {
+        let ledger = on_buffer(&self.buffer, deadline, |buffer| buffer.ledger())
+            .await?
+            .map_err(|error| Stopped::Storage(error.to_string()))?;
+        if let Some((reason, until)) = paused_until(&ledger, SystemTime::now()) {
+            return Err(Stopped::Paused { reason, until });
+        }
+        let mut report = FlushReport::default();
+        let mut limit = self.batch_size;
+        let batch_size = self.batch_size;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(Stopped::Deadline);
+            }
+            let claimed = on_buffer(&self.buffer, deadline, move |buffer| {
+                let stats = buffer.stats()?;
+                if amount == Amount::FullBatches && stats.pending < batch_size {
+                    return Ok((None, stats.pending));
+                }
+                Ok((buffer.claim(limit)?, stats.pending))
+            })
+            .await?
+            .map_err(|error: telemetry_buffer::BufferError| Stopped::Storage(error.to_string()))?;
+            let (claim, pending) = claimed;
+            let Some(claim) = claim else {
+                report.pending = pending as u64;
+                return Ok(report);
+            };
+            let count = claim.events.len() as u64;
+            let mut guard = ClaimGuard {
+                buffer: Arc::clone(&self.buffer),
+                claim: Some(claim.id),
+            };
+            let sent = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(deadline),
+                self.transport.send(&claim.events),
+            )
+            .await;
+            let (attempt, settle) = match sent {
+                Ok(Ok(())) => (Attempt::Delivered(count), Settle::Acknowledge),
+                Ok(Err(SendError::TooLarge)) if count > 1 => {
+                    // A size that had to be split down stays split for the rest of this round:
+                    // the destination's limit does not change between batches.
+                    limit = (count as usize).div_ceil(2);
+                    (Attempt::Split, Settle::Release)
+                }
+                Ok(Err(SendError::TooLarge)) => {
+                    tracing::warn!("an event too large for the destination was dropped");
+                    (Attempt::Rejected(count), Settle::Acknowledge)
+                }
+                Ok(Err(SendError::Rejected { message })) => {
+                    tracing::warn!(%message, events = count, "the destination rejected a batch; it was dropped");
+                    (Attempt::Rejected(count), Settle::Acknowledge)
+                }
+                Ok(Err(SendError::Retryable {
+                    message,
+                    retry_after,
+                })) => {
+                    tracing::debug!(%message, "delivery failed; events kept for a retry");
+                    self.settle(
+                        &mut guard,
+                        deadline,
+                        Settle::Release,
+                        Attempt::Failed { retry_after },
+                    )
+                    .await?;
+                    return Err(Stopped::Failed {
+                        message,
+                        retry_after,
+                    });
+                }
+                Err(_elapsed) => {
+                    // The request is abandoned here; its events stay buffered.
+                    self.settle(
+                        &mut guard,
+                        Instant::now() + SETTLE_GRACE,
+                        Settle::Release,
+                        Attempt::Failed { retry_after: None },
+                    )
+                    .await?;
+                    return Err(Stopped::Deadline);
+                }
+            };
+            self.settle(
+                &mut guard,
+                deadline.max(Instant::now() + SETTLE_GRACE),
+                settle,
+                attempt,
+            )
+            .await?;
+            if let Attempt::Delivered(count) = attempt {
+                report.delivered += count;
+            }
+        }
+    }
+
+    /// Acknowledges or releases a claim and writes the attempt to the ledger, in one trip to
+    /// the buffer's thread.
+    async fn settle(
+        &self,
+        guard: &mut ClaimGuard,
+        deadline: Instant,
+        settle: Settle,
+        attempt: Attempt,
+    ) -> Result<(), Stopped> {
+        let Some(claim) = guard.settle() else {
+            return Ok(());
+        };
+        on_buffer(&self.buffer, deadline, move |buffer| {
+            let settled = match settle {
+                Settle::Acknowledge => buffer.acknowledge(claim),
+                Settle::Release => buffer.release(claim),
+            };
+            if let Err(error) = settled {
+                tracing::debug!(%error, "a claim could not be settled");
+            }
+            let now = SystemTime::now();
+            buffer.update_ledger(&mut |ledger| attempt.apply(ledger, now))
+        })
+        .await?
+        .map(|_| ())
+        .map_err(|error| Stopped::Storage(error.to_string()))
+    }
+}
+
+/// Time allowed to settle a claim after a deadline passed, so that an abandoned request's
+/// events are released at once rather than held for the claim's lease.
+const SETTLE_GRACE: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy)]
+enum Settle {
+    Acknowledge,
+    Release,
+}
+
+/// When this process's worker may start a scheduled round again: exponential backoff with
+/// full jitter after a failure of its own. What binds every process (a `Retry-After`, an open
+/// circuit) is in the ledger, and each round checks it.
+pub(crate) struct Backoffs {
+    backoff: Backoff,
+    not_before: Option<Instant>,
+}
+
+impl Backoffs {
+    pub(crate) fn new() -> Backoffs {
+        Backoffs {
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            not_before: None,
+        }
+    }
+
+    /// Whether a scheduled round may start now.
+    pub(crate) fn due(&self) -> bool {
+        self.not_before.is_none_or(|at| Instant::now() >= at)
+    }
+
+    pub(crate) fn record(&mut self, result: &Result<FlushReport, Stopped>) {
+        match result {
+            Ok(_) => {
+                self.backoff.reset();
+                self.not_before = None;
+            }
+            // The ledger holds the wait; checking it again costs one read per tick.
+            Err(Stopped::Paused { .. }) => {}
+            Err(Stopped::Failed {
+                retry_after: Some(wait),
+                ..
+            }) => self.not_before = Some(Instant::now() + *wait),
+            Err(_) => self.not_before = Some(Instant::now() + self.backoff.next_delay()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn a_ledger_pauses_only_for_plausible_waits() {
+        let now = at(1_000_000);
+        let cases = [
+            (None, None, None),
+            (
+                Some(at(1_000_030)),
+                None,
+                Some(PauseReason::ServerAskedToWait),
+            ),
+            (Some(at(999_000)), None, None),
+            // Years ahead: written while the clock was wrong.
+            (Some(at(90_000_000)), None, None),
+            (
+                None,
+                Some(at(1_000_060)),
+                Some(PauseReason::RepeatedFailures),
+            ),
+            (
+                Some(at(1_000_030)),
+                Some(at(1_000_060)),
+                Some(PauseReason::RepeatedFailures),
+            ),
+            (
+                Some(at(1_000_090)),
+                Some(at(1_000_060)),
+                Some(PauseReason::ServerAskedToWait),
+            ),
+        ];
+        for (not_before, circuit_open_until, expected) in cases {
+            let ledger = DeliveryLedger {
+                not_before,
+                circuit_open_until,
+                ..DeliveryLedger::default()
+            };
+            assert_eq!(
+                paused_until(&ledger, now).map(|(reason, _)| reason),
+                expected,
+                "{ledger:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_in_a_row_open_the_circuit_and_a_success_closes_it() {
+        let now = at(1_000);
+        let mut ledger = DeliveryLedger::default();
+        for _ in 0..FAILURE_THRESHOLD - 1 {
+            Attempt::Failed { retry_after: None }.apply(&mut ledger, now);
+        }
+        assert_eq!(ledger.circuit_open_until, None);
+        Attempt::Failed {
+            retry_after: Some(Duration::from_secs(3)),
+        }
+        .apply(&mut ledger, now);
+        assert_eq!(ledger.circuit_open_until, Some(now + COOL_DOWN));
+        assert_eq!(ledger.not_before, Some(now + Duration::from_secs(3)));
+        assert_eq!(ledger.failed_deliveries, u64::from(FAILURE_THRESHOLD));
+        Attempt::Delivered(7).apply(&mut ledger, now);
+        assert_eq!(ledger.circuit_open_until, None);
+        assert_eq!(ledger.consecutive_failures, 0);
+        assert_eq!((ledger.delivered, ledger.last_sent), (7, Some(now)));
+    }
+
+    #[test]
+    fn the_pause_message_names_the_time_and_the_backlog() {
+        let until = at(3 * 3_600 + 4 * 60 + 5);
+        assert_eq!(
+            paused_message(PauseReason::ServerAskedToWait, until, Some(12)),
+            "the server asked to wait until 03:04:05 UTC; 12 events pending"
+        );
+    }
+}

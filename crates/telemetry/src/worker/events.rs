@@ -1,0 +1,333 @@
+//! The storing half's first step: records become serialized events that passed the scrubber.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use telemetry_model::{
+    Catalog, CountBucket, DurationBucket, EncodedEvent, ErrorSummary, Event, EventId, EventType,
+    ExceptionType, FeatureSet, HourTimestamp, Name, RunOutcome, Section,
+};
+use telemetry_policy::{ScrubReason, Scrubber};
+
+use crate::record::{Record, RunRecord, allowlist_slot};
+use crate::template::EventTemplate;
+use crate::usage::{AtomicBitSet, UsageAccumulator};
+use crate::worker::WorkerStats;
+
+/// Receives the library's user-facing messages (the debug print of each event).
+pub(crate) type MessageSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Everything a `run` event holds apart from its id. Two runs of the same shape serialize to
+/// the same JSON but for the event id: the session, SDK and platform fields are the process's
+/// own and never change while the worker runs, and the catalog is fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RunShape {
+    hour: HourTimestamp,
+    duration: DurationBucket,
+    outcome: RunOutcome,
+    features: FeatureSet,
+    exception: Option<ExceptionType>,
+    /// The installed integrations, one bit per allowlist slot.
+    integrations: u128,
+}
+
+/// How the worker's checks ended for one event.
+#[derive(Clone, Debug)]
+enum Checked {
+    /// Serialized and passed by the scrubber.
+    Passed(EncodedEvent),
+    /// The scrubber rejected it.
+    Scrubbed(ScrubReason),
+    /// It could not be serialized.
+    Unencodable,
+}
+
+/// The checked result of recent run shapes, so that runs alike are serialized and scrubbed
+/// once and then issued as copies under fresh ids ([`EncodedEvent::with_id`]), which the
+/// scrubber would judge exactly as the original: it exempts the id's value and nothing else
+/// differs.
+///
+/// Hosts run the same few kinds of work over and over, so a handful of shapes covers almost
+/// every run. The cache is emptied when it reaches [`RUN_SHAPES`] entries, which bounds its
+/// memory to a few hundred events; a new hour starts new shapes.
+#[derive(Debug, Default)]
+struct RunShapes {
+    checked: HashMap<RunShape, Checked>,
+}
+
+/// The most run shapes remembered at once.
+const RUN_SHAPES: usize = 256;
+
+impl RunShapes {
+    fn get(&self, shape: &RunShape) -> Option<&Checked> {
+        self.checked.get(shape)
+    }
+
+    fn insert(&mut self, shape: RunShape, checked: Checked) {
+        if self.checked.len() >= RUN_SHAPES {
+            self.checked.clear();
+        }
+        self.checked.insert(shape, checked);
+    }
+}
+
+/// Turns records and the process's usage into events: catalog names, buckets, hour
+/// timestamps, serialized and passed through the scrubber before anything can store them.
+pub(crate) struct EventBuilder {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) usage: Arc<UsageAccumulator>,
+    pub(crate) template: EventTemplate,
+    pub(crate) scrubber: Scrubber,
+    pub(crate) stats: Arc<WorkerStats>,
+    /// Prints every event that passed when set (the debug setting).
+    pub(crate) debug: Option<MessageSink>,
+    pub(crate) started: Instant,
+    /// Features used by runs, merged into the summary.
+    run_features: FeatureSet,
+    /// Exception counts from runs, by allowlist slot, merged into the summary.
+    run_exceptions: Vec<u64>,
+    run_shapes: RunShapes,
+}
+
+impl EventBuilder {
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        usage: Arc<UsageAccumulator>,
+        template: EventTemplate,
+        scrubber: Scrubber,
+        stats: Arc<WorkerStats>,
+        debug: Option<MessageSink>,
+    ) -> EventBuilder {
+        EventBuilder {
+            catalog,
+            usage,
+            template,
+            scrubber,
+            stats,
+            debug,
+            started: Instant::now(),
+            run_features: FeatureSet::new(),
+            run_exceptions: Vec::new(),
+            run_shapes: RunShapes::default(),
+        }
+    }
+
+    /// The events for `records`, each checked; the ones that fail are counted and left out.
+    pub(crate) fn events(&mut self, records: Vec<Record>) -> Vec<EncodedEvent> {
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            let checked = match record {
+                Record::Run(run) => self.checked_run(run),
+            };
+            events.extend(self.accept(checked));
+        }
+        events
+    }
+
+    /// The checked event for one run: a copy of an earlier run of the same shape under a new
+    /// id, or a new event serialized and scrubbed.
+    fn checked_run(&mut self, run: RunRecord) -> Checked {
+        self.count_run(&run);
+        let hour = HourTimestamp::now();
+        let Some(integrations) = self.usage.integrations_installed.snapshot() else {
+            // More integrations than one shape can hold: check every such event in full.
+            let integrations = self.installed_integrations();
+            return self.check(&self.run_event(run, hour, integrations));
+        };
+        let shape = RunShape {
+            hour,
+            duration: DurationBucket::from_duration(run.duration),
+            outcome: run.outcome,
+            features: run.features,
+            exception: run.exception,
+            integrations,
+        };
+        match self.run_shapes.get(&shape) {
+            Some(Checked::Passed(earlier)) => match earlier.with_id(EventId::random()) {
+                Ok(copy) => Checked::Passed(copy),
+                Err(_) => Checked::Unencodable,
+            },
+            Some(rejected) => rejected.clone(),
+            None => {
+                let slots = (0..128).filter(|slot| integrations & (1u128 << slot) != 0);
+                let integrations = self.allowlisted_slots(slots, Section::Integrations);
+                let checked = self.check(&self.run_event(run, hour, integrations));
+                self.run_shapes.insert(shape, checked.clone());
+                checked
+            }
+        }
+    }
+
+    /// Serializes an event and runs the scrubber over it.
+    fn check(&self, event: &Event) -> Checked {
+        match EncodedEvent::encode(event) {
+            Ok(encoded) => match self.scrubber.check_json(encoded.json()) {
+                Ok(()) => Checked::Passed(encoded),
+                Err(reason) => Checked::Scrubbed(reason),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "event could not be serialized");
+                Checked::Unencodable
+            }
+        }
+    }
+
+    /// The event to buffer, if it passed; a rejected one is counted and dropped.
+    fn accept(&self, checked: Checked) -> Option<EncodedEvent> {
+        match checked {
+            Checked::Passed(encoded) => {
+                if let Some(print) = &self.debug {
+                    print(&format!(
+                        "{} telemetry event: {}",
+                        self.template.sdk_name,
+                        encoded.json()
+                    ));
+                }
+                Some(encoded)
+            }
+            Checked::Scrubbed(reason) => {
+                self.stats.count_scrubbed(reason);
+                // The reason only: the event's contents are exactly what must not be logged.
+                tracing::warn!(%reason, "an event that looked like personal data was dropped");
+                None
+            }
+            Checked::Unencodable => {
+                // Counted with the scrubber's drops: both are events the checks refused.
+                self.stats.count_unencodable();
+                tracing::warn!("an event could not be serialized and was dropped");
+                None
+            }
+        }
+    }
+
+    /// Adds a run's features and exception to the process summary.
+    fn count_run(&mut self, run: &RunRecord) {
+        if let Some(exception) = run.exception {
+            let declared = self.catalog.len(Section::ExceptionTypes);
+            let slot = allowlist_slot(exception.index(), declared);
+            if self.run_exceptions.len() <= slot {
+                self.run_exceptions.resize(declared + 1, 0);
+            }
+            self.run_exceptions[slot] += 1;
+        }
+        self.run_features = self.run_features.union(run.features);
+    }
+
+    fn run_event(
+        &self,
+        run: RunRecord,
+        hour: HourTimestamp,
+        integrations: BTreeSet<Name>,
+    ) -> Event {
+        let mut event = self.template.event_at(
+            hour,
+            EventType::Run,
+            DurationBucket::from_duration(run.duration),
+        );
+        event.outcome = Some(run.outcome);
+        event.features = run
+            .features
+            .iter()
+            .filter_map(|feature| self.catalog.feature_name(feature).cloned())
+            .collect();
+        event.integrations = integrations;
+        if let Some(exception) = run.exception {
+            event.errors.exception_types.insert(
+                self.catalog.exception_type_name(exception),
+                CountBucket::One,
+            );
+        }
+        event
+    }
+
+    fn installed_integrations(&self) -> BTreeSet<Name> {
+        self.allowlisted_names(&self.usage.integrations_installed, Section::Integrations)
+    }
+
+    fn allowlisted_names(&self, set: &AtomicBitSet, section: Section) -> BTreeSet<Name> {
+        self.allowlisted_slots(set.iter(), section)
+    }
+
+    /// The names of allowlist slots; the slot past the declared names is `other`.
+    fn allowlisted_slots(
+        &self,
+        slots: impl Iterator<Item = usize>,
+        section: Section,
+    ) -> BTreeSet<Name> {
+        let declared = self.catalog.entries(section);
+        slots
+            .map(|slot| match declared.get(slot) {
+                Some(entry) => entry.name.clone(),
+                None => other_name(),
+            })
+            .collect()
+    }
+
+    fn names(&self, set: &AtomicBitSet, section: Section) -> BTreeSet<Name> {
+        let declared = self.catalog.entries(section);
+        set.iter()
+            .filter_map(|index| declared.get(index).map(|entry| entry.name.clone()))
+            .collect()
+    }
+
+    /// The `sdk_usage` summary of the whole process, checked; `None` when the checks refused it.
+    pub(crate) fn summary(&self) -> Option<EncodedEvent> {
+        let usage = Arc::clone(&self.usage);
+        let mut event = self.template.event(
+            EventType::SdkUsage,
+            DurationBucket::from_duration(self.started.elapsed()),
+        );
+        let mut features = self.names(&usage.features, Section::Features);
+        features.extend(
+            self.run_features
+                .iter()
+                .filter_map(|feature| self.catalog.feature_name(feature).cloned()),
+        );
+        event.features = features;
+        event.block_types = self.names(&usage.block_types, Section::BlockTypes);
+        event.commands = self.names(&usage.commands, Section::Commands);
+        event.integrations = self.installed_integrations();
+        let metrics = self.catalog.entries(Section::Metrics);
+        event.metrics = usage
+            .metrics
+            .iter()
+            .filter_map(|(index, count)| {
+                Some((
+                    metrics.get(index)?.name.clone(),
+                    CountBucket::from_count(count),
+                ))
+            })
+            .collect();
+        let mut exception_counts: BTreeMap<Name, u64> = BTreeMap::new();
+        let exceptions = self.catalog.entries(Section::ExceptionTypes);
+        let from_runs = self.run_exceptions.iter().copied().enumerate();
+        for (slot, count) in usage.exception_types.iter().chain(from_runs) {
+            if count > 0 {
+                let name = exceptions
+                    .get(slot)
+                    .map_or_else(other_name, |entry| entry.name.clone());
+                *exception_counts.entry(name).or_default() += count;
+            }
+        }
+        event.errors = ErrorSummary {
+            integration_import_failures: self
+                .allowlisted_names(&usage.integration_import_failures, Section::Integrations),
+            config_errors: self.names(&usage.config_errors, Section::ConfigErrors),
+            exception_types: exception_counts
+                .into_iter()
+                .map(|(name, count)| (name, CountBucket::from_count(count)))
+                .collect(),
+        };
+        event.concurrency_peak = Some(CountBucket::from_count(
+            usage.concurrency_peak.load(Ordering::Relaxed),
+        ));
+        self.accept(self.check(&event))
+    }
+}
+
+fn other_name() -> Name {
+    Name::new(telemetry_model::catalog::OTHER)
+        .unwrap_or_else(|_| unreachable!("`other` is a valid name"))
+}

@@ -4,6 +4,7 @@
 //! moment leaves either the whole batch or none of it; and every event read back is checked
 //! with [`EncodedEvent::from_stored`] before it can reach a transport.
 
+use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
 use std::fmt::{self, Write as _};
 use std::fs;
@@ -28,8 +29,14 @@ pub const SPOOL_FILE_NAME: &str = "telemetry_spool.sqlite3";
 /// How long a claim stays exclusive unless [`SqliteSpool::with_claim_lease`] says otherwise.
 pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 
-/// How long a statement waits for another connection (or process) to finish writing.
+/// How long a statement waits for another connection (or process) to finish writing, unless
+/// [`SqliteSpool::with_busy_timeout`] says otherwise.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most that dropping a spool waits for the write lock to release the claims it still holds.
+/// Dropping happens on the way out of a process, which must not hang on another process's write;
+/// a claim that cannot be released in time is still a lease, and frees its events when it expires.
+const RELEASE_ON_DROP_WAIT: Duration = Duration::from_secs(1);
 
 /// The newest schema version this library reads and writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 3;
@@ -43,7 +50,8 @@ pub struct SpoolLimits {
     /// The file is larger than this by SQLite's page and index overhead.
     pub max_bytes: u64,
     /// Events older than this (by the local time they were appended) are dropped, never sent.
-    /// Default 30 days.
+    /// Default 30 days. A time that cannot be right counts as the time the spool first met the
+    /// event (see "Clocks" on [`SqliteSpool`]).
     pub max_age: Duration,
 }
 
@@ -166,8 +174,8 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// # Storage
 ///
 /// One row per event in table `events`: an integer key `seq` in the order of appending, the
-/// event id, the JSON, its length in bytes, and the local unix second it was appended (never
-/// sent).
+/// event id, the JSON, its length in bytes, and `inserted_at`, the local unix second it was
+/// appended (never sent; see Clocks).
 /// The order has its own key rather than SQLite's implicit rowid, which `VACUUM` may renumber.
 /// A `seq` is never used twice, even after the newest events are deleted: appending takes the
 /// next one from a high-water mark in table `totals` (or one past the largest `seq` held, if
@@ -175,8 +183,11 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// That is what lets a claim name its events by a range of `seq` (see below).
 /// Table `totals` also holds the number and bytes of the rows, which the spool's own code
 /// keeps exact in the same transaction as every insert and delete (one update per
-/// transaction, not per row), so that bounds are checked without scanning; table `meta` holds
-/// the drop counters for each reason; table `claims` holds one row per claim.
+/// transaction, not per row), so that bounds are checked without scanning; table `claims`
+/// holds one row per claim; table `meta` holds one integer per key: the drop counters for each
+/// reason (`dropped_full`, `dropped_age`, `dropped_invalid`), the delivery ledger (below), and
+/// `created_at`, the unix second the file was created by the clock of the process that created
+/// it (a file created by an earlier version has none; see Clocks).
 /// No index but the keys: the age bound needs none (see Bounds), and the event id has none
 /// either. Ids are random, so an index on them puts every new id on a random page of the index:
 /// with a backlog of 20,000 events, one append of a few hundred events rewrote almost every page
@@ -186,10 +197,33 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// the telemetry worker never does; delivery is at least once in any case (a batch sent just
 /// before a crash is sent again), so receivers drop duplicates by `event_id`, and an event
 /// appended twice is sent twice, never lost.
+///
+/// The delivery ledger ([`Buffer::ledger`]) is one row of `meta` per field, by key:
+/// `delivered`, `failed_deliveries`, `last_sent_ms`, `dropped_queue_full`, `dropped_scrubbed`,
+/// `dropped_storage`, `dropped_rejected`, `purged`, `not_before_ms`, `consecutive_failures` and
+/// `circuit_open_until_ms`.
+/// Times are milliseconds since the Unix epoch, and zero is unset, so a time at or before the
+/// epoch reads back unset; counts stop at `i64::MAX`, the largest SQLite integer.
+/// A row that is absent reads as zero (or unset): a file from before the ledger reads as an
+/// empty ledger without a migration or a new schema version, and an older library that opens
+/// the file ignores the rows it does not know.
+/// [`update_ledger`](Buffer::update_ledger) reads the ledger and writes the rows that changed in
+/// one `BEGIN IMMEDIATE` transaction, so the changes of several spools and processes apply one
+/// after the other and none is lost; it returns the ledger as stored (times cut to the
+/// millisecond), which every later read returns field for field.
+/// [`purge`](Buffer::purge) adds what it deleted to `purged` in the transaction that deletes it.
+/// [`ledger`](Buffer::ledger) and [`stats`](Buffer::stats) only read: in WAL mode a reader takes
+/// no lock that a writer holds, so they answer at once while another process writes, with what
+/// was last committed.
+///
 /// The schema version is `PRAGMA user_version` ([`SCHEMA_VERSION`]); a newer file is refused
 /// with [`SpoolError::NewerSchema`] rather than misread. Opening an older file migrates it and
 /// keeps its events, their order and the counters; claims held in a version 1 file are released,
 /// claims held in a version 2 file are kept.
+/// Opening a file already at [`SCHEMA_VERSION`] reads its version without a lock and writes
+/// nothing, so it never waits for another process's write; only creating or migrating a file
+/// takes the write lock (waiting up to [`BUSY_TIMEOUT`] for it), and reads the version again
+/// under it, as another process may have migrated the file in the meantime.
 ///
 /// # Durability
 ///
@@ -201,16 +235,23 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// operating-system crash may lose the last few transactions; it never corrupts the file.
 /// For telemetry, losing a few seconds of events on power loss is worth not paying an
 /// `fsync` per batch.
-/// `PRAGMA busy_timeout` ([`BUSY_TIMEOUT`]) lets two processes share one file: a writer
-/// waits for the other's short transaction instead of failing.
+/// `PRAGMA busy_timeout` ([`BUSY_TIMEOUT`], or what [`SqliteSpool::with_busy_timeout`] sets)
+/// lets two processes share one file: a writer waits for the other's short transaction instead
+/// of failing. When the wait runs out, the operation fails with a [`BufferError::Storage`] (a
+/// [`SpoolError::Open`] when opening had to create or migrate the file) whose message says
+/// that the spool is busy, kept locked by another process, so that a caller can tell a busy
+/// spool from a broken one.
 ///
 /// # Claims across processes
 ///
 /// A claim is one row of table `claims`: a random id, the range `first_seq..=last_seq` of
 /// events it covers, the number and bytes of the events in that range (kept exact when some
-/// of an expired claim's events are dropped, so acknowledging reads no event), and when its
-/// lease expires. An event is claimed exactly when a claim whose lease has not expired covers
-/// its `seq`; the event rows themselves are never rewritten.
+/// of an expired claim's events are dropped, so acknowledging reads no event), and
+/// `expires_at`, the unix second its lease ends: when it was made, by the clock of the spool
+/// that made it, plus that spool's lease ([`DEFAULT_CLAIM_LEASE`], or
+/// [`with_claim_lease`](SqliteSpool::with_claim_lease)).
+/// An event is claimed exactly when a live claim covers its `seq`; the event rows themselves
+/// are never rewritten for it.
 /// [`claim`](Buffer::claim) takes the oldest event that no live claim covers and the events
 /// after it, up to the limit asked for, stopping early at the first event a live claim
 /// covers, so claims never overlap and one claim is one contiguous run.
@@ -221,14 +262,29 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 ///
 /// [`claim`](Buffer::claim) runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's
 /// single write lock before it reads, so two spools on one file (in one process or two)
-/// never hand out the same event under two unexpired claims. Appending, acknowledging and
+/// never hand out the same event under two live claims. Appending, acknowledging and
 /// purging, which also read before they write, take the lock the same way.
-/// A claim is a lease ([`DEFAULT_CLAIM_LEASE`]): when its holder dies without acknowledging
-/// or releasing it, its events are claimable again once the lease expires.
-/// Acknowledging an expired claim still works while nobody else has claimed its events:
-/// a new claim that takes any of them deletes the expired claim's row, so its holder's late
-/// acknowledgement gets [`BufferError::UnknownClaim`] rather than deleting events that are
-/// now someone else's.
+///
+/// A claim is a lease. By the clock of the spool that looks at it, a claim is live exactly while
+/// `now < expires_at <= now + lease`, where `lease` is that spool's own lease.
+/// So a claim is expired once its lease has run out, and also while it ends further ahead than
+/// a whole lease: it was made while the clock ran ahead (or the clock has since stepped back to
+/// before it was made), and believing it would hold its events until the clock caught up, which
+/// may be years. Its events may then be sent twice, never held and never lost.
+/// Spools that share a file should use the same lease: one with a shorter lease than another
+/// treats the other's fresh claims as expired in the same way.
+/// An expired claim holds nothing: its events count as unclaimed (for the bounds too), and the
+/// next claim that takes any of them deletes its row, so that its holder's late
+/// acknowledgement gets [`BufferError::UnknownClaim`] rather than deleting events that are now
+/// someone else's. Acknowledging or releasing an expired claim still works while nobody has
+/// taken its events.
+///
+/// Every spool remembers the claims it handed out and has not seen acknowledged or released
+/// (or purged), and releases them when it is dropped, in one transaction, waiting at most one
+/// second (less when its busy timeout is shorter) for the write lock. So a process that ends in
+/// order never leaves events held for a lease; only one that dies (killed, crashed, or ended
+/// without dropping the spool) leaves its claims to expire. Releasing on drop is best effort:
+/// a claim it could not release is still a lease, and frees its events when it expires.
 ///
 /// # Bounds
 ///
@@ -239,11 +295,31 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// Claimed events are never dropped while their lease runs; events under an expired lease
 /// count as unclaimed.
 /// Events are appended in the order of the local clock, so the age bound on append only looks
-/// at the oldest events by `seq` and stops at the first that is young enough, which costs one
+/// at the oldest events by `seq` and stops at the first that is young enough (re-stamping, and
+/// looking past, events at the front whose time is implausible; see Clocks), which costs one
 /// row read when nothing is too old. After the clock steps backwards, an old event can sit
 /// behind a younger one and outlive that look; but claiming checks the age of every event it
 /// reads and drops (and counts) the ones older than `max_age` instead of handing them out, so
 /// an event older than `max_age` is never handed out. The counters persist across restarts.
+///
+/// # Clocks
+///
+/// An event's age is measured from its `inserted_at`, which is believed only when it is
+/// plausible: no earlier than the spool existed, and no later than a lease from now.
+/// The spool existed from `created_at`, but never before 2025-02-20T00:00:00Z: the release of
+/// Rust 1.85, the first compiler for the 2024 edition that every version of this crate is
+/// written in, so no spool of any version can hold an event appended earlier.
+/// A file without `created_at` (created by a version before it was recorded) existed from that
+/// date; so does a file created while the clock read earlier (1970, say).
+/// A `created_at` later than a lease from now is not believed, but left in the file: the file
+/// was created while the clock ran ahead, or the clock runs behind now and `created_at` is
+/// right again once the clock is.
+/// An event whose `inserted_at` is implausible was appended while the clock was wrong (it read
+/// 1970, or ran ahead): it is never dropped as too old. Whenever an append or a claim meets it,
+/// its `inserted_at` is set to now, and it ages from then, so it is sent, or dropped as too old
+/// `max_age` after it was first met, never held for good.
+/// One thing no rule can tell from time passing is a clock that jumps ahead now: the events
+/// appended before it look old, and are dropped and counted in [`BufferStats::dropped_age`].
 ///
 /// # Damage
 ///
@@ -261,8 +337,12 @@ pub struct SqliteSpool {
     limits: SpoolLimits,
     claim_lease: Duration,
     clock: Clock,
+    busy_timeout: Duration,
     recovery: Option<Recovery>,
     connection: Mutex<Connection>,
+    /// The claims this spool handed out and has not seen acknowledged or released (nor purged):
+    /// dropping the spool releases them.
+    held: Mutex<HashSet<ClaimId>>,
 }
 
 impl fmt::Debug for SqliteSpool {
@@ -271,6 +351,7 @@ impl fmt::Debug for SqliteSpool {
             .field("path", &self.path)
             .field("limits", &self.limits)
             .field("claim_lease", &self.claim_lease)
+            .field("busy_timeout", &self.busy_timeout)
             .field("recovery", &self.recovery)
             .finish_non_exhaustive()
     }
@@ -295,18 +376,20 @@ impl SqliteSpool {
     ) -> Result<SqliteSpool, SpoolError> {
         let path = path.as_ref().to_path_buf();
         let clock: Clock = Arc::new(clock);
-        let (connection, recovery) = match open_connection(&path) {
+        let (connection, recovery) = match open_connection(&path, unix_seconds(clock())) {
             Ok(connection) => (connection, None),
             Err(OpenFailure::Fatal(error)) => return Err(error),
             Err(OpenFailure::Damaged(reason)) => {
                 let moved_to = move_aside(&path, &reason, unix_seconds(clock()))?;
-                let connection = open_connection(&path).map_err(|failure| match failure {
-                    OpenFailure::Fatal(error) => error,
-                    OpenFailure::Damaged(detail) => SpoolError::Open {
-                        path: path.clone(),
-                        detail,
+                let connection = open_connection(&path, unix_seconds(clock())).map_err(
+                    |failure| match failure {
+                        OpenFailure::Fatal(error) => error,
+                        OpenFailure::Damaged(detail) => SpoolError::Open {
+                            path: path.clone(),
+                            detail,
+                        },
                     },
-                })?;
+                )?;
                 let recovery = Recovery {
                     damaged: path.clone(),
                     moved_to,
@@ -322,14 +405,17 @@ impl SqliteSpool {
                 ..limits
             },
             claim_lease: DEFAULT_CLAIM_LEASE,
+            busy_timeout: BUSY_TIMEOUT,
             clock,
             recovery,
             connection: Mutex::new(connection),
+            held: Mutex::new(HashSet::new()),
         })
     }
 
     /// Sets how long a claim stays exclusive (at least one second, as leases are recorded in
-    /// whole seconds).
+    /// whole seconds). Spools that share a file should use the same lease: each treats a claim
+    /// that ends further ahead than its own lease as expired (see "Claims across processes").
     pub fn with_claim_lease(mut self, lease: Duration) -> SqliteSpool {
         self.claim_lease = lease.max(Duration::from_secs(1));
         self
@@ -350,6 +436,30 @@ impl SqliteSpool {
         self.claim_lease
     }
 
+    /// Sets how long each operation waits for another process (or connection) that holds the
+    /// spool's write lock, instead of [`BUSY_TIMEOUT`]. When the wait runs out, the operation
+    /// fails with a [`BufferError::Storage`] whose message says that the spool is busy, locked by
+    /// another process.
+    ///
+    /// Reading ([`stats`](Buffer::stats), [`ledger`](Buffer::ledger)) and opening a file that is
+    /// already at [`SCHEMA_VERSION`] need no lock, so a `status` command answers at once
+    /// whatever the wait; a short wait (or none) only bounds what it might still have to write.
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> SqliteSpool {
+        let connection = self
+            .connection
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        // `sqlite3_busy_timeout` only reports misuse of a closed connection, and this one is open.
+        let _ = connection.busy_timeout(timeout);
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long each operation waits for another process's write lock.
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
+    }
+
     /// What [`open`](SqliteSpool::open) did with a damaged file, if it found one.
     /// Show it to the user once: it names the damaged file and where it was moved.
     pub fn recovery(&self) -> Option<&Recovery> {
@@ -368,17 +478,56 @@ impl SqliteSpool {
         unix_seconds((self.clock)())
     }
 
+    /// The claims handed out and not yet acknowledged or released.
+    fn held(&self) -> MutexGuard<'_, HashSet<ClaimId>> {
+        // A set of ids cannot be left half-changed by a panic.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The times this transaction judges rows and claims by.
+    ///
+    /// A creation time further ahead than a lease is not believed: either the file was created
+    /// while the clock ran ahead, and believing it would make every event appended since look
+    /// implausible, or the clock runs behind now, and the creation time is right again once the
+    /// clock is. So it is left in the file as it is, and only [`EARLIEST_PLAUSIBLE`] holds.
+    fn moment_in(&self, tx: &Transaction<'_>) -> SqlResult<Moment> {
+        let now = self.now();
+        let latest = now.saturating_add(seconds_i64(self.claim_lease));
+        let created_at = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [CREATED_AT],
+                |row| Ok(integer(row, 0)),
+            )
+            .optional()?
+            .flatten()
+            .filter(|created_at| *created_at <= latest);
+        Ok(Moment {
+            now,
+            earliest: created_at.map_or(EARLIEST_PLAUSIBLE, |created_at| {
+                created_at.max(EARLIEST_PLAUSIBLE)
+            }),
+            latest,
+        })
+    }
+
     fn storage_error(&self, action: &str, error: rusqlite::Error) -> BufferError {
+        let detail = if is_busy(&error) {
+            busy_detail(self.busy_timeout)
+        } else {
+            error.to_string()
+        };
         BufferError::Storage(format!(
-            "cannot {action} the telemetry spool {}: {error}",
+            "cannot {action} the telemetry spool {}: {detail}",
             self.path.display()
         ))
     }
 
     fn append_in(&self, connection: &mut Connection, events: &[EncodedEvent]) -> SqlResult<()> {
-        let now = self.now();
-        let cutoff = age_cutoff(now, self.limits.max_age);
         let tx = immediate(connection)?;
+        let moment = self.moment_in(&tx)?;
+        let now = moment.now;
+        let cutoff = age_cutoff(now, self.limits.max_age);
         // The oldest event is read before the new ones go in: they are not older than it.
         let (mut totals, oldest_inserted_at) = tx.query_row(
             "SELECT events, bytes,
@@ -415,10 +564,12 @@ impl SqliteSpool {
             }
         }
         let mut claims = None;
-        if oldest_inserted_at.is_some_and(|inserted_at| inserted_at < cutoff) {
-            drop_aged_head(&tx, now, cutoff, &mut claims, &mut totals)?;
+        if oldest_inserted_at
+            .is_some_and(|inserted_at| inserted_at < cutoff || !moment.is_plausible(inserted_at))
+        {
+            drop_aged_head(&tx, &moment, cutoff, &mut claims, &mut totals)?;
         }
-        self.drop_over_limits(&tx, now, &mut claims, &mut totals)?;
+        self.drop_over_limits(&tx, &moment, &mut claims, &mut totals)?;
         tx.execute(
             "UPDATE totals SET events = ?1, bytes = ?2, next_seq = ?3",
             params![totals.events, totals.bytes, totals.next_seq],
@@ -430,7 +581,7 @@ impl SqliteSpool {
     fn drop_over_limits(
         &self,
         tx: &Transaction<'_>,
-        now: i64,
+        moment: &Moment,
         claims: &mut Option<Vec<ClaimRange>>,
         totals: &mut Totals,
     ) -> SqlResult<()> {
@@ -448,7 +599,7 @@ impl SqliteSpool {
                 let Some(row) = rows.next()? else { break };
                 let seq: i64 = row.get(0)?;
                 let claims = loaded_claims(tx, claims)?;
-                if live_claim_over(claims, seq, now).is_some() {
+                if live_claim_over(claims, seq, moment).is_some() {
                     doomed.keep();
                     continue;
                 }
@@ -463,14 +614,16 @@ impl SqliteSpool {
     }
 
     fn claim_in(&self, connection: &mut Connection, max_events: usize) -> SqlResult<Option<Claim>> {
-        let now = self.now();
-        let cutoff = age_cutoff(now, self.limits.max_age);
-        let expires_at = now.saturating_add(seconds_i64(self.claim_lease));
         let tx = immediate(connection)?;
+        let moment = self.moment_in(&tx)?;
+        let now = moment.now;
+        let cutoff = age_cutoff(now, self.limits.max_age);
+        let expires_at = moment.latest;
         let claims = read_claims(&tx)?;
         let mut events = Vec::new();
         let mut bytes = 0;
         let mut doomed = Doomed::default();
+        let mut restamped = Runs::default();
         let (mut aged, mut invalid) = (0, 0);
         // The rows this claim covers, `first..=last` by `seq`: from the oldest row that no live
         // claim holds, through rows no live claim holds, up to the first row that one does.
@@ -494,14 +647,14 @@ impl SqliteSpool {
                     let first = match range {
                         Some((first, _)) => first,
                         None => {
-                            if let Some(held) = live_claim_over(&claims, seq, now) {
+                            if let Some(held) = live_claim_over(&claims, seq, &moment) {
                                 // Skip the whole range of the live claim in one step.
                                 after = held.last;
                                 continue 'scan;
                             }
                             ceiling = claims
                                 .iter()
-                                .filter(|claim| claim.is_live(now) && claim.first > seq)
+                                .filter(|claim| claim.is_live(&moment) && claim.first > seq)
                                 .map(|claim| claim.first - 1)
                                 .min()
                                 .unwrap_or(i64::MAX);
@@ -514,18 +667,29 @@ impl SqliteSpool {
                     range = Some((first, seq));
                     let byte_len = integer(row, 2).unwrap_or(0);
                     match integer(row, 1) {
-                        Some(inserted_at) if inserted_at < cutoff => {
+                        // Only a plausible time says that an event is too old; an implausible
+                        // one was written while the clock was wrong (see "Clocks").
+                        Some(inserted_at)
+                            if inserted_at < cutoff && moment.is_plausible(inserted_at) =>
+                        {
                             doomed.push(seq, byte_len, &claims);
+                            restamped.skip();
                             aged += 1;
                         }
                         inserted_at => match inserted_at.and_then(|_| stored_event(row, 3)) {
                             Some(event) => {
+                                if inserted_at.is_some_and(|at| !moment.is_plausible(at)) {
+                                    restamped.push(seq);
+                                } else {
+                                    restamped.skip();
+                                }
                                 events.push(event);
                                 bytes += byte_len;
                                 doomed.keep();
                             }
                             None => {
                                 doomed.push(seq, byte_len, &claims);
+                                restamped.skip();
                                 invalid += 1;
                             }
                         },
@@ -543,11 +707,12 @@ impl SqliteSpool {
                     // held by a live claim, and claims never overlap), so they go too.
                     if claims
                         .iter()
-                        .any(|claim| !claim.is_live(now) && claim.first <= last)
+                        .any(|claim| !claim.is_live(&moment) && claim.first <= last)
                     {
                         tx.execute(
-                            "DELETE FROM claims WHERE expires_at <= ?1 AND first_seq <= ?2",
-                            params![now, last],
+                            "DELETE FROM claims
+                             WHERE (expires_at <= ?1 OR expires_at > ?2) AND first_seq <= ?3",
+                            params![now, moment.latest, last],
                         )?;
                     }
                     let claim_id = unused_claim_id(&claims);
@@ -560,6 +725,7 @@ impl SqliteSpool {
                 }
                 _ => None,
             };
+        restamp(&tx, &restamped, now)?;
         doomed.delete(&tx)?;
         subtract_from_totals(&tx, doomed.events, doomed.bytes)?;
         add_to_counter(&tx, DROPPED_AGE, aged)?;
@@ -600,10 +766,10 @@ impl SqliteSpool {
         let purged = tx.execute("DELETE FROM events", [])?;
         tx.execute("DELETE FROM claims", [])?;
         tx.execute("UPDATE totals SET events = 0, bytes = 0", [])?;
-        let mut ledger = read_ledger(&tx)?;
-        let before = ledger.clone();
-        ledger.purged = ledger.purged.saturating_add(purged as u64);
-        write_ledger(&tx, &before, &ledger)?;
+        let before = read_ledger(&tx)?;
+        let mut after = before.clone();
+        after.purged = after.purged.saturating_add(purged as u64);
+        write_ledger(&tx, &before, &as_stored(&after))?;
         tx.commit()?;
         Ok(purged)
     }
@@ -628,8 +794,13 @@ impl Buffer for SqliteSpool {
             return Ok(None);
         }
         let mut connection = self.lock();
-        self.claim_in(&mut connection, max_events)
-            .map_err(|error| self.storage_error("claim events from", error))
+        let claim = self
+            .claim_in(&mut connection, max_events)
+            .map_err(|error| self.storage_error("claim events from", error))?;
+        if let Some(claim) = &claim {
+            self.held().insert(claim.id);
+        }
+        Ok(claim)
     }
 
     fn acknowledge(&self, claim: ClaimId) -> Result<(), BufferError> {
@@ -637,6 +808,7 @@ impl Buffer for SqliteSpool {
         let known = self
             .acknowledge_in(&mut connection, claim)
             .map_err(|error| self.storage_error("acknowledge events in", error))?;
+        self.held().remove(&claim);
         if !known {
             return Err(BufferError::UnknownClaim(claim));
         }
@@ -651,6 +823,7 @@ impl Buffer for SqliteSpool {
                 params![claim_column(claim)],
             )
             .map_err(|error| self.storage_error("release events in", error))?;
+        self.held().remove(&claim);
         if released == 0 {
             return Err(BufferError::UnknownClaim(claim));
         }
@@ -685,6 +858,7 @@ impl Buffer for SqliteSpool {
         let purged = self
             .purge_in(&mut connection)
             .map_err(|error| self.storage_error("purge", error))?;
+        self.held().clear();
         // Give the freed pages back to the file system and fold the log into the file, so the
         // deleted events do not linger on disk. Both are best effort: another process reading
         // the file can hold the checkpoint back, and the next one will finish it.
@@ -716,12 +890,47 @@ impl Buffer for SqliteSpool {
             let before = read_ledger(&tx)?;
             let mut after = before.clone();
             change(&mut after);
+            // What is returned is what every later `ledger` reads, field for field.
+            let after = as_stored(&after);
             write_ledger(&tx, &before, &after)?;
             tx.commit()?;
             Ok(after)
         };
         update(&mut connection).map_err(|error| self.storage_error("update the ledger of", error))
     }
+}
+
+impl Drop for SqliteSpool {
+    /// Releases the claims this spool handed out and never saw acknowledged or released, so
+    /// that a process that ends in order leaves no events held for a lease. Best effort, with a
+    /// bounded wait (one second, or less when the spool waits less): a claim left behind is
+    /// still a lease, and frees its events when it expires.
+    fn drop(&mut self) {
+        let held = self.held.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if held.is_empty() {
+            return;
+        }
+        let held: Vec<i64> = held.drain().map(claim_column).collect();
+        let connection = self
+            .connection
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _ = connection.busy_timeout(self.busy_timeout.min(RELEASE_ON_DROP_WAIT));
+        let _ = release_claims(connection, &held);
+    }
+}
+
+/// Deletes the claims' rows in one transaction, so their events are the oldest unclaimed ones
+/// again. A claim that is gone already (taken over after it expired) is skipped.
+fn release_claims(connection: &mut Connection, claims: &[i64]) -> SqlResult<()> {
+    let tx = immediate(connection)?;
+    {
+        let mut delete = tx.prepare("DELETE FROM claims WHERE claim_id = ?1")?;
+        for claim in claims {
+            delete.execute([claim])?;
+        }
+    }
+    tx.commit()
 }
 
 /// The ledger's fields as rows of table `meta`, by key. A key that is absent reads as zero (or
@@ -760,8 +969,39 @@ fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 11] {
     ]
 }
 
-fn read_ledger(tx: &Transaction<'_>) -> SqlResult<DeliveryLedger> {
+/// Sets the field that the row `key` holds to `value`; other keys of `meta` are not the ledger's.
+fn set_ledger_field(ledger: &mut DeliveryLedger, key: &str, value: i64) {
     use ledger_keys::*;
+    let count = u64::try_from(value).unwrap_or(0);
+    match key {
+        DELIVERED => ledger.delivered = count,
+        FAILED_DELIVERIES => ledger.failed_deliveries = count,
+        LAST_SENT_MS => ledger.last_sent = from_unix_millis(value),
+        DROPPED_QUEUE_FULL => ledger.dropped_queue_full = count,
+        DROPPED_SCRUBBED => ledger.dropped_scrubbed = count,
+        DROPPED_STORAGE => ledger.dropped_storage = count,
+        DROPPED_REJECTED => ledger.dropped_rejected = count,
+        PURGED => ledger.purged = count,
+        NOT_BEFORE_MS => ledger.not_before = from_unix_millis(value),
+        CONSECUTIVE_FAILURES => {
+            ledger.consecutive_failures = u32::try_from(value).unwrap_or(0);
+        }
+        CIRCUIT_OPEN_UNTIL_MS => ledger.circuit_open_until = from_unix_millis(value),
+        _ => {}
+    }
+}
+
+/// `ledger` as reading it back from the file gives it: times cut to the millisecond (unset at or
+/// before the Unix epoch), counts stopped at `i64::MAX`.
+fn as_stored(ledger: &DeliveryLedger) -> DeliveryLedger {
+    let mut stored = DeliveryLedger::default();
+    for (key, value) in ledger_rows(ledger) {
+        set_ledger_field(&mut stored, key, value);
+    }
+    stored
+}
+
+fn read_ledger(tx: &Transaction<'_>) -> SqlResult<DeliveryLedger> {
     let mut select = tx.prepare("SELECT key, value FROM meta")?;
     let mut rows = select.query([])?;
     let mut ledger = DeliveryLedger::default();
@@ -769,24 +1009,7 @@ fn read_ledger(tx: &Transaction<'_>) -> SqlResult<DeliveryLedger> {
         let Ok(key) = row.get_ref(0)?.as_str() else {
             continue;
         };
-        let value = integer(row, 1).unwrap_or(0);
-        let count = u64::try_from(value).unwrap_or(0);
-        match key {
-            DELIVERED => ledger.delivered = count,
-            FAILED_DELIVERIES => ledger.failed_deliveries = count,
-            LAST_SENT_MS => ledger.last_sent = from_unix_millis(value),
-            DROPPED_QUEUE_FULL => ledger.dropped_queue_full = count,
-            DROPPED_SCRUBBED => ledger.dropped_scrubbed = count,
-            DROPPED_STORAGE => ledger.dropped_storage = count,
-            DROPPED_REJECTED => ledger.dropped_rejected = count,
-            PURGED => ledger.purged = count,
-            NOT_BEFORE_MS => ledger.not_before = from_unix_millis(value),
-            CONSECUTIVE_FAILURES => {
-                ledger.consecutive_failures = u32::try_from(value).unwrap_or(0);
-            }
-            CIRCUIT_OPEN_UNTIL_MS => ledger.circuit_open_until = from_unix_millis(value),
-            _ => {}
-        }
+        set_ledger_field(&mut ledger, key, integer(row, 1).unwrap_or(0));
     }
     Ok(ledger)
 }
@@ -817,6 +1040,16 @@ type SqlResult<T> = Result<T, rusqlite::Error>;
 const DROPPED_FULL: &str = "dropped_full";
 const DROPPED_AGE: &str = "dropped_age";
 const DROPPED_INVALID: &str = "dropped_invalid";
+/// The row of `meta` that holds the unix second the file was created, by the clock of the
+/// process that created it. Files created before it was recorded have no such row.
+const CREATED_AT: &str = "created_at";
+
+/// 2025-02-20T00:00:00Z, the release of Rust 1.85, the first stable compiler for the 2024
+/// edition that every version of this crate is written in: no spool of any version can hold an
+/// event appended before it. It is the creation time of files that have none recorded, and the
+/// earliest creation time believed of any file (one created while the clock read 1970 says
+/// 1970).
+const EARLIEST_PLAUSIBLE: i64 = 1_740_009_600;
 
 /// Schema migrations: entry `n` takes a file from `user_version` n to n + 1.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -900,14 +1133,21 @@ enum OpenFailure {
     Fatal(SpoolError),
 }
 
-fn open_connection(path: &Path) -> Result<Connection, OpenFailure> {
+/// Opens (or creates) the file and brings it to [`SCHEMA_VERSION`]; `now` is recorded as the
+/// spool's creation time when this creates it.
+fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenFailure> {
     let open_error = |error: rusqlite::Error| {
         if is_damage(&error) {
             OpenFailure::Damaged(error.to_string())
         } else {
+            let detail = if is_busy(&error) {
+                busy_detail(BUSY_TIMEOUT)
+            } else {
+                error.to_string()
+            };
             OpenFailure::Fatal(SpoolError::Open {
                 path: path.to_path_buf(),
-                detail: error.to_string(),
+                detail,
             })
         }
     };
@@ -958,7 +1198,7 @@ fn open_connection(path: &Path) -> Result<Connection, OpenFailure> {
     connection
         .execute_batch("PRAGMA synchronous = NORMAL")
         .map_err(open_error)?;
-    migrate(&mut connection).map_err(|error| match error {
+    migrate(&mut connection, now).map_err(|error| match error {
         MigrateError::Sql(error) => open_error(error),
         MigrateError::Newer(found) => OpenFailure::Fatal(SpoolError::NewerSchema {
             path: path.to_path_buf(),
@@ -981,10 +1221,24 @@ impl From<rusqlite::Error> for MigrateError {
 }
 
 /// Brings the file to [`SCHEMA_VERSION`], one step at a time, in one transaction that holds the
-/// write lock, so two processes opening a new file at once migrate it once.
-fn migrate(connection: &mut Connection) -> Result<(), MigrateError> {
+/// write lock, so two processes opening a new file at once migrate it once. A new file also gets
+/// its creation time, `now`, in the same transaction.
+///
+/// A file already at [`SCHEMA_VERSION`] is left alone without taking the write lock: reading the
+/// version is a read, which in WAL mode waits for no writer, so a process that only wants to
+/// read (`status`) opens the spool at once while another process writes to it.
+fn migrate(connection: &mut Connection, now: i64) -> Result<(), MigrateError> {
+    let found = schema_version(connection)?;
+    if found >= SCHEMA_VERSION {
+        return if found == SCHEMA_VERSION {
+            Ok(())
+        } else {
+            Err(MigrateError::Newer(found))
+        };
+    }
     let tx = immediate(connection)?;
-    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    // Read again under the lock: another process may have migrated the file in between.
+    let found = schema_version(&tx)?;
     let Ok(start) = usize::try_from(found) else {
         return Err(MigrateError::Newer(found));
     };
@@ -994,11 +1248,37 @@ fn migrate(connection: &mut Connection) -> Result<(), MigrateError> {
     for migration in &MIGRATIONS[start..] {
         tx.execute_batch(migration)?;
     }
+    if found == 0 {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+            params![CREATED_AT, now],
+        )?;
+    }
     if found < SCHEMA_VERSION {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     }
     tx.commit()?;
     Ok(())
+}
+
+fn schema_version(connection: &Connection) -> SqlResult<i64> {
+    connection.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// SQLite's verdict that another connection held a lock for longer than this one waits.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// What a storage error says when SQLite gave up waiting for another process's lock, so that a
+/// caller can tell a busy spool from a broken one without a variant of its own.
+fn busy_detail(waited: Duration) -> String {
+    format!(
+        "the spool is busy: another process (or connection) kept it locked for longer than the {waited:?} this spool waits; try again later"
+    )
 }
 
 /// SQLite's verdict that the file is not a database, or a damaged one.
@@ -1087,36 +1367,49 @@ fn age_cutoff(now: i64, max_age: Duration) -> i64 {
 }
 
 /// Drops the available events appended before `cutoff` from the front of the spool, stopping
-/// at the first event young enough, and counts them.
+/// at the first event young enough, and counts them. Events at the front whose time is
+/// implausible are not old but were appended while the clock was wrong: they get the time `now`
+/// and the look goes on past them.
 ///
 /// Events are appended in the order of the clock, so the front is where old events are; after
 /// the clock steps backwards an old event can sit behind a younger one and outlive this, but
 /// claiming checks the age of every event it reads, so it is dropped before it could be sent.
 fn drop_aged_head(
     tx: &Transaction<'_>,
-    now: i64,
+    moment: &Moment,
     cutoff: i64,
     claims: &mut Option<Vec<ClaimRange>>,
     totals: &mut Totals,
 ) -> SqlResult<()> {
     let mut doomed = Doomed::default();
+    let mut restamped = Runs::default();
     {
         let mut oldest =
             tx.prepare("SELECT seq, inserted_at, byte_len FROM events ORDER BY seq")?;
         let mut rows = oldest.query([])?;
         while let Some(row) = rows.next()? {
-            if integer(row, 1).is_none_or(|inserted_at| inserted_at >= cutoff) {
+            let Some(inserted_at) = integer(row, 1) else {
+                break;
+            };
+            let seq: i64 = row.get(0)?;
+            if !moment.is_plausible(inserted_at) {
+                restamped.push(seq);
+                doomed.keep();
+                continue;
+            }
+            if inserted_at >= cutoff {
                 break;
             }
-            let seq: i64 = row.get(0)?;
+            restamped.skip();
             let claims = loaded_claims(tx, claims)?;
-            if live_claim_over(claims, seq, now).is_some() {
+            if live_claim_over(claims, seq, moment).is_some() {
                 doomed.keep();
                 continue;
             }
             doomed.push(seq, integer(row, 2).unwrap_or(0), claims);
         }
     }
+    restamp(tx, &restamped, moment.now)?;
     doomed.delete(tx)?;
     totals.events -= doomed.events;
     totals.bytes -= doomed.bytes;
@@ -1137,8 +1430,32 @@ impl ClaimRange {
         (self.first..=self.last).contains(&seq)
     }
 
-    fn is_live(&self, now: i64) -> bool {
-        self.expires_at > now
+    /// Whether the lease still runs. A lease that ends further ahead than a lease from now was
+    /// taken while the clock ran ahead: it counts as expired, or it would hold its events until
+    /// the clock caught up, which may be years.
+    fn is_live(&self, moment: &Moment) -> bool {
+        self.expires_at > moment.now && self.expires_at <= moment.latest
+    }
+}
+
+/// The times one transaction judges rows and claims by, in unix seconds (see "Clocks" on
+/// [`SqliteSpool`]).
+#[derive(Clone, Copy, Debug)]
+struct Moment {
+    now: i64,
+    /// No event can have been appended before this: the later of the spool's creation and
+    /// [`EARLIEST_PLAUSIBLE`].
+    earliest: i64,
+    /// `now` plus this spool's lease: no claim made now expires later, and no event can have
+    /// been appended later.
+    latest: i64,
+}
+
+impl Moment {
+    /// Whether `inserted_at` can be when an event was appended. When it cannot, the event was
+    /// appended while the clock was wrong, and it is treated as appended now.
+    fn is_plausible(&self, inserted_at: i64) -> bool {
+        (self.earliest..=self.latest).contains(&inserted_at)
     }
 }
 
@@ -1157,10 +1474,14 @@ fn read_claims(tx: &Transaction<'_>) -> SqlResult<Vec<ClaimRange>> {
         .collect()
 }
 
-fn live_claim_over(claims: &[ClaimRange], seq: i64, now: i64) -> Option<&ClaimRange> {
+fn live_claim_over<'a>(
+    claims: &'a [ClaimRange],
+    seq: i64,
+    moment: &Moment,
+) -> Option<&'a ClaimRange> {
     claims
         .iter()
-        .find(|claim| claim.is_live(now) && claim.covers(seq))
+        .find(|claim| claim.is_live(moment) && claim.covers(seq))
 }
 
 /// Every claim, read from the file the first time it is asked for in a transaction.
@@ -1174,15 +1495,50 @@ fn loaded_claims<'a>(
     })
 }
 
-/// Rows to delete, gathered while a query reads them in `seq` order (a row must not change
-/// under the query reading it), as runs of rows with no kept row between them, so that each
-/// run is deleted with one statement. Counts their rows and bytes for `totals`, and for each
+/// Rows gathered while a query reads them in `seq` order, to change once the query is done (a row
+/// must not change under the query reading it), as runs of rows with no other row read between
+/// them, so that each run is changed with one statement.
+#[derive(Default)]
+struct Runs {
+    runs: Vec<(i64, i64)>,
+    run_is_open: bool,
+}
+
+impl Runs {
+    fn push(&mut self, seq: i64) {
+        match self.runs.last_mut() {
+            Some(run) if self.run_is_open => run.1 = seq,
+            _ => self.runs.push((seq, seq)),
+        }
+        self.run_is_open = true;
+    }
+
+    /// The row just read is not gathered, so the next gathered row starts a new run.
+    fn skip(&mut self) {
+        self.run_is_open = false;
+    }
+}
+
+/// Gives the rows in `runs` the append time `now`: their own time was implausible (see "Clocks"
+/// on [`SqliteSpool`]), so from now on they age as if appended now.
+fn restamp(tx: &Transaction<'_>, runs: &Runs, now: i64) -> SqlResult<()> {
+    if runs.runs.is_empty() {
+        return Ok(());
+    }
+    let mut update =
+        tx.prepare("UPDATE events SET inserted_at = ?1 WHERE seq BETWEEN ?2 AND ?3")?;
+    for &(first, last) in &runs.runs {
+        update.execute(params![now, first, last])?;
+    }
+    Ok(())
+}
+
+/// Rows to delete, gathered as [`Runs`]. Counts their rows and bytes for `totals`, and for each
 /// claim whose range holds some of them (an expired claim's events can be dropped), so that
 /// the claim's own count stays exact for its late acknowledgement.
 #[derive(Default)]
 struct Doomed {
-    runs: Vec<(i64, i64)>,
-    run_is_open: bool,
+    runs: Runs,
     events: i64,
     bytes: i64,
     /// `(claim id, events, bytes)` taken out of each claim's range.
@@ -1191,11 +1547,7 @@ struct Doomed {
 
 impl Doomed {
     fn push(&mut self, seq: i64, byte_len: i64, claims: &[ClaimRange]) {
-        match self.runs.last_mut() {
-            Some(run) if self.run_is_open => run.1 = seq,
-            _ => self.runs.push((seq, seq)),
-        }
-        self.run_is_open = true;
+        self.runs.push(seq);
         self.events += 1;
         self.bytes += byte_len;
         if let Some(claim) = claims.iter().find(|claim| claim.covers(seq)) {
@@ -1215,15 +1567,15 @@ impl Doomed {
 
     /// The row just read stays, so the next doomed row starts a new run.
     fn keep(&mut self) {
-        self.run_is_open = false;
+        self.runs.skip();
     }
 
     fn delete(&self, tx: &Transaction<'_>) -> SqlResult<()> {
-        if self.runs.is_empty() {
+        if self.runs.runs.is_empty() {
             return Ok(());
         }
         let mut delete = tx.prepare("DELETE FROM events WHERE seq BETWEEN ?1 AND ?2")?;
-        for &(first, last) in &self.runs {
+        for &(first, last) in &self.runs.runs {
             delete.execute(params![first, last])?;
         }
         for &(claim_id, events, bytes) in &self.from_claims {

@@ -1,5 +1,6 @@
 //! The SQLite spool on real files: the claim/acknowledge contract shared with the in-memory
-//! buffer, its bounds, persistence, claims across connections, schema versions and damage.
+//! buffer, its bounds, persistence, claims across connections, the delivery ledger, a busy file,
+//! wrong clocks, schema versions and damage.
 
 // Test helpers may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,10 +9,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use telemetry_buffer::{
-    Buffer, BufferError, SCHEMA_VERSION, SPOOL_FILE_NAME, SpoolError, SpoolLimits, SqliteSpool,
+    BUSY_TIMEOUT, Buffer, BufferError, DeliveryLedger, SCHEMA_VERSION, SPOOL_FILE_NAME, SpoolError,
+    SpoolLimits, SqliteSpool,
 };
 use telemetry_model::{EncodedEvent, EventId, fixtures::encoded_events};
 
@@ -86,6 +88,11 @@ impl TestClock {
     /// The clock stepping backwards, as a wall clock can when it is corrected.
     fn rewind(&self, seconds: u64) {
         self.0.fetch_sub(seconds, Ordering::SeqCst);
+    }
+
+    /// The clock reading `unix_seconds`, right or wrong.
+    fn set(&self, unix_seconds: u64) {
+        self.0.store(unix_seconds, Ordering::SeqCst);
     }
 }
 
@@ -364,13 +371,11 @@ fn an_event_appended_twice_is_kept_twice_in_order() {
 fn events_claims_and_counters_persist_across_reopen() {
     let dir = SpoolDir::new();
     let events = encoded_events(6);
-    let claim_id = {
-        let spool = dir.open(limits(5));
-        spool.append(events.clone()).unwrap();
-        let claim = spool.claim(2).unwrap().unwrap();
-        assert_eq!(ids(&claim.events), ids(&events[1..3]));
-        claim.id
-    };
+    // The first spool stays open, as another process delivering from the same file would.
+    let holder = dir.open(limits(5));
+    holder.append(events.clone()).unwrap();
+    let claim = holder.claim(2).unwrap().unwrap();
+    assert_eq!(ids(&claim.events), ids(&events[1..3]));
     let spool = dir.open(limits(5));
     let stats = spool.stats().unwrap();
     assert_eq!((stats.pending, stats.dropped_full), (5, 1));
@@ -378,11 +383,12 @@ fn events_claims_and_counters_persist_across_reopen() {
     assert_eq!(
         ids(&rest.events),
         ids(&events[3..]),
-        "the claim made before closing still holds its events"
+        "the claim made through the other connection still holds its events"
     );
-    spool.acknowledge(claim_id).unwrap();
+    spool.acknowledge(claim.id).unwrap();
     spool.release(rest.id).unwrap();
     drop(spool);
+    drop(holder);
     let spool = dir.open(limits(5));
     assert_eq!(spool.stats().unwrap().pending, 3);
     assert_eq!(spool.purge().unwrap(), 3);
@@ -654,10 +660,16 @@ fn claiming_drops_old_events_that_a_backward_clock_put_behind_younger_ones() {
         },
         &clock,
     );
+    // A day after the file was created, so that the clock stepping back below stays after it
+    // (an event stamped before the file existed is not old but implausible: see
+    // `events_stamped_at_an_implausible_time_are_kept_as_fresh`).
+    clock.advance(86_400);
     let first = encoded_events(3);
     spool.append(first.clone()).unwrap();
-    // The clock steps two hours back: these events look two hours older than the first ones.
-    clock.rewind(7_200);
+    // The clock steps 30 seconds back: these events look 30 seconds older than the first ones.
+    // (A step back of more than a claim lease would make the first events' time implausible,
+    // and they would count as appended now.)
+    clock.rewind(30);
     let behind = encoded_events(2);
     spool.append(behind.clone()).unwrap();
     // An hour later (by the clock), `behind` is past `max_age` and the first events are not.
@@ -1038,13 +1050,13 @@ fn a_version_2_file_is_migrated_keeping_its_claims() {
             )
             .unwrap();
         }
-        // A claim on the first two events, its lease still running; `seq` 11 was used by an
-        // event since deleted.
+        // A claim on the first two events, its lease (the default 60 s) still running; `seq`
+        // 11 was used by an event since deleted.
         let claimed = (events[0].json().len() + events[1].json().len()) as i64;
         raw.execute(
             "INSERT INTO claims (claim_id, first_seq, last_seq, events, bytes, expires_at)
              VALUES (42, 5, 6, 2, ?1, ?2)",
-            [claimed, now + 3_600],
+            [claimed, now + 30],
         )
         .unwrap();
         raw.execute(
@@ -1290,4 +1302,679 @@ fn unusable_locations_fail_with_a_message_naming_the_file() {
         );
     }
     assert!(dir.dir.path().is_dir(), "the directory was left alone");
+}
+
+// The delivery ledger.
+
+/// The creation time of the files the ledger and clock tests make, as [`TestClock::new`] reads.
+const CREATED: u64 = 1_764_338_400;
+const DAY: u64 = 24 * 60 * 60;
+const YEAR: u64 = 365 * DAY;
+
+/// A ledger with every field set to a value of its own, its times finer than a millisecond.
+fn full_ledger() -> DeliveryLedger {
+    let at = |seconds, nanos| Some(UNIX_EPOCH + Duration::new(seconds, nanos));
+    DeliveryLedger {
+        delivered: 11,
+        failed_deliveries: 12,
+        last_sent: at(CREATED, 123_456_789),
+        dropped_queue_full: 13,
+        dropped_scrubbed: 14,
+        dropped_storage: 15,
+        dropped_rejected: 16,
+        purged: 17,
+        not_before: at(CREATED + 3_600, 999_999_999),
+        consecutive_failures: u32::MAX,
+        circuit_open_until: at(CREATED + 7_200, 1),
+    }
+}
+
+/// `ledger` with its times cut to the millisecond, as the spool keeps them.
+fn to_the_millisecond(mut ledger: DeliveryLedger) -> DeliveryLedger {
+    let cut = |time: Option<SystemTime>| {
+        time.map(|time| {
+            let since = time.duration_since(UNIX_EPOCH).unwrap();
+            UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64)
+        })
+    };
+    ledger.last_sent = cut(ledger.last_sent);
+    ledger.not_before = cut(ledger.not_before);
+    ledger.circuit_open_until = cut(ledger.circuit_open_until);
+    ledger
+}
+
+#[test]
+fn a_ledger_reads_back_field_for_field() {
+    let huge = DeliveryLedger {
+        delivered: u64::MAX,
+        purged: i64::MAX as u64 + 1,
+        ..DeliveryLedger::default()
+    };
+    let huge_as_kept = DeliveryLedger {
+        delivered: i64::MAX as u64,
+        purged: i64::MAX as u64,
+        ..DeliveryLedger::default()
+    };
+    // (case, the ledger written, the ledger `update_ledger` returns and every later read gives)
+    let cases = [
+        (
+            "every field set, times to the millisecond",
+            to_the_millisecond(full_ledger()),
+            to_the_millisecond(full_ledger()),
+        ),
+        (
+            "times finer than a millisecond are kept to the millisecond",
+            full_ledger(),
+            to_the_millisecond(full_ledger()),
+        ),
+        (
+            "counts stop at the largest SQLite integer",
+            huge,
+            huge_as_kept,
+        ),
+        (
+            "times at or before the Unix epoch are unset",
+            DeliveryLedger {
+                last_sent: Some(UNIX_EPOCH),
+                not_before: Some(UNIX_EPOCH - Duration::from_secs(1)),
+                ..DeliveryLedger::default()
+            },
+            DeliveryLedger::default(),
+        ),
+        (
+            "empty",
+            DeliveryLedger::default(),
+            DeliveryLedger::default(),
+        ),
+    ];
+    for (case, written, read) in cases {
+        let dir = SpoolDir::new();
+        let spool = dir.open(SpoolLimits::default());
+        let returned = spool
+            .update_ledger(&mut |ledger| *ledger = written.clone())
+            .unwrap();
+        assert_eq!(returned, read, "{case}: returned");
+        assert_eq!(spool.ledger().unwrap(), read, "{case}: read by the writer");
+        drop(spool);
+        let reopened = dir.open(SpoolLimits::default());
+        assert_eq!(
+            reopened.ledger().unwrap(),
+            read,
+            "{case}: read after reopening"
+        );
+        // Writing it again as read changes nothing.
+        let again = reopened
+            .update_ledger(&mut |ledger| *ledger = read.clone())
+            .unwrap();
+        assert_eq!(again, read, "{case}: written again");
+    }
+}
+
+#[test]
+fn counts_added_by_two_spools_on_one_file_are_all_kept() {
+    const ROUNDS: u64 = 150;
+    let dir = SpoolDir::new();
+    dir.open(SpoolLimits::default());
+    let start = Barrier::new(2);
+    let purged_by_each: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (dir, start) = (&dir, &start);
+                scope.spawn(move || {
+                    // Each thread has its own spool, so its own connection to the file.
+                    let spool = dir.open(SpoolLimits::default());
+                    let mut purged = 0;
+                    start.wait();
+                    for round in 0..ROUNDS {
+                        spool
+                            .update_ledger(&mut |ledger| {
+                                ledger.delivered += 1;
+                                ledger.failed_deliveries += 2;
+                                ledger.consecutive_failures += 1;
+                            })
+                            .unwrap();
+                        // `purge` adds to the ledger too, racing the other thread's updates.
+                        spool.append(encoded_events(1)).unwrap();
+                        if round % 10 == 9 {
+                            purged += spool.purge().unwrap() as u64;
+                        }
+                    }
+                    purged + spool.purge().unwrap() as u64
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let ledger = dir.open(SpoolLimits::default()).ledger().unwrap();
+    assert_eq!(ledger.delivered, 2 * ROUNDS);
+    assert_eq!(ledger.failed_deliveries, 4 * ROUNDS);
+    assert_eq!(u64::from(ledger.consecutive_failures), 2 * ROUNDS);
+    assert_eq!(purged_by_each.iter().sum::<u64>(), 2 * ROUNDS);
+    assert_eq!(ledger.purged, 2 * ROUNDS, "every purged event is counted");
+}
+
+#[test]
+fn purge_adds_what_it_deleted_to_the_ledger() {
+    // (events appended, of which claimed, purged before by earlier processes)
+    let cases = [(0, 0, 0), (4, 0, 0), (4, 2, 0), (5, 5, 3), (1, 0, 1_000)];
+    for (appended, claimed, earlier) in cases {
+        let case = (appended, claimed, earlier);
+        let dir = SpoolDir::new();
+        let spool = dir.open(SpoolLimits::default());
+        spool
+            .update_ledger(&mut |ledger| {
+                ledger.purged = earlier;
+                ledger.delivered = 9;
+            })
+            .unwrap();
+        spool.append(encoded_events(appended)).unwrap();
+        if claimed > 0 {
+            spool.claim(claimed).unwrap().unwrap();
+        }
+        assert_eq!(spool.purge().unwrap(), appended, "{case:?}");
+        let expected = DeliveryLedger {
+            purged: earlier + appended as u64,
+            delivered: 9,
+            ..DeliveryLedger::default()
+        };
+        assert_eq!(spool.ledger().unwrap(), expected, "{case:?}");
+        drop(spool);
+        let spool = dir.open(SpoolLimits::default());
+        assert_eq!(
+            spool.ledger().unwrap(),
+            expected,
+            "{case:?}: after reopening"
+        );
+        assert_eq!(
+            spool.stats().unwrap().dropped_total(),
+            0,
+            "purging is no drop"
+        );
+    }
+}
+
+/// The schema version 3 of this library left a new file with before the ledger existed (and
+/// before it recorded when a file was created), as it wrote it.
+const VERSION_3_SCHEMA: &str = "
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        json TEXT NOT NULL,
+        byte_len INTEGER NOT NULL,
+        inserted_at INTEGER NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES
+        ('dropped_full', 0), ('dropped_age', 0), ('dropped_invalid', 0);
+    CREATE TABLE totals (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL DEFAULT 1
+    );
+    INSERT INTO totals (id, events, bytes) VALUES (0, 0, 0);
+    CREATE TABLE claims (
+        claim_id INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        events INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    PRAGMA user_version = 3;";
+
+/// A spool file in WAL mode made by `schema`, as an earlier version of the library wrote it.
+fn earlier_file(dir: &SpoolDir, schema: &str) -> rusqlite::Connection {
+    let raw = dir.raw();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    raw.execute_batch(schema).unwrap();
+    raw
+}
+
+#[test]
+fn a_file_from_before_the_ledger_reads_as_an_empty_ledger() {
+    // (case, the schema an earlier version wrote)
+    let cases = [
+        ("version 1", VERSION_1_SCHEMA),
+        ("version 2", VERSION_2_SCHEMA),
+        ("version 3", VERSION_3_SCHEMA),
+    ];
+    for (case, schema) in cases {
+        let dir = SpoolDir::new();
+        {
+            let raw = earlier_file(&dir, schema);
+            raw.execute_batch(
+                "UPDATE meta SET value = 5 WHERE key = 'dropped_full';
+                 UPDATE meta SET value = 2 WHERE key = 'dropped_age';",
+            )
+            .unwrap();
+        }
+        let spool = dir.open(SpoolLimits::default());
+        assert_eq!(spool.ledger().unwrap(), DeliveryLedger::default(), "{case}");
+        let stats = spool.stats().unwrap();
+        assert_eq!(
+            (stats.dropped_full, stats.dropped_age),
+            (5, 2),
+            "{case}: the spool's own counters are not the ledger's"
+        );
+        let written = spool
+            .update_ledger(&mut |ledger| ledger.delivered = 3)
+            .unwrap();
+        assert_eq!(spool.ledger().unwrap(), written, "{case}");
+        assert_eq!(spool.stats().unwrap(), stats, "{case}");
+    }
+}
+
+/// Opens a write transaction on its own connection and keeps it open until dropped, as another
+/// process in the middle of a write would.
+struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    fn take(dir: &SpoolDir) -> WriteLock {
+        let connection = dir.raw();
+        connection
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 UPDATE meta SET value = value + 1000 WHERE key = 'delivered';",
+            )
+            .unwrap();
+        WriteLock(connection)
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+}
+
+#[test]
+fn the_ledger_answers_while_another_connection_holds_the_write_lock() {
+    let dir = SpoolDir::new();
+    let before = dir.open(SpoolLimits::default());
+    before.append(encoded_events(3)).unwrap();
+    let written = before
+        .update_ledger(&mut |ledger| *ledger = full_ledger())
+        .unwrap();
+    let lock = WriteLock::take(&dir);
+    // Neither may wait for the lock: with no wait at all, one that needed it would fail.
+    let opened_before = before.with_busy_timeout(Duration::ZERO);
+    let started = Instant::now();
+    // As `status` in a new process does: open, then read.
+    let opened_during = SqliteSpool::open(dir.path(), SpoolLimits::default())
+        .unwrap()
+        .with_busy_timeout(Duration::ZERO);
+    for (case, spool) in [
+        ("opened before the lock", &opened_before),
+        ("opened while it is held", &opened_during),
+    ] {
+        assert_eq!(spool.ledger().unwrap(), written, "{case}");
+        assert_eq!(spool.stats().unwrap().pending, 3, "{case}");
+    }
+    assert!(
+        started.elapsed() < BUSY_TIMEOUT / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    drop(lock);
+    assert_eq!(opened_during.ledger().unwrap(), written, "rolled back");
+}
+
+#[test]
+fn a_write_that_outwaits_its_busy_timeout_fails_saying_the_spool_is_busy() {
+    type Operation = fn(&SqliteSpool) -> Result<(), BufferError>;
+    // (what the message says was done, the operation)
+    let operations: [(&str, Operation); 5] = [
+        ("append to", |spool| spool.append(encoded_events(1))),
+        ("claim events from", |spool| spool.claim(10).map(drop)),
+        ("acknowledge events in", |spool| {
+            spool.acknowledge(telemetry_buffer::ClaimId(7))
+        }),
+        ("purge", |spool| spool.purge().map(drop)),
+        ("update the ledger of", |spool| {
+            spool
+                .update_ledger(&mut |ledger| ledger.delivered += 1)
+                .map(drop)
+        }),
+    ];
+    for wait in [Duration::ZERO, Duration::from_millis(200)] {
+        for (action, operation) in operations {
+            let dir = SpoolDir::new();
+            let spool = dir.open(SpoolLimits::default()).with_busy_timeout(wait);
+            assert_eq!(spool.busy_timeout(), wait);
+            spool.append(encoded_events(2)).unwrap();
+            let lock = WriteLock::take(&dir);
+            let started = Instant::now();
+            let error = operation(&spool).unwrap_err();
+            let waited = started.elapsed();
+            assert!(
+                waited >= wait && waited < BUSY_TIMEOUT,
+                "{action}, {wait:?}: waited {waited:?}"
+            );
+            let BufferError::Storage(message) = &error else {
+                panic!("{action}, {wait:?}: {error:?}")
+            };
+            let expected = format!(
+                "cannot {action} the telemetry spool {}: the spool is busy: another process",
+                dir.path().display()
+            );
+            assert!(message.starts_with(&expected), "{message}");
+            assert!(message.contains(&format!("{wait:?}")), "{message}");
+            drop(lock);
+            // Nothing was half done, and the spool works once the lock is gone.
+            assert_eq!(spool.stats().unwrap().pending, 2, "{action}");
+            assert_eq!(spool.ledger().unwrap(), DeliveryLedger::default());
+            operation(&spool)
+                .or_else(|error| match error {
+                    BufferError::UnknownClaim(_) => Ok(()),
+                    error => Err(error),
+                })
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        SqliteSpool::open(SpoolDir::new().path(), SpoolLimits::default())
+            .unwrap()
+            .busy_timeout(),
+        BUSY_TIMEOUT
+    );
+}
+
+// Wrong clocks.
+
+#[test]
+fn a_claim_that_expires_further_ahead_than_a_lease_counts_as_expired() {
+    let right = CREATED + DAY;
+    // (how far ahead the clock ran when the claim was made, whether it still holds its events
+    // once the clock is right; the lease is 60 seconds)
+    let cases = [(0, true), (1, false), (3_600, false), (10 * YEAR, false)];
+    // Events do not age out while the clock runs ahead here: that is a bound doing its job.
+    let ageless = SpoolLimits {
+        max_age: Duration::from_secs(20 * YEAR),
+        ..SpoolLimits::default()
+    };
+    for (ahead, holds) in cases {
+        let dir = SpoolDir::new();
+        let clock = TestClock::new();
+        let spool = dir
+            .open_at(ageless, &clock)
+            .with_claim_lease(Duration::from_secs(60));
+        let events = encoded_events(3);
+        clock.set(right);
+        spool.append(events.clone()).unwrap();
+        clock.set(right + ahead);
+        let early = spool.claim(2).unwrap().unwrap();
+        clock.set(right);
+        let next = spool.claim(10).unwrap().unwrap();
+        if holds {
+            assert_eq!(ids(&next.events), ids(&events[2..]), "{ahead}");
+            spool.acknowledge(early.id).unwrap();
+        } else {
+            assert_eq!(ids(&next.events), ids(&events), "{ahead}");
+            let late = spool.acknowledge(early.id);
+            assert!(
+                matches!(late, Err(BufferError::UnknownClaim(_))),
+                "{ahead}: {late:?}"
+            );
+        }
+        spool.acknowledge(next.id).unwrap();
+        assert_eq!(spool.stats().unwrap().pending, 0, "{ahead}");
+        assert_totals_match(&dir, &spool);
+    }
+
+    // Nor does such a claim keep its events from being dropped to make room.
+    let dir = SpoolDir::new();
+    let clock = TestClock::new();
+    let spool = dir.open_at(
+        SpoolLimits {
+            max_events: 2,
+            ..ageless
+        },
+        &clock,
+    );
+    spool.append(encoded_events(2)).unwrap();
+    clock.set(CREATED + 10 * YEAR);
+    spool.claim(2).unwrap().unwrap();
+    clock.set(CREATED);
+    let newer = encoded_events(2);
+    spool.append(newer.clone()).unwrap();
+    assert_eq!(spool.stats().unwrap().dropped_full, 2);
+    assert_eq!(ids(&spool.claim(10).unwrap().unwrap().events), ids(&newer));
+}
+
+/// What became of events appended while the clock read something, once it reads right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Their time is implausible: they are sent, and age from the time they were met.
+    Restamped,
+    /// Their time is plausible and young enough: they are sent, and age from it.
+    Believed,
+    /// Their time is plausible and too old: they are dropped and counted.
+    TooOld,
+}
+
+/// The `inserted_at` of every event in the file, by `seq`.
+fn append_times(dir: &SpoolDir) -> Vec<u64> {
+    let raw = dir.raw();
+    let mut select = raw
+        .prepare("SELECT inserted_at FROM events ORDER BY seq")
+        .unwrap();
+    select
+        .query_map([], |row| row.get::<_, i64>(0))
+        .unwrap()
+        .map(|time| time.unwrap() as u64)
+        .collect()
+}
+
+#[test]
+fn events_stamped_at_an_implausible_time_are_kept_as_fresh() {
+    let max_age = Duration::from_secs(DAY);
+    let lease = 60;
+    // The right time: a month after the file was created.
+    let right = CREATED + 30 * DAY;
+    // (case, the clock when the file was created, the clock when the events were appended,
+    // what becomes of them once the clock is right)
+    let cases = [
+        ("the clock read 1970", CREATED, 1_000_000, Fate::Restamped),
+        (
+            "the clock read 2001",
+            CREATED,
+            1_000_000_000,
+            Fate::Restamped,
+        ),
+        (
+            "a day before the file was created",
+            CREATED,
+            CREATED - DAY,
+            Fate::Restamped,
+        ),
+        (
+            "the file was created while the clock read 1970 too",
+            1_000_000,
+            1_000_060,
+            Fate::Restamped,
+        ),
+        (
+            "ten years ahead",
+            CREATED,
+            right + 10 * YEAR,
+            Fate::Restamped,
+        ),
+        (
+            "more than a lease ahead",
+            CREATED,
+            right + lease + 1,
+            Fate::Restamped,
+        ),
+        ("a lease ahead", CREATED, right + lease, Fate::Believed),
+        ("an hour ago", CREATED, right - 3_600, Fate::Believed),
+        ("two days ago", CREATED, right - 2 * DAY, Fate::TooOld),
+        (
+            "the file was created ten years ahead, the events an hour ago",
+            right + 10 * YEAR,
+            right - 3_600,
+            Fate::Believed,
+        ),
+        (
+            "the file and the events ten years ahead",
+            right + 10 * YEAR,
+            right + 10 * YEAR + 5,
+            Fate::Restamped,
+        ),
+    ];
+    for (case, created, stamped, fate) in cases {
+        let dir = SpoolDir::new();
+        let clock = TestClock::new();
+        clock.set(created);
+        let spool = dir
+            .open_at(
+                SpoolLimits {
+                    max_age,
+                    ..SpoolLimits::default()
+                },
+                &clock,
+            )
+            .with_claim_lease(Duration::from_secs(lease));
+        clock.set(stamped);
+        let events = encoded_events(3);
+        spool.append(events.clone()).unwrap();
+        clock.set(right);
+        // Appending meets the oldest events first, then claiming meets every one it reads.
+        let newer = encoded_events(1);
+        spool.append(newer.clone()).unwrap();
+        let claim = spool.claim(10).unwrap().unwrap();
+        let (sent, times, dropped_age) = match fate {
+            Fate::Restamped => (ids(&events), vec![right; 3], 0),
+            Fate::Believed => (ids(&events), vec![stamped; 3], 0),
+            Fate::TooOld => (Vec::new(), Vec::new(), 3),
+        };
+        let sent: Vec<EventId> = sent.into_iter().chain(ids(&newer)).collect();
+        assert_eq!(ids(&claim.events), sent, "{case}");
+        let times: Vec<u64> = times.into_iter().chain([right]).collect();
+        assert_eq!(append_times(&dir), times, "{case}");
+        assert_eq!(spool.stats().unwrap().dropped_age, dropped_age, "{case}");
+        assert_totals_match(&dir, &spool);
+
+        // Fresh is not forever: a day after each event's (new) time, it is too old.
+        spool.release(claim.id).unwrap();
+        clock.set(right + lease + DAY + 1);
+        assert!(spool.claim(10).unwrap().is_none(), "{case}");
+        let stats = spool.stats().unwrap();
+        assert_eq!((stats.pending, stats.dropped_age), (0, 4), "{case}");
+    }
+}
+
+#[test]
+fn a_file_without_a_creation_time_believes_times_from_2025_02_20_on() {
+    // 2025-02-20T00:00:00Z: see `EARLIEST_PLAUSIBLE` in the spool.
+    const EARLIEST: i64 = 1_740_009_600;
+    let clock = TestClock::new();
+    let now = CREATED as i64;
+    // (the time an earlier version of the library stamped an event with, whether it is sent;
+    // the age bound is the default 30 days)
+    let cases = [
+        (1_000_000, true),
+        (1_000_000_000, true),
+        (EARLIEST - 1, true),
+        (EARLIEST, false),
+        (now - 31 * DAY as i64, false),
+        (now - 60, true),
+    ];
+    let dir = SpoolDir::new();
+    let events = encoded_events(cases.len());
+    {
+        // A file as the version before this one wrote it, which needs no migration.
+        let raw = earlier_file(&dir, VERSION_3_SCHEMA);
+        for (seq, (event, (stamped, _))) in events.iter().zip(cases).enumerate() {
+            raw.execute(
+                "INSERT INTO events (seq, event_id, json, byte_len, inserted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    seq as i64 + 1,
+                    event.id().to_string(),
+                    event.json(),
+                    event.json().len() as i64,
+                    stamped
+                ],
+            )
+            .unwrap();
+        }
+        raw.execute(
+            "UPDATE totals SET events = ?1, bytes = (SELECT SUM(byte_len) FROM events), next_seq = ?2",
+            [cases.len() as i64, cases.len() as i64 + 1],
+        )
+        .unwrap();
+    }
+    let spool = dir.open_at(SpoolLimits::default(), &clock);
+    let claim = spool.claim(100).unwrap().unwrap();
+    let sent: Vec<EventId> = events
+        .iter()
+        .zip(cases)
+        .filter(|(_, (_, sent))| *sent)
+        .map(|(event, _)| event.id())
+        .collect();
+    assert_eq!(ids(&claim.events), sent);
+    assert_eq!(spool.stats().unwrap().dropped_age, 2);
+    assert_totals_match(&dir, &spool);
+}
+
+// Claims released on an orderly exit.
+
+/// What the spool that is dropped did with one of its claims first.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Held,
+    Acknowledged,
+    Released,
+}
+
+#[test]
+fn dropping_a_spool_releases_the_claims_it_still_holds() {
+    use Outcome::*;
+    // (what the dropped spool did with its three claims of two events each)
+    let cases = [
+        [Held, Held, Held],
+        [Acknowledged, Released, Held],
+        [Held, Acknowledged, Held],
+        [Acknowledged, Acknowledged, Acknowledged],
+    ];
+    for outcomes in cases {
+        let dir = SpoolDir::new();
+        let events = encoded_events(8);
+        // Another spool on the file (another process) holds the last two events throughout.
+        let other = dir.open(SpoolLimits::default());
+        other.append(events.clone()).unwrap();
+        let dropped = dir.open(SpoolLimits::default());
+        let claims: Vec<_> = (0..3).map(|_| dropped.claim(2).unwrap().unwrap()).collect();
+        let others = other.claim(10).unwrap().unwrap();
+        assert_eq!(ids(&others.events), ids(&events[6..]));
+        let mut claimable = Vec::new();
+        for ((claim, outcome), batch) in claims.iter().zip(outcomes).zip(events.chunks(2)) {
+            match outcome {
+                Held => claimable.extend(ids(batch)),
+                Acknowledged => dropped.acknowledge(claim.id).unwrap(),
+                Released => {
+                    dropped.release(claim.id).unwrap();
+                    claimable.extend(ids(batch));
+                }
+            }
+        }
+        claimable.sort_by_key(|id| events.iter().position(|event| event.id() == *id));
+        drop(dropped);
+
+        let next = dir.open(SpoolLimits::default());
+        let claimed = next
+            .claim(100)
+            .unwrap()
+            .map(|claim| ids(&claim.events))
+            .unwrap_or_default();
+        assert_eq!(
+            claimed, claimable,
+            "{outcomes:?}: claimable at once, in order"
+        );
+        other.acknowledge(others.id).unwrap();
+    }
 }

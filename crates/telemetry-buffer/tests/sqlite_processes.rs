@@ -1,5 +1,7 @@
 //! The SQLite spool across real processes: writers killed with SIGKILL mid-write, two processes
-//! draining one file, and a file system that fills up or turns read-only.
+//! draining one file or adding to one ledger, a reader while another process holds the write
+//! lock, claims left by a process that ends in order or is killed, and a file system that fills
+//! up or turns read-only.
 //!
 //! Each child process is this test binary run again with one test selected by exact name
 //! (`--exact child_… --nocapture`), which works the same under `cargo test` and
@@ -19,7 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use telemetry_buffer::{
-    Buffer, BufferError, SPOOL_FILE_NAME, SpoolError, SpoolLimits, SqliteSpool,
+    BUSY_TIMEOUT, Buffer, BufferError, DeliveryLedger, SPOOL_FILE_NAME, SpoolError, SpoolLimits,
+    SqliteSpool,
 };
 use telemetry_model::{Event, EventId, fixtures::encoded_events};
 
@@ -28,6 +31,9 @@ const DRAINER_PATH: &str = "SPOOL_TEST_DRAINER_PATH";
 const DRAINER_OUTPUT: &str = "SPOOL_TEST_DRAINER_OUTPUT";
 const DRAINER_BATCH: &str = "SPOOL_TEST_DRAINER_BATCH";
 const SMALL_DISK_DIR: &str = "SPOOL_TEST_SMALL_DISK_DIR";
+const LEDGER_PATH: &str = "SPOOL_TEST_LEDGER_PATH";
+const LOCK_PATH: &str = "SPOOL_TEST_LOCK_PATH";
+const CLAIMER_PATH: &str = "SPOOL_TEST_CLAIMER_PATH";
 
 /// Limits that the crash test never reaches, so every committed event must still be there.
 fn roomy() -> SpoolLimits {
@@ -90,6 +96,20 @@ fn read_reports(
         }
         reported
     })
+}
+
+/// Reads a child's output until the line `wanted` (the test harness prints lines of its own
+/// first); false when the output ends without it.
+fn wait_for_line(output: &mut impl BufRead, wanted: &str) -> bool {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match output.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if line.trim_end() == wanted => return true,
+            Ok(_) => {}
+        }
+    }
 }
 
 fn ids_in_spool(path: &Path) -> HashSet<String> {
@@ -407,4 +427,227 @@ fn a_full_or_read_only_file_system_is_an_error_naming_the_file() {
         .find_map(|line| line.strip_prefix("read-only: "))
         .unwrap_or_else(|| panic!("the child did not finish: {stdout}\n{stderr}"));
     eprintln!("{full}\n{read_only}");
+}
+
+/// How many times each ledger child adds to the ledger.
+const LEDGER_ROUNDS: u64 = 200;
+
+#[test]
+fn child_ledger_adder() {
+    let Some(path) = std::env::var_os(LEDGER_PATH) else {
+        return;
+    };
+    let spool = SqliteSpool::open(path, SpoolLimits::default()).unwrap();
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let mut purged = 0;
+    for round in 0..LEDGER_ROUNDS {
+        spool
+            .update_ledger(&mut |ledger| {
+                ledger.delivered += 1;
+                ledger.dropped_scrubbed += 3;
+            })
+            .unwrap();
+        spool.append(encoded_events(1)).unwrap();
+        if round % 10 == 9 {
+            purged += spool.purge().unwrap();
+        }
+    }
+    purged += spool.purge().unwrap();
+    println!("purged {purged}");
+}
+
+#[test]
+fn two_processes_adding_to_one_ledger_keep_every_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SPOOL_FILE_NAME);
+    SqliteSpool::open(&path, SpoolLimits::default()).unwrap();
+    let mut adders: Vec<KillOnDrop> = (0..2)
+        .map(|_| {
+            KillOnDrop(
+                child("child_ledger_adder")
+                    .env(LEDGER_PATH, &path)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    // Both start at once: the parent writes a line to each.
+    for adder in &mut adders {
+        adder.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let mut purged = 0;
+    for adder in &mut adders {
+        let stdout = read_all(adder.0.stdout.take().unwrap());
+        let stderr = read_all(adder.0.stderr.take().unwrap());
+        let status = adder.0.wait().unwrap();
+        let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+        assert!(status.success(), "{status}: {stderr}");
+        let reported = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("purged "))
+            .unwrap_or_else(|| panic!("the child did not run: {stdout}\n{stderr}"));
+        purged += reported.parse::<u64>().unwrap();
+    }
+    let ledger = SqliteSpool::open(&path, SpoolLimits::default())
+        .unwrap()
+        .ledger()
+        .unwrap();
+    assert_eq!(ledger.delivered, 2 * LEDGER_ROUNDS);
+    assert_eq!(ledger.dropped_scrubbed, 6 * LEDGER_ROUNDS);
+    assert_eq!(
+        purged,
+        2 * LEDGER_ROUNDS,
+        "each event appended was purged once"
+    );
+    assert_eq!(ledger.purged, purged, "every purged event is counted");
+}
+
+#[test]
+fn child_lock_holder() {
+    let Some(path) = std::env::var_os(LOCK_PATH) else {
+        return;
+    };
+    // A plain connection in the middle of a write, as another process's append would be.
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection
+        .execute_batch(
+            "BEGIN IMMEDIATE;
+             UPDATE meta SET value = value + 1000 WHERE key = 'delivered';",
+        )
+        .unwrap();
+    println!("locked");
+    let mut done = String::new();
+    std::io::stdin().read_line(&mut done).unwrap();
+    connection.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn status_in_a_new_process_answers_while_another_process_holds_the_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SPOOL_FILE_NAME);
+    let written = {
+        let spool = SqliteSpool::open(&path, SpoolLimits::default()).unwrap();
+        spool.append(encoded_events(3)).unwrap();
+        spool
+            .update_ledger(&mut |ledger| {
+                *ledger = DeliveryLedger {
+                    delivered: 5,
+                    dropped_rejected: 2,
+                    not_before: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_764_338_400)),
+                    ..DeliveryLedger::default()
+                };
+            })
+            .unwrap()
+    };
+    let mut holder = KillOnDrop(
+        child("child_lock_holder")
+            .env(LOCK_PATH, &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(holder.0.stdout.take().unwrap());
+    assert!(
+        wait_for_line(&mut stdout, "locked"),
+        "the lock holder did not start"
+    );
+
+    // This process opened nothing before the lock was taken, as `status` in a new process.
+    let started = Instant::now();
+    let spool = SqliteSpool::open(&path, SpoolLimits::default())
+        .unwrap()
+        .with_busy_timeout(Duration::from_millis(100));
+    assert_eq!(spool.ledger().unwrap(), written);
+    assert_eq!(spool.stats().unwrap().pending, 3);
+    let answered = started.elapsed();
+    assert!(answered < BUSY_TIMEOUT / 2, "{answered:?}");
+
+    // A write needs the lock: it waits as long as asked, then says the spool is busy.
+    let error = spool.append(encoded_events(1)).unwrap_err();
+    let BufferError::Storage(message) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(
+        message.contains("the spool is busy: another process"),
+        "{message}"
+    );
+    assert!(started.elapsed() < BUSY_TIMEOUT, "{:?}", started.elapsed());
+
+    holder.0.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    let stderr = read_all(holder.0.stderr.take().unwrap());
+    let status = holder.0.wait().unwrap();
+    assert!(status.success(), "{status}: {}", stderr.join().unwrap());
+    spool.append(encoded_events(1)).unwrap();
+    assert_eq!(spool.stats().unwrap().pending, 4);
+    assert_eq!(
+        spool.ledger().unwrap(),
+        written,
+        "the other write was rolled back"
+    );
+}
+
+#[test]
+fn child_claimer() {
+    let Some(path) = std::env::var_os(CLAIMER_PATH) else {
+        return;
+    };
+    let spool = SqliteSpool::open(path, SpoolLimits::default()).unwrap();
+    let claim = spool.claim(3).unwrap().unwrap();
+    println!("claimed {}", claim.events.len());
+    let mut end = String::new();
+    std::io::stdin().read_line(&mut end).unwrap();
+    // Returning drops the spool: the end of the process is in order.
+}
+
+#[test]
+fn a_process_that_ends_in_order_leaves_no_claim_behind() {
+    // (how the process that claimed three of five events ends, whether they are claimable at
+    // once by the next process, rather than when the lease of 60 seconds runs out)
+    let cases = [("returns", true), ("is killed", false)];
+    for (ending, claimable) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SPOOL_FILE_NAME);
+        let events = encoded_events(5);
+        SqliteSpool::open(&path, SpoolLimits::default())
+            .unwrap()
+            .append(events.clone())
+            .unwrap();
+        let mut claimer = KillOnDrop(
+            child("child_claimer")
+                .env(CLAIMER_PATH, &path)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdout = BufReader::new(claimer.0.stdout.take().unwrap());
+        assert!(
+            wait_for_line(&mut stdout, "claimed 3"),
+            "{ending}: the claimer did not claim"
+        );
+        let stderr = read_all(claimer.0.stderr.take().unwrap());
+        if claimable {
+            claimer.0.stdin.take().unwrap().write_all(b"end\n").unwrap();
+            let status = claimer.0.wait().unwrap();
+            assert!(status.success(), "{status}: {}", stderr.join().unwrap());
+        } else {
+            claimer.0.kill().unwrap();
+            claimer.0.wait().unwrap();
+        }
+
+        let spool = SqliteSpool::open(&path, SpoolLimits::default()).unwrap();
+        let claim = spool.claim(10).unwrap().unwrap();
+        let expected = if claimable { &events[..] } else { &events[3..] };
+        let claimed: Vec<EventId> = claim.events.iter().map(|event| event.id()).collect();
+        let expected: Vec<EventId> = expected.iter().map(|event| event.id()).collect();
+        assert_eq!(claimed, expected, "the claiming process {ending}");
+    }
 }

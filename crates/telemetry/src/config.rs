@@ -32,6 +32,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// holds its batch back this long; one that exits normally releases it at once.
 pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
+/// How long a management command waits for another process's write lock on the spool.
+#[cfg(feature = "sqlite")]
+const MANAGEMENT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Whether opening the spool may create it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SpoolOpening {
@@ -288,9 +292,15 @@ impl TelemetryConfig {
                 dir.display()
             )
         })?;
-        let spool = telemetry_buffer::SqliteSpool::open(&path, self.spool_limits)
+        let mut spool = telemetry_buffer::SqliteSpool::open(&path, self.spool_limits)
             .map_err(|error| error.to_string())?
             .with_claim_lease(CLAIM_LEASE);
+        if opening == SpoolOpening::ExistingOnly {
+            // `status`, `disable` and `flush` answer a person waiting at a terminal: a spool
+            // another process keeps busy is reported as busy rather than waited on. Reads need
+            // no lock, so `status` still counts.
+            spool = spool.with_busy_timeout(MANAGEMENT_BUSY_TIMEOUT);
+        }
         // The spool holds the same data as the state directory: private to the user.
         #[cfg(unix)]
         {

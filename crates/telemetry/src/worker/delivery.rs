@@ -246,8 +246,18 @@ impl ClaimGuard {
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if let Some(claim) = self.claim.take() {
-            let _ = self.buffer.release(claim);
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        let buffer = Arc::clone(&self.buffer);
+        let release = move || {
+            let _ = buffer.release(claim);
+        };
+        // On the blocking pool, like every buffer operation: the round is dropped at a
+        // deadline, and a release that waits for another process's lock must not stretch it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(release)),
+            Err(_) => release(),
         }
     }
 }

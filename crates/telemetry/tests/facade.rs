@@ -910,3 +910,69 @@ fn a_running_handle_reports_the_buffer_it_really_uses() {
     run(&telemetry, RunOutcome::Completed);
     assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 1);
 }
+
+#[test]
+fn a_spool_another_connection_keeps_locked_stretches_no_deadline_and_miscounts_nothing() {
+    let fixture = Fixture::new();
+    let config = fixture
+        .enabled_config()
+        .shutdown_timeout(Duration::from_millis(300));
+    let telemetry = config.start();
+    for _ in 0..5 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    // Store the runs (the flush exports them), then record more and hold the spool's write
+    // lock from another connection, as another process mid-transaction would.
+    assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 5);
+    for _ in 0..3 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    let mut other =
+        rusqlite::Connection::open(fixture.home().join("telemetry_spool.sqlite3")).unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let result = telemetry.flush(Duration::from_millis(500));
+    let took = started.elapsed();
+    // The spool waits up to 5 s for the lock; the flush's deadline is what counts. A contract,
+    // not a benchmark: the margin is generous.
+    assert!(
+        took < Duration::from_millis(1_400),
+        "the flush took {took:?}"
+    );
+    match result {
+        Err(FlushError::Storage(message)) => {
+            assert!(message.contains("did not answer in time"), "{message}")
+        }
+        Err(FlushError::Timeout) => {}
+        other => panic!("expected the busy spool to stop the flush, got {other:?}"),
+    }
+    // Counting needs no lock: the status of the running handle and of a new process agree.
+    let status = config.status();
+    assert_eq!(status.delivered_events, 5, "{status:#?}");
+    assert!(
+        status
+            .problems
+            .iter()
+            .all(|problem| !problem.contains("cannot count")),
+        "{status:#?}"
+    );
+    lock.rollback().unwrap();
+    drop(other);
+
+    // Once the lock is gone the three runs (and the summary) go out.
+    drop(telemetry);
+    let status = config.status();
+    assert_eq!(
+        (
+            status.pending_events,
+            status.delivered_events,
+            status.dropped_events
+        ),
+        (Some(0), 9, 0),
+        "{status:#?}"
+    );
+    assert_eq!(fixture.exported().len(), 9);
+}

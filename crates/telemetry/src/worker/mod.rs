@@ -31,7 +31,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use telemetry_buffer::{Buffer, DeliveryLedger};
+use telemetry_buffer::{Buffer, BufferError, BufferStats, DeliveryLedger};
 use telemetry_policy::ScrubReason;
 use telemetry_transport::Transport;
 use tokio::sync::{Notify, mpsc};
@@ -139,6 +139,11 @@ pub(crate) const MAX_DRAIN: usize = 256;
 /// How often the worker collects queued records when no handle has signalled.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a scheduled store waits for the buffer before it leaves the write to finish in the
+/// background, so that a buffer another process keeps busy never keeps the worker from
+/// answering a flush or a shutdown.
+const STORE_WAIT: Duration = Duration::from_millis(250);
+
 /// The longest a scheduled round may run; a flush or shutdown brings its own deadline.
 const ROUND_LIMIT: Duration = Duration::from_secs(60);
 
@@ -182,6 +187,8 @@ struct Worker {
     queue_full_taken: u64,
     /// Counts not yet written to the ledger (the buffer could not take them yet).
     unrecorded: DeliveryLedger,
+    /// Writes that had not finished at their deadline, oldest first.
+    unsettled: Vec<Unsettled>,
     /// The round in flight, if any.
     round: Option<Round>,
     backoffs: Backoffs,
@@ -214,6 +221,7 @@ impl Worker {
             queue_full_recorded: settings.queue_full_recorded,
             queue_full_taken: 0,
             unrecorded: DeliveryLedger::default(),
+            unsettled: Vec::new(),
             round: None,
             backoffs: Backoffs::new(),
             pending: 0,
@@ -267,7 +275,7 @@ impl Worker {
 
     /// Stores what is queued and starts a round of full batches when one is due.
     async fn collect(&mut self) {
-        let deadline = Instant::now() + ROUND_LIMIT;
+        let deadline = Instant::now() + STORE_WAIT;
         self.store_queued(deadline).await;
         if self.pending >= self.delivery.batch_size {
             self.start_round(Amount::FullBatches);
@@ -292,6 +300,11 @@ impl Worker {
     /// queue never becomes one large allocation. Takes at most what was queued when it began
     /// (and a chunk), so threads that keep recording cannot hold the worker here for good.
     async fn store_queued(&mut self, deadline: Instant) -> Drained {
+        self.settle_unsettled(deadline).await;
+        if self.waiting_for_buffer() {
+            // The buffer is busy with an earlier write: the records wait in the queue.
+            return Drained::Empty;
+        }
         let mut budget = self.records.len() + MAX_DRAIN;
         loop {
             let mut records = Vec::with_capacity(MAX_DRAIN.min(self.records.len()));
@@ -312,30 +325,19 @@ impl Worker {
     }
 
     /// Appends events to the buffer; what cannot be stored is counted as dropped for storage.
+    /// An append still waiting for the buffer at `deadline` goes on in the background and is
+    /// settled later: it may yet succeed, so it is neither counted as dropped nor repeated.
     async fn append(&mut self, events: Vec<telemetry_model::EncodedEvent>, deadline: Instant) {
         if events.is_empty() {
             return;
         }
         let count = events.len() as u64;
-        let appended = on_buffer(&self.buffer, deadline, move |buffer| {
+        let task = spawn_on_buffer(&self.buffer, move |buffer| {
             buffer.append(events)?;
-            buffer.stats()
-        })
-        .await;
-        match appended {
-            Ok(Ok(stats)) => self.pending = stats.pending,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "events could not be buffered and were dropped");
-                self.unrecorded.dropped_storage += count;
-            }
-            Err(stopped) => {
-                tracing::warn!(
-                    ?stopped,
-                    "events could not be buffered in time and were dropped"
-                );
-                self.unrecorded.dropped_storage += count;
-            }
-        }
+            buffer.stats().map(WriteResult::Stats)
+        });
+        self.settle(Unsettled::Append { count, task }, deadline)
+            .await;
     }
 
     /// Adds the counts only this process has seen to the ledger; kept for a later try when the
@@ -349,20 +351,86 @@ impl Worker {
             .stats
             .refused_unrecorded
             .swap(0, Ordering::Relaxed);
-        if self.unrecorded.is_empty() {
+        if self.unrecorded.is_empty() || self.waiting_for_buffer() {
             return;
         }
         let counts = std::mem::take(&mut self.unrecorded);
-        let kept = counts.clone();
-        let written = on_buffer(&self.buffer, deadline, move |buffer| {
-            buffer.update_ledger(&mut |ledger| ledger.add_counts(&counts))
-        })
+        let written = counts.clone();
+        let task = spawn_on_buffer(&self.buffer, move |buffer| {
+            buffer
+                .update_ledger(&mut |ledger| ledger.add_counts(&written))
+                .map(|_| WriteResult::Ledger)
+        });
+        let queue_full_taken = self.queue_full_taken;
+        self.settle(
+            Unsettled::Counts {
+                counts,
+                queue_full_taken,
+                task,
+            },
+            deadline,
+        )
         .await;
-        if matches!(written, Ok(Ok(_))) {
-            self.queue_full_recorded
-                .store(self.queue_full_taken, Ordering::Release);
-        } else {
-            self.unrecorded.add_counts(&kept);
+    }
+
+    /// Whether a write of the storing half is still waiting for the buffer (another process
+    /// holds a durable buffer's lock): storing more would only pile up behind it.
+    fn waiting_for_buffer(&self) -> bool {
+        !self.unsettled.is_empty()
+    }
+
+    /// Waits for a write until `deadline` and applies its outcome, or keeps it for later.
+    async fn settle(&mut self, mut write: Unsettled, deadline: Instant) {
+        let finished = {
+            let task = write.task();
+            tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), task).await
+        };
+        match finished {
+            Ok(result) => self.apply(write, result),
+            Err(_) => self.unsettled.push(write),
+        }
+    }
+
+    /// Settles the writes that have finished by `deadline`, in order.
+    async fn settle_unsettled(&mut self, deadline: Instant) {
+        for write in std::mem::take(&mut self.unsettled) {
+            if self.unsettled.is_empty() {
+                self.settle(write, deadline).await;
+            } else {
+                // An earlier write is still waiting: the buffer is busy, this one waits too.
+                self.unsettled.push(write);
+            }
+        }
+    }
+
+    /// Applies the outcome of a finished write.
+    fn apply(&mut self, write: Unsettled, result: Result<WriteOutcome, tokio::task::JoinError>) {
+        let result = result.unwrap_or_else(|_| {
+            Err(BufferError::Storage(
+                "the telemetry buffer failed unexpectedly".to_owned(),
+            ))
+        });
+        match write {
+            Unsettled::Append { count, .. } => match result {
+                Ok(WriteResult::Stats(stats)) => self.pending = stats.pending,
+                Ok(WriteResult::Ledger) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "events could not be buffered and were dropped");
+                    self.unrecorded.dropped_storage += count;
+                }
+            },
+            Unsettled::Counts {
+                counts,
+                queue_full_taken,
+                ..
+            } => {
+                if result.is_ok() {
+                    self.queue_full_recorded
+                        .store(queue_full_taken, Ordering::Release);
+                } else {
+                    self.unrecorded.add_counts(&counts);
+                }
+            }
         }
     }
 
@@ -427,6 +495,7 @@ impl Worker {
             self.append(vec![summary], deadline).await;
         }
         self.record_counts(deadline).await;
+        self.settle_unsettled(deadline).await;
         if !self.usage_allowed() {
             return;
         }
@@ -438,6 +507,50 @@ impl Worker {
             tracing::debug!(?stopped, "events left undelivered at shutdown");
         }
     }
+}
+
+/// What a write of the storing half gives back.
+enum WriteResult {
+    /// The buffer's counts after an append.
+    Stats(BufferStats),
+    /// The ledger was updated.
+    Ledger,
+}
+
+type WriteOutcome = Result<WriteResult, BufferError>;
+
+type WriteTask = tokio::task::JoinHandle<WriteOutcome>;
+
+/// A write of the storing half that had not finished at its deadline. It goes on in the
+/// background; its outcome is applied when it finishes, so that an append that succeeds late
+/// is not counted as dropped, and counts that were written late are not written twice.
+enum Unsettled {
+    Append {
+        count: u64,
+        task: WriteTask,
+    },
+    Counts {
+        counts: DeliveryLedger,
+        queue_full_taken: u64,
+        task: WriteTask,
+    },
+}
+
+impl Unsettled {
+    fn task(&mut self) -> &mut WriteTask {
+        match self {
+            Unsettled::Append { task, .. } | Unsettled::Counts { task, .. } => task,
+        }
+    }
+}
+
+/// Starts a buffer operation on the runtime's blocking pool (see [`delivery::on_buffer`]).
+fn spawn_on_buffer(
+    buffer: &Arc<dyn Buffer>,
+    operation: impl FnOnce(&dyn Buffer) -> WriteOutcome + Send + 'static,
+) -> WriteTask {
+    let buffer = Arc::clone(buffer);
+    tokio::task::spawn_blocking(move || operation(&*buffer))
 }
 
 /// The round in flight's result; never ready when there is none.

@@ -1,12 +1,15 @@
 //! The audit log, `<state dir>/telemetry_audit.jsonl`: one line per change of decision,
 //! kept locally and never sent.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use telemetry_model::UtcDate;
+
+use crate::no_follow::{self, OpenRefused};
+use crate::redact::redacted_path;
 
 /// The audit log's name inside the state directory.
 pub const AUDIT_FILE_NAME: &str = "telemetry_audit.jsonl";
@@ -77,6 +80,9 @@ impl AuditLog {
     }
 
     /// Appends one entry with a single write (mode 0600, directory created when missing).
+    ///
+    /// Refuses when the log is a symbolic link (or anything but a regular file): the log is
+    /// appended to in place, so a link would have the entry written to whatever file it names.
     pub fn append(&self, change: AuditChange, source: AuditSource) -> io::Result<()> {
         let entry = AuditEntry {
             date: UtcDate::today(),
@@ -88,11 +94,27 @@ impl AuditLog {
         if let Some(dir) = self.path.parent() {
             crate::state::create_private_dir(dir)?;
         }
-        let mut options = OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&self.path)?;
+        let shown = redacted_path(&self.path);
+        let mut file = no_follow::open_for_writing(&self.path, true).map_err(|refused| {
+            match refused {
+                OpenRefused::Symlink => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the telemetry audit log {shown} is a symbolic link; refusing to write through it (replace it with a regular file)"
+                    ),
+                ),
+                OpenRefused::NotRegularFile => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the telemetry audit log {shown} is not a regular file; refusing to write to it"
+                    ),
+                ),
+                OpenRefused::Io(error) => io::Error::new(
+                    error.kind(),
+                    format!("cannot open the telemetry audit log {shown}: {error}"),
+                ),
+            }
+        })?;
         file.write_all(line.as_bytes())
     }
 
@@ -118,6 +140,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     #[test]
     fn appends_and_reads_back_entries() {
@@ -145,5 +168,33 @@ mod tests {
         let text = fs::read_to_string(log.path()).unwrap();
         assert!(text.starts_with("{\"date\":\""), "{text}");
         assert!(!text.contains('T'), "dates only, never times: {text}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_log_is_never_written_through_a_symbolic_link() {
+        for target_exists in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("precious.txt");
+            if target_exists {
+                fs::write(&target, "precious\n").unwrap();
+            }
+            let log = AuditLog::in_dir(dir.path());
+            std::os::unix::fs::symlink(&target, log.path()).unwrap();
+            let message = log
+                .append(AuditChange::Enabled, AuditSource::Cli)
+                .expect_err("appended through the link")
+                .to_string();
+            for expected in [AUDIT_FILE_NAME, "symbolic link"] {
+                assert!(
+                    message.contains(expected),
+                    "expected `{expected}` in `{message}`"
+                );
+            }
+            assert_eq!(
+                fs::read_to_string(&target).ok(),
+                target_exists.then(|| "precious\n".to_owned())
+            );
+        }
     }
 }

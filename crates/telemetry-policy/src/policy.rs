@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::env::EnvSnapshot;
+use crate::redact::{redacted_parser_message, redacted_path};
 use crate::settings::{Endpoint, EnvPrefix, Setting};
 
 /// The largest policy file read; anything bigger is not a policy file.
@@ -46,10 +47,13 @@ struct PolicyFile {
 }
 
 /// Why a policy file could not be used. Any of these keeps telemetry off.
+///
+/// Messages show the path shortened by [`redacted_path`](crate::redacted_path) (it may come
+/// from an environment variable of any length) and never quote a value of the file unredacted.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The file named by the environment variable does not exist or cannot be read.
-    #[error("cannot read the telemetry policy file {path}: {source}")]
+    #[error("cannot read the telemetry policy file {}: {source}", redacted_path(.path))]
     Read {
         /// The file.
         path: PathBuf,
@@ -57,11 +61,12 @@ pub enum PolicyError {
         source: io::Error,
     },
     /// The file is not valid policy TOML.
-    #[error("the telemetry policy file {path} is invalid: {detail}")]
+    #[error("the telemetry policy file {} is invalid: {detail}", redacted_path(.path))]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong, with the line when the parser knows it.
+        /// What is wrong, with the line when the parser knows it, and any value it quotes
+        /// redacted.
         detail: String,
     },
 }
@@ -155,8 +160,9 @@ impl Policy {
 }
 
 /// The parser's message, led by the line number when the parser knows where the error is.
+/// The parser quotes values and keys it did not expect, so its message is redacted.
 pub(crate) fn toml_error_with_line(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end_matches('.');
+    let message = redacted_parser_message(error.message().trim_end_matches('.'));
     match error.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -265,5 +271,45 @@ mod tests {
             load_policy(&prefix, &relative, &default),
             Err(PolicyError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn messages_never_echo_credentials_or_long_values() {
+        let long = "x".repeat(60_000);
+        let cases = [
+            "enabled = \"https://alice:S3cret@host/v1?token=x\"\n".to_owned(),
+            "\"alice:S3cret@host\" = true\n".to_owned(),
+            format!("enabled = \"{long}\"\n"),
+            format!("{long} = true\n"),
+            format!("enabled = \"{}\"\n", "x y ".repeat(15_000)),
+        ];
+        let mut messages: Vec<String> = cases
+            .iter()
+            .map(|text| parse(text).unwrap_err().to_string())
+            .collect();
+        let long_path = format!("/{}", "x".repeat(130 * 1024));
+        messages.push(Policy::load(Path::new(&long_path)).unwrap_err().to_string());
+        let prefix = EnvPrefix::new("FLOWKIT").unwrap();
+        let env = EnvSnapshot::from_pairs([("FLOWKIT_TELEMETRY_POLICY_FILE", long_path.as_str())]);
+        messages.push(
+            load_policy(&prefix, &env, Path::new("/nowhere"))
+                .unwrap_err()
+                .to_string(),
+        );
+        for message in messages {
+            assert!(message.contains("policy file"), "{message}");
+            for secret in ["alice", "S3cret", "token"] {
+                assert!(
+                    !message.contains(secret),
+                    "`{secret}` echoed in `{message}`"
+                );
+            }
+            assert!(
+                message.len() < 700,
+                "{} bytes echoed: {}",
+                message.len(),
+                &message[..700]
+            );
+        }
     }
 }

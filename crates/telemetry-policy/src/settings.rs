@@ -5,10 +5,12 @@
 //! by guessing.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::env::EnvSnapshot;
+use crate::redact::{redacted_url, redacted_value};
 
 /// The default number of events per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 100;
@@ -19,7 +21,13 @@ pub const MAX_BATCH_SIZE: usize = 10_000;
 /// The default time between deliveries.
 pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_secs(300);
 
-/// The longest batch interval accepted: one day.
+/// The shortest batch interval accepted: a twentieth of a second. Anything shorter is not
+/// meant (a typo, or seconds mistaken for another unit): it would have the worker deliver in a
+/// busy loop, and below a nanosecond it rounds to zero, which no timer accepts.
+pub const MIN_BATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The longest batch interval accepted: one day. Longer is not meant either, and past about
+/// 10^19 seconds it would not fit a `Duration`.
 pub const MAX_BATCH_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// The prefix of an SDK's environment variables, such as `FLOWKIT`.
@@ -110,7 +118,7 @@ impl Setting {
             Setting::Endpoint => "an https:// URL, or file:///absolute/dir for offline export",
             Setting::BatchSize => "a whole number from 1 to 10000",
             Setting::BatchInterval => {
-                "a number of seconds above 0 and at most 86400, such as 300 or 0.5"
+                "a number of seconds from 0.05 to 86400 (one day), such as 300 or 0.5"
             }
             Setting::CaFile | Setting::PolicyFile => "an absolute path to a file",
             Setting::Buffer => "memory or sqlite",
@@ -128,7 +136,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `https://…` or `file:///absolute/dir`.
+    /// Parses `https://…` or `file:///absolute/dir`, checking all that can be checked before
+    /// the first delivery: the host and port of a URL, and that a directory is one (or can be
+    /// one), so that a mistake is reported at start-up, not as a failing delivery later.
+    ///
+    /// The export directory is looked at on disk: an existing path that is not a directory is
+    /// refused, and so is anything under `/dev`, even through a symbolic link.
     pub fn parse(text: &str) -> Result<Endpoint, EndpointError> {
         let text = text.trim();
         let lower = text.to_ascii_lowercase();
@@ -144,6 +157,7 @@ impl Endpoint {
             if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(EndpointError::Whitespace);
             }
+            check_authority(authority)?;
             Ok(Endpoint::Https(text.to_owned()))
         } else if lower.starts_with("file://") {
             let rest = &text["file://".len()..];
@@ -152,7 +166,12 @@ impl Endpoint {
                 return Err(EndpointError::RelativeFile);
             }
             let decoded = percent_decode(path).ok_or(EndpointError::BadEscape)?;
-            Ok(Endpoint::File(PathBuf::from(decoded)))
+            if decoded.chars().any(char::is_control) {
+                return Err(EndpointError::ControlCharacter);
+            }
+            let dir = PathBuf::from(decoded);
+            check_export_dir(&dir)?;
+            Ok(Endpoint::File(dir))
         } else if lower.starts_with("http://") {
             Err(EndpointError::PlainHttp)
         } else {
@@ -174,13 +193,103 @@ impl Endpoint {
     }
 }
 
+/// Shows an HTTPS endpoint as [`redacted_url`](crate::redacted_url) does (no query or fragment,
+/// which may hold a token), since this is what `status` and messages print; the transport
+/// uses the full URL inside [`Endpoint::Https`]. A directory is shown in full.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Https(url) => f.write_str(url),
+            Endpoint::Https(url) => f.write_str(&redacted_url(url)),
             Endpoint::File(dir) => write!(f, "file://{}", dir.display()),
         }
     }
+}
+
+/// Checks the `host[:port]` of an `https://` URL (user information is refused before).
+fn check_authority(authority: &str) -> Result<(), EndpointError> {
+    let port = match authority.strip_prefix('[') {
+        // An IPv6 address: `[::1]` or `[::1]:8443`.
+        Some(bracketed) => {
+            let (address, after) = bracketed
+                .split_once(']')
+                .ok_or(EndpointError::InvalidHost)?;
+            let is_address_char = |c: char| c.is_ascii_hexdigit() || c == ':' || c == '.';
+            check_host(address, is_address_char)?;
+            match after {
+                "" => None,
+                after => Some(after.strip_prefix(':').ok_or(EndpointError::InvalidHost)?),
+            }
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+            check_host(host, is_name_char)?;
+            port
+        }
+    };
+    if let Some(port) = port {
+        // Digits only: `u16::from_str` would also take a `+`.
+        let valid = port.bytes().all(|byte| byte.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|number| number != 0);
+        if !valid {
+            return Err(EndpointError::InvalidPort);
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a host is not empty, no longer than DNS allows (253 characters), and made only
+/// of `allowed` characters, naming `%`-escapes apart because they are the likeliest way to
+/// disguise a name.
+fn check_host(host: &str, allowed: impl Fn(char) -> bool) -> Result<(), EndpointError> {
+    const MAX_HOST_CHARS: usize = 253;
+    if host.contains('%') {
+        return Err(EndpointError::EscapedHost);
+    }
+    if host.is_empty() || host.len() > MAX_HOST_CHARS || !host.chars().all(allowed) {
+        return Err(EndpointError::InvalidHost);
+    }
+    Ok(())
+}
+
+/// Checks that `dir` can be an export directory: not a device nor anything under `/dev`, and
+/// not an existing file of another kind. A directory that does not exist yet is fine: the file
+/// transport creates it.
+fn check_export_dir(dir: &Path) -> Result<(), EndpointError> {
+    let under_dev = |path: &Path| path.starts_with("/dev");
+    if under_dev(&lexically_normal(dir)) {
+        return Err(EndpointError::DeviceDir);
+    }
+    // Through symbolic links: the nearest part of the path that exists, resolved.
+    let resolved = dir
+        .ancestors()
+        .find_map(|ancestor| fs::canonicalize(ancestor).ok());
+    if resolved.is_some_and(|resolved| under_dev(&resolved)) {
+        return Err(EndpointError::DeviceDir);
+    }
+    if fs::metadata(dir).is_ok_and(|metadata| !metadata.is_dir()) {
+        return Err(EndpointError::NotADirectory);
+    }
+    Ok(())
+}
+
+/// `path` with `.` and `..` resolved without looking at the disk, so that `/tmp/../dev/null`
+/// is seen as `/dev/null`.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// Why an endpoint was refused.
@@ -207,6 +316,33 @@ pub enum EndpointError {
     /// A malformed `%xx` escape.
     #[error("the path has a malformed %-escape")]
     BadEscape,
+    /// A port that is not a number from 1 to 65535.
+    #[error("the port must be a number from 1 to 65535")]
+    InvalidPort,
+    /// A host name with `%xx` escapes: they would let one name pass for another in a message
+    /// or a check, and no real host needs them.
+    #[error(
+        "the host name must not contain %-escapes; write it plainly, like telemetry.example.com"
+    )]
+    EscapedHost,
+    /// A host that is neither a plain name nor an address.
+    #[error(
+        "the host must be a name of at most 253 letters, digits, '-' and '.' (punycode for international names), an IPv4 address or an [IPv6] address"
+    )]
+    InvalidHost,
+    /// NUL or another control character in a `file://` path, raw or `%`-escaped.
+    #[error("the path must not contain NUL or other control characters, raw or %-escaped")]
+    ControlCharacter,
+    /// A `file://` path under `/dev`.
+    #[error(
+        "a file:// endpoint must be a directory for export files, not a device or anything under /dev"
+    )]
+    DeviceDir,
+    /// A `file://` path that exists and is not a directory.
+    #[error(
+        "a file:// endpoint must name a directory for export files; this path exists and is not a directory"
+    )]
+    NotADirectory,
 }
 
 fn percent_decode(text: &str) -> Option<String> {
@@ -274,7 +410,8 @@ pub struct Settings {
 pub struct SettingError {
     /// The variable's full name.
     pub variable: String,
-    /// The value, shortened to 60 characters.
+    /// The value as [`redacted_value`](crate::redacted_value) (or, for the endpoint,
+    /// [`redacted_url`](crate::redacted_url)) shows it: safe to print.
     pub value: String,
     /// More about what is wrong, starting with `; ` when present.
     pub detail: String,
@@ -342,7 +479,10 @@ impl Reader<'_> {
         let variable = self.prefix.variable(setting);
         let error = |value: &str, detail: Option<String>| SettingError {
             variable: variable.clone(),
-            value: value.chars().take(60).collect(),
+            value: match setting {
+                Setting::Endpoint => redacted_url(value),
+                _ => redacted_value(value),
+            },
             detail: detail
                 .map(|detail| format!("; {detail}"))
                 .unwrap_or_default(),
@@ -392,10 +532,14 @@ fn parse_interval(value: &str) -> Result<Duration, Option<String>> {
         return Err(None);
     }
     let seconds: f64 = value.parse().map_err(|_| None)?;
-    if seconds <= 0.0 || seconds > MAX_BATCH_INTERVAL.as_secs_f64() {
-        return Err(None);
+    // Compared as numbers first: a value too large for a `Duration` never reaches one.
+    if seconds < MIN_BATCH_INTERVAL.as_secs_f64() {
+        return Err(Some("shorter than the 0.05 s minimum".to_owned()));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    if seconds > MAX_BATCH_INTERVAL.as_secs_f64() {
+        return Err(Some("longer than the one-day maximum".to_owned()));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| None)
 }
 
 fn parse_absolute_path(value: &str) -> Result<PathBuf, Option<String>> {
@@ -496,26 +640,6 @@ mod tests {
             ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "-5", "from 1 to 10000"),
             ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "1e3", "from 1 to 10000"),
             (
-                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
-                "0",
-                "above 0",
-            ),
-            (
-                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
-                "inf",
-                "above 0",
-            ),
-            (
-                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
-                "NaN",
-                "above 0",
-            ),
-            (
-                "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
-                "86401",
-                "at most 86400",
-            ),
-            (
                 "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
                 "http://t.example.com",
                 "plain http:// is not allowed",
@@ -546,6 +670,249 @@ mod tests {
         ];
         for (variable, value, expected) in cases {
             check_err(&[(variable, value)], expected);
+        }
+    }
+
+    #[test]
+    fn batch_intervals_are_refused_unless_from_a_twentieth_of_a_second_to_a_day() {
+        const INTERVAL: &str = "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS";
+        let huge = format!("1{}", "0".repeat(400));
+        for value in [
+            // Rounds to a zero Duration: the worker's timer would panic.
+            "0.0000000001",
+            // One nanosecond: the worker would deliver in a busy loop.
+            "0.000000001",
+            "0.049",
+            "0",
+            "00.00",
+            // Would overflow a Duration, or is no number of seconds at all.
+            "1e30",
+            "inf",
+            "NaN",
+            "-1",
+            "99999999999999999999999999999",
+            &huge,
+            "86400.001",
+            "86401",
+        ] {
+            check_err(&[(INTERVAL, value)], &format!("{INTERVAL}=\""));
+            check_err(&[(INTERVAL, value)], "from 0.05 to 86400");
+        }
+        for (value, expected) in [
+            ("0.05", Duration::from_millis(50)),
+            ("0.5", Duration::from_millis(500)),
+            ("300", Duration::from_secs(300)),
+            ("86400", Duration::from_secs(86_400)),
+        ] {
+            check_ok(&[(INTERVAL, value)], |s| s.batch_interval == Some(expected));
+        }
+    }
+
+    /// Checks `Endpoint::parse`: `Ok` holds the endpoint expected, `Err` a part of the message.
+    fn check_endpoint(text: &str, expected: Result<Endpoint, &str>) {
+        match (Endpoint::parse(text), expected) {
+            (Ok(endpoint), Ok(expected)) => assert_eq!(endpoint, expected, "{text:?}"),
+            (Err(error), Err(needle)) => {
+                let message = error.to_string();
+                assert!(
+                    message.contains(needle),
+                    "{text:?}: `{message}` lacks `{needle}`"
+                );
+            }
+            (outcome, expected) => panic!("{text:?}: {outcome:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoints_are_checked_completely_up_front() {
+        let https = |url: &str| Ok(Endpoint::Https(url.to_owned()));
+        let dir = tempfile::tempdir().unwrap();
+        let existing_file = dir.path().join("export.jsonl");
+        std::fs::write(&existing_file, "").unwrap();
+        let existing_dir = dir.path().join("export");
+        std::fs::create_dir(&existing_dir).unwrap();
+        let cases: Vec<(String, Result<Endpoint, &str>)> = vec![
+            (
+                "https://t.example.com".into(),
+                https("https://t.example.com"),
+            ),
+            (
+                "https://localhost:8443/v1".into(),
+                https("https://localhost:8443/v1"),
+            ),
+            (
+                "https://[::1]:8443/v1".into(),
+                https("https://[::1]:8443/v1"),
+            ),
+            (
+                "https://127.0.0.1:1/ingest?v=1".into(),
+                https("https://127.0.0.1:1/ingest?v=1"),
+            ),
+            (
+                "https://localhost:65535/".into(),
+                https("https://localhost:65535/"),
+            ),
+            (
+                "https://localhost:99999/v1".into(),
+                Err("port must be a number from 1 to 65535"),
+            ),
+            (
+                "https://localhost:0/v1".into(),
+                Err("port must be a number from 1 to 65535"),
+            ),
+            (
+                "https://localhost:/v1".into(),
+                Err("port must be a number from 1 to 65535"),
+            ),
+            (
+                "https://localhost:44a3/v1".into(),
+                Err("port must be a number from 1 to 65535"),
+            ),
+            (
+                "https://localhost:99999999999999999999999/".into(),
+                Err("port must be a number"),
+            ),
+            (
+                "https://[::1]:0/".into(),
+                Err("port must be a number from 1 to 65535"),
+            ),
+            (
+                "https://ex%41mple.com/".into(),
+                Err("host name must not contain %-escapes"),
+            ),
+            (
+                "https://[fe80::1%25eth0]/".into(),
+                Err("host name must not contain %-escapes"),
+            ),
+            ("https://exa\\mple.com/".into(), Err("the host must be")),
+            ("https://ex[ample.com/".into(), Err("the host must be")),
+            ("https://[::1/".into(), Err("the host must be")),
+            (
+                format!("https://{}.com/", "a".repeat(250)),
+                Err("the host must be"),
+            ),
+            ("https://alice:S3cret@host/v1".into(), Err("credentials")),
+            (
+                "file:///var/lib/t%20x".into(),
+                Ok(Endpoint::File("/var/lib/t x".into())),
+            ),
+            (
+                format!("file://{}", existing_dir.display()),
+                Ok(Endpoint::File(existing_dir.clone())),
+            ),
+            ("file:///tmp/a%00b".into(), Err("NUL")),
+            ("file:///tmp/a\0b".into(), Err("NUL")),
+            ("file:///tmp/a%0Ab".into(), Err("NUL")),
+            (
+                "file:///dev/null".into(),
+                Err("not a device or anything under /dev"),
+            ),
+            (
+                "file:///dev".into(),
+                Err("not a device or anything under /dev"),
+            ),
+            (
+                "file:///dev/".into(),
+                Err("not a device or anything under /dev"),
+            ),
+            (
+                "file:///dev/shm/export".into(),
+                Err("not a device or anything under /dev"),
+            ),
+            (
+                "file://localhost/dev/null".into(),
+                Err("not a device or anything under /dev"),
+            ),
+            (
+                "file:///tmp/../dev/null".into(),
+                Err("not a device or anything under /dev"),
+            ),
+            (
+                "file:///%64ev/null".into(),
+                Err("not a device or anything under /dev"),
+            ),
+            (
+                format!("file://{}", existing_file.display()),
+                Err("exists and is not a directory"),
+            ),
+        ];
+        for (text, expected) in cases {
+            check_endpoint(&text, expected);
+        }
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("devices");
+            std::os::unix::fs::symlink("/dev", &link).unwrap();
+            check_endpoint(
+                &format!("file://{}/null", link.display()),
+                Err("not a device or anything under /dev"),
+            );
+            check_endpoint(
+                &format!("file://{}/new-dir", link.display()),
+                Err("not a device or anything under /dev"),
+            );
+        }
+    }
+
+    #[test]
+    fn messages_never_echo_credentials_queries_or_long_values() {
+        const ENDPOINT: &str = "FLOWKIT_SDK_TELEMETRY_ENDPOINT";
+        let long = "x".repeat(130 * 1024);
+        let long_host = format!("https://{long}.example.com/v1");
+        let long_path = format!("http://alice:S3cret@host/{long}?token=x");
+        // (variable, value, what the message must show)
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                ENDPOINT,
+                "https://alice:S3cret@host/v1?token=x#y",
+                "=\"https://host/v1\"",
+            ),
+            (
+                ENDPOINT,
+                "http://alice:S3cret@host/v1?token=x#y",
+                "=\"http://host/v1\"",
+            ),
+            (ENDPOINT, "alice:S3cret@host/v1?token=x", "=\"host/v1\""),
+            (
+                ENDPOINT,
+                "https://host:99999/v1?token=x",
+                "=\"https://host:99999/v1\"",
+            ),
+            (
+                ENDPOINT,
+                "https://host/v1?token=x S3cret",
+                "=\"https://host/v1\"",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_BATCH_SIZE",
+                "https://alice:S3cret@host/?token=x",
+                "=\"https://host/\"",
+            ),
+            (
+                "FLOWKIT_SDK_TELEMETRY_ENABLED",
+                "alice:S3cret@host",
+                "=\"host\"",
+            ),
+            (ENDPOINT, &long_host, "=\"https://xxxx"),
+            (ENDPOINT, &long_path, "=\"http://host/xxxx"),
+            ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", &long, "=\"xxxx"),
+            ("FLOWKIT_SDK_TELEMETRY_CA_FILE", &long, "=\"xxxx"),
+        ];
+        for (variable, value, expected) in cases {
+            let message = settings(&[(variable, value)])
+                .expect_err("expected an error")
+                .to_string();
+            assert!(
+                message.contains(expected),
+                "expected `{expected}` in `{message}`"
+            );
+            for secret in ["alice", "S3cret", "token"] {
+                assert!(
+                    !message.contains(secret),
+                    "`{secret}` echoed in `{message}`"
+                );
+            }
+            assert!(message.len() < 400, "{} bytes echoed", message.len());
         }
     }
 

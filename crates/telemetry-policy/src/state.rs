@@ -3,14 +3,19 @@
 //!
 //! Written atomically (a temporary file in the same directory, synced, then renamed over the
 //! old one) with mode 0600, so a crash or a second process never leaves a half-written file
-//! and other local users cannot read it.
+//! and other local users cannot read it. Never written through a symbolic link: a state file
+//! or lock that is one is refused, not followed and not silently replaced.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use telemetry_model::{SessionId, UtcDate};
+
+use crate::redact::{redacted_parser_message, redacted_path};
+use crate::state_lock::{self, StateLock};
 
 /// The state file's name inside the state directory.
 pub const STATE_FILE_NAME: &str = "telemetry_state.toml";
@@ -83,10 +88,13 @@ struct StateFile {
 }
 
 /// Why the state file could not be read or written.
+///
+/// Messages show paths shortened by [`redacted_path`](crate::redacted_path): the state
+/// directory comes from the user's environment and may be of any length.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The file exists but cannot be read.
-    #[error("cannot read the telemetry state file {path}: {source}")]
+    #[error("cannot read the telemetry state file {}: {source}", redacted_path(.path))]
     Read {
         /// The file.
         path: PathBuf,
@@ -95,18 +103,48 @@ pub enum StateError {
     },
     /// The file is not a valid state file.
     #[error(
-        "the telemetry state file {path} is damaged ({detail}); telemetry stays off until you enable or disable it again"
+        "the telemetry state file {} is damaged ({detail}); telemetry stays off until you enable or disable it again",
+        redacted_path(.path)
     )]
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// What the parser said.
+        /// What the parser said, with any value it quotes redacted.
         detail: String,
     },
     /// The file cannot be written.
-    #[error("cannot write the telemetry state file {path}: {source}")]
+    #[error("cannot write the telemetry state file {}: {source}", redacted_path(.path))]
     Write {
         /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The state file or its lock is a symbolic link (or the lock is not a regular file), which
+    /// is never written through.
+    #[error(
+        "refusing to write telemetry state through {}: it is a symbolic link or not a regular file (replace it with a regular file)",
+        redacted_path(.path)
+    )]
+    NotRegularFile {
+        /// The state file or the lock file.
+        path: PathBuf,
+    },
+    /// Another process held the state directory's lock for longer than the bounded wait.
+    #[error(
+        "another process holds the telemetry state lock {} and did not release it within {waited:?}; try again when it has finished",
+        redacted_path(.path)
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: Duration,
+    },
+    /// The lock file cannot be opened or locked.
+    #[error("cannot take the telemetry state lock {}: {source}", redacted_path(.path))]
+    Lock {
+        /// The lock file.
         path: PathBuf,
         /// The I/O error.
         source: io::Error,
@@ -173,22 +211,21 @@ impl StateStore {
             .map(|file| file.telemetry)
             .map_err(|error| StateError::Corrupt {
                 path: self.path.clone(),
-                detail: error.message().to_owned(),
+                detail: redacted_parser_message(error.message()),
             })
     }
 
     /// Reads, changes and writes the state while holding an exclusive lock on
     /// `<dir>/telemetry_state.lock`, so that concurrent processes never lose each other's
     /// decisions. A damaged file is replaced: deciding again repairs it.
+    ///
+    /// Waits at most about two seconds for another process's lock, then fails with
+    /// [`StateError::Locked`].
     pub fn update<R>(
         &self,
         change: impl FnOnce(&mut ConsentState) -> R,
     ) -> Result<(ConsentState, R), StateError> {
-        let write_error = |source| StateError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let lock = self.lock().map_err(write_error)?;
+        let lock = self.lock()?;
         let mut state = match self.load() {
             Ok(state) => state,
             Err(StateError::Corrupt { .. }) => ConsentState::default(),
@@ -200,27 +237,31 @@ impl StateStore {
         Ok((state, result))
     }
 
-    /// Takes the state directory's exclusive lock; released when the returned file is dropped.
+    /// Takes the state directory's exclusive lock; released when the returned lock is dropped.
     /// Held only for the read-change-write of the state file; the audit log needs no lock
     /// because each entry is one append.
-    pub fn lock(&self) -> io::Result<File> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        create_private_dir(dir)?;
-        let mut options = OpenOptions::new();
-        options.create(true).truncate(false).write(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(dir.join(LOCK_FILE_NAME))?;
-        file.lock()?;
-        Ok(file)
+    ///
+    /// Another process may hold the lock for as long as it likes, so this waits at most about
+    /// two seconds and then fails with [`StateError::Locked`] rather than block the SDK without
+    /// bound. A lock file that is a symbolic link is refused.
+    pub fn lock(&self) -> Result<StateLock, StateError> {
+        state_lock::lock_state_dir(self.path.parent().unwrap_or(Path::new(".")))
     }
 
     /// Writes the state atomically with mode 0600, creating the directory (mode 0700) if needed.
+    ///
+    /// Refuses when the state file is a symbolic link: renaming over it would quietly replace
+    /// a link the user (or someone else) made, and following it would write elsewhere.
     pub fn save(&self, state: &ConsentState) -> Result<(), StateError> {
         let write_error = |source| StateError::Write {
             path: self.path.clone(),
             source,
         };
+        if fs::symlink_metadata(&self.path).is_ok_and(|metadata| metadata.is_symlink()) {
+            return Err(StateError::NotRegularFile {
+                path: self.path.clone(),
+            });
+        }
         let text = toml::to_string(&StateFile {
             telemetry: state.clone(),
         })
@@ -231,6 +272,11 @@ impl StateStore {
 
 /// Replaces `path` with `contents` so that readers see either the old or the new file, never
 /// a mix, even if the process dies half-way.
+///
+/// Never writes through a symbolic link: the temporary file is created with `create_new`
+/// (O_CREAT | O_EXCL, which fails on a link, even a dangling one), and the rename replaces
+/// a link at `path` rather than following it. Callers that must not replace a link either
+/// check for one first, as [`StateStore::save`] does.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
@@ -292,6 +338,10 @@ fn rand_suffix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     #[test]
     fn missing_file_is_undecided() {
@@ -417,5 +467,151 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    /// Makes `lock_holder` hold the lock of the state directory it names.
+    const HOLD_LOCK_IN: &str = "TELEMETRY_POLICY_TEST_HOLD_STATE_LOCK_IN";
+
+    /// What `lock_holder` prints once it holds the lock.
+    const LOCK_HELD: &str = "telemetry-policy test: state lock held";
+
+    /// Does nothing, except as the child process of
+    /// `a_lock_held_by_another_process_is_given_up_on_with_a_clear_error`: then it takes the lock
+    /// of the state directory named by [`HOLD_LOCK_IN`], says so on stdout, and holds the lock
+    /// until its stdin is closed.
+    #[test]
+    fn lock_holder() {
+        let Some(dir) = std::env::var_os(HOLD_LOCK_IN) else {
+            return;
+        };
+        let _lock = StateStore::in_dir(Path::new(&dir)).lock().unwrap();
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{LOCK_HELD}").unwrap();
+        stdout.flush().unwrap();
+        io::copy(&mut io::stdin().lock(), &mut io::sink()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_is_given_up_on_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::in_dir(dir.path());
+        let mut holder = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "state::tests::lock_holder", "--nocapture"])
+            .env(HOLD_LOCK_IN, dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut holder_says = BufReader::new(holder.stdout.take().unwrap()).lines();
+        assert!(
+            holder_says.any(|line| line.is_ok_and(|line| line == LOCK_HELD)),
+            "the child process never took the lock"
+        );
+        let (sender, receiver) = mpsc::channel();
+        let updater = store.clone();
+        std::thread::spawn(move || {
+            let outcome = updater.update(|state| state.prompted = true);
+            let _ = sender.send(outcome.map(|_| ()));
+        });
+        // Only a guard against hanging forever when the wait is unbounded: the child is then
+        // killed, the update goes through, and the assertion below fails.
+        let outcome = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                holder.kill().unwrap();
+                receiver.recv().unwrap()
+            });
+        drop(holder.stdin.take());
+        holder_says.for_each(drop);
+        holder.wait().unwrap();
+        let message = outcome
+            .expect_err("the update went through although another process held the lock")
+            .to_string();
+        for expected in [LOCK_FILE_NAME, "another process holds"] {
+            assert!(
+                message.contains(expected),
+                "expected `{expected}` in `{message}`"
+            );
+        }
+        store.update(|state| state.prompted = true).unwrap();
+        assert!(
+            store.load().unwrap().prompted,
+            "the lock is free once the holder is gone"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_file_and_its_lock_are_never_written_through_a_symbolic_link() {
+        fn save(store: &StateStore) -> Result<(), StateError> {
+            store.save(&ConsentState::default())
+        }
+        fn update(store: &StateStore) -> Result<(), StateError> {
+            store.update(|state| state.prompted = true).map(|_| ())
+        }
+        type Write = fn(&StateStore) -> Result<(), StateError>;
+        let cases: [(&str, Write); 3] = [
+            (STATE_FILE_NAME, save),
+            (STATE_FILE_NAME, update),
+            (LOCK_FILE_NAME, update),
+        ];
+        for (link_name, write) in cases {
+            for target_exists in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                let target = dir.path().join("precious.txt");
+                if target_exists {
+                    fs::write(&target, "precious\n").unwrap();
+                }
+                let state_dir = dir.path().join("home");
+                fs::create_dir(&state_dir).unwrap();
+                let link = state_dir.join(link_name);
+                std::os::unix::fs::symlink(&target, &link).unwrap();
+                let store = StateStore::in_dir(&state_dir);
+                let case = format!("{link_name}, target exists: {target_exists}");
+                let message = write(&store)
+                    .expect_err(&format!("{case}: written through the link"))
+                    .to_string();
+                for expected in [link_name, "symbolic link"] {
+                    assert!(
+                        message.contains(expected),
+                        "{case}: expected `{expected}` in `{message}`"
+                    );
+                }
+                assert_eq!(
+                    fs::read_to_string(&target).ok(),
+                    target_exists.then(|| "precious\n".to_owned()),
+                    "{case}"
+                );
+                assert!(fs::symlink_metadata(&link).unwrap().is_symlink(), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_never_echo_credentials_or_long_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::in_dir(dir.path());
+        fs::write(
+            store.path(),
+            "[telemetry]\nsession_id = \"https://alice:S3cret@host/v1?token=x\"\n",
+        )
+        .unwrap();
+        let damaged = store.load().unwrap_err().to_string();
+        let long_dir = format!("/{}", "x".repeat(130 * 1024));
+        let long = StateStore::in_dir(Path::new(&long_dir));
+        let unreadable = long.load().unwrap_err().to_string();
+        let unwritable = long.save(&ConsentState::default()).unwrap_err().to_string();
+        for message in [damaged, unreadable, unwritable] {
+            assert!(message.contains(STATE_FILE_NAME), "{message}");
+            for secret in ["alice", "S3cret", "token"] {
+                assert!(
+                    !message.contains(secret),
+                    "`{secret}` echoed in `{message}`"
+                );
+            }
+            assert!(message.len() < 400, "{} bytes echoed", message.len());
+        }
+        let unlockable = long.update(|_| ()).unwrap_err().to_string();
+        assert!(unlockable.len() < 400, "{} bytes echoed", unlockable.len());
     }
 }

@@ -24,10 +24,15 @@ pub fn enabled_flowkit_config_with(
     export: &Path,
     vars: &[(&str, &str)],
 ) -> TelemetryConfig {
-    // Only `%` needs escaping: the endpoint parser decodes `%XX` and takes everything else as is.
+    // The endpoint parser decodes `%XX`, and trims the value as it does every setting, so `%`
+    // and spaces (which may end a generated path) are escaped; everything else is taken as is.
     let endpoint = format!(
         "file://{}",
-        export.display().to_string().replace('%', "%25")
+        export
+            .display()
+            .to_string()
+            .replace('%', "%25")
+            .replace(' ', "%20")
     );
     let mut pairs = vec![
         ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),

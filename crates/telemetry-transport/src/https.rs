@@ -273,6 +273,8 @@ pub enum HttpsConfigError {
 /// connection be reused, and a body that is larger, slower or broken only costs that
 /// connection. Idle connections are kept for 30 s and reused by the next batch.
 pub struct HttpsTransport {
+    /// The endpoint as messages and [`destination`](Transport::destination) show it: scheme,
+    /// host, port and path, never userinfo, query or fragment, which can hold credentials.
     endpoint: String,
     uri: Uri,
     user_agent: HeaderValue,
@@ -343,7 +345,7 @@ impl HttpsTransport {
             .build(connector);
 
         Ok(HttpsTransport {
-            endpoint: config.endpoint,
+            endpoint: shown_endpoint(&uri),
             uri,
             user_agent,
             client,
@@ -420,6 +422,21 @@ impl HttpsTransport {
             self.retryable(format_args!("the HTTP exchange failed: {detail}"))
         }
     }
+}
+
+/// `https://host[:port]/path` of an endpoint, at most about 100 characters: what may be shown in
+/// a message or a status without echoing a credential or a huge value.
+fn shown_endpoint(uri: &Uri) -> String {
+    const MAX_SHOWN: usize = 100;
+    let host = uri.host().unwrap_or_default();
+    let mut shown = match uri.port_u16() {
+        Some(port) => format!("https://{host}:{port}{}", uri.path()),
+        None => format!("https://{host}{}", uri.path()),
+    };
+    if shown.chars().count() > MAX_SHOWN {
+        shown = shown.chars().take(MAX_SHOWN).collect::<String>() + "…";
+    }
+    shown
 }
 
 impl fmt::Debug for HttpsTransport {

@@ -890,3 +890,31 @@ fn a_valid_ca_file_is_accepted() {
     let transport = HttpsTransport::new(config).unwrap();
     assert_eq!(transport.destination(), "https://127.0.0.1:1/v1/events");
 }
+
+#[test]
+fn messages_and_the_destination_never_show_a_query_or_a_fragment() {
+    // A query can carry a token; what the transport shows (in `destination` and in every
+    // error message, which reach logs and the `flush` command) keeps the path only.
+    let endpoint = "https://127.0.0.1:1/v1/events?token=S3cret#frag";
+    let transport = HttpsTransport::new(
+        HttpsConfig::new(endpoint, USER_AGENT).with_connect_timeout(Duration::from_millis(300)),
+    )
+    .unwrap();
+    assert_eq!(transport.destination(), "https://127.0.0.1:1/v1/events");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let error = runtime
+        .block_on(transport.send(&encoded_events(1)))
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("https://127.0.0.1:1/v1/events"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("S3cret") && !message.contains("frag"),
+        "{message}"
+    );
+}

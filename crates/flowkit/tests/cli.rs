@@ -210,6 +210,133 @@ fn insecure_or_broken_destinations_are_refused_at_start_up() {
 }
 
 #[test]
+fn settings_that_would_fail_later_are_refused_at_start_up_and_status_says_off() {
+    let sandbox = Sandbox::new();
+    let long = format!("https://{}.example/", "a".repeat(130_000));
+    // (variable, value, what the one warning says, what it must not echo)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
+            "0.0000000001",
+            "0.05",
+            "panicked",
+        ),
+        (
+            "FLOWKIT_SDK_TELEMETRY_BATCH_INTERVAL_SECONDS",
+            "1e30",
+            "0.05",
+            "panicked",
+        ),
+        (
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            "https://localhost:99999/v1",
+            "port",
+            "panicked",
+        ),
+        (
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            "https://ex%41mple.com/",
+            "host",
+            "panicked",
+        ),
+        (
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            "file:///dev/null",
+            "/dev",
+            "panicked",
+        ),
+        (
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            "file:///tmp/a%00b",
+            "control",
+            "panicked",
+        ),
+        (
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            "https://alice:S3cret@collector.example/v1?token=abc#x",
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            "S3cret",
+        ),
+        (
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            &long,
+            "FLOWKIT_SDK_TELEMETRY_ENDPOINT",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ),
+    ];
+    for &(variable, value, expected, never) in cases {
+        let vars = [("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"), (variable, value)];
+        let output = sandbox.output(&["simulate", "--runs", "3"], &vars);
+        check_success(&output);
+        let stderr = text(&output.stderr);
+        let shown = &stderr[..stderr.len().min(300)];
+        assert_eq!(stderr.lines().count(), 1, "{variable}: {shown}");
+        assert!(stderr.contains(expected), "{variable}: {shown}");
+        assert!(stderr.contains("telemetry is off"), "{variable}: {shown}");
+        assert!(
+            !stderr.contains(never),
+            "{variable} echoed {never:?}: {shown}"
+        );
+        assert!(
+            stderr.len() < 1_000,
+            "{variable}: a {} byte warning",
+            stderr.len()
+        );
+        let status = status_json(&sandbox, &vars);
+        assert_eq!(status["enabled"], false, "{variable}: {status}");
+        assert!(!status.to_string().contains(never), "{variable}: {status}");
+        assert!(sandbox.exported_lines().is_empty());
+    }
+}
+
+#[test]
+fn a_state_lock_another_process_holds_costs_a_bounded_wait_and_one_message() {
+    let sandbox = Sandbox::new();
+    let endpoint = sandbox.file_endpoint();
+    let vars = [
+        ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+        ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
+    ];
+    std::fs::create_dir_all(sandbox.home()).unwrap();
+    // `flock` holds the state lock until its standard input closes; its first line says it has it.
+    let lock = sandbox.home().join("telemetry_state.lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sh", "-c", "echo locked; read _"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock (util-linux) runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    for args in [
+        &["simulate", "--runs", "2"][..],
+        &["telemetry", "flush", "--timeout", "2"],
+    ] {
+        let output = sandbox.output(args, &vars);
+        check_success(&output);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("another process holds the telemetry state lock"),
+            "{args:?}: {stderr}"
+        );
+    }
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    // With the lock free again, the same run collects.
+    let output = sandbox.output(&["simulate", "--runs", "2"], &vars);
+    check_success(&output);
+    assert_eq!(text(&output.stderr), "");
+    assert!(!sandbox.exported_lines().is_empty());
+}
+
+#[test]
 fn bad_usage_exits_2() {
     let sandbox = Sandbox::new();
     for args in [

@@ -652,7 +652,10 @@ impl TelemetryConfig {
                 id
             }
             Err(error) => {
-                tracing::debug!(%error, "session id not remembered");
+                // The id of this run stays its own: it is random and linked to nothing.
+                self.warn(&format!(
+                    "{error}; this run uses a session id of its own that is not remembered"
+                ));
                 SessionId::random()
             }
         }

@@ -50,34 +50,53 @@ fn workload(kit: &FlowKit, runs: usize) {
 }
 
 #[test]
-fn a_destination_that_never_answers_costs_no_event() {
+fn a_destination_that_hangs_costs_no_event() {
     let pki = Pki::generate("hanging");
-    let server = TestServer::start(&pki, Script::NeverAnswer);
-    let dir = tempfile::tempdir().unwrap();
-    // Small batches, so that a request is in flight (and hangs) almost from the first run.
-    let config = https_config(
-        dir.path(),
-        &server,
-        &pki,
-        &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "10")],
-    )
-    .shutdown_timeout(Duration::from_millis(500));
-    let kit = FlowKit::start(&config).unwrap();
-    workload(&kit, 3_000);
-    drop(kit);
-    assert!(!server.requests().is_empty(), "a request was in flight");
+    // Answers nothing; never finishes the TLS handshake; sends its answer a byte a second.
+    for script in [
+        Script::NeverAnswer,
+        Script::NeverHandshake,
+        Script::TrickleHead,
+    ] {
+        let server = TestServer::start(&pki, script.clone());
+        let dir = tempfile::tempdir().unwrap();
+        // Small batches, so that a request is in flight (and hangs) almost from the first run.
+        let config = https_config(
+            dir.path(),
+            &server,
+            &pki,
+            &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "10")],
+        )
+        .shutdown_timeout(Duration::from_millis(500));
+        let kit = FlowKit::start(&config).unwrap();
+        workload(&kit, 3_000);
+        drop(kit);
+        assert!(
+            server.connections() > 0,
+            "{script:?}: a request was in flight"
+        );
 
-    // The next process finds every run and the summary in the spool, nothing dropped.
-    let status = config.status();
-    assert_eq!(status.pending_events, Some(3_001), "{status:#?}");
-    assert_eq!(status.dropped_events, 0, "{status:#?}");
-    assert_eq!(status.delivered_events, 0, "{status:#?}");
+        // The next process finds every run and the summary in the spool, nothing dropped.
+        let status = config.status();
+        assert_eq!(
+            status.pending_events,
+            Some(3_001),
+            "{script:?}: {status:#?}"
+        );
+        assert_eq!(status.dropped_events, 0, "{script:?}: {status:#?}");
+        assert_eq!(status.delivered_events, 0, "{script:?}: {status:#?}");
+    }
 }
 
 #[test]
 fn a_flush_keeps_its_deadline_whatever_the_destination_does() {
     let pki = Pki::generate("slow");
-    for script in [Script::NeverAnswer, Script::CloseMidResponse] {
+    for script in [
+        Script::NeverAnswer,
+        Script::CloseMidResponse,
+        Script::NeverHandshake,
+        Script::TrickleHead,
+    ] {
         let server = TestServer::start(&pki, script.clone());
         let dir = tempfile::tempdir().unwrap();
         let config = https_config(dir.path(), &server, &pki, &[]);

@@ -103,6 +103,12 @@ pub(crate) enum Script {
     /// Reads the request, writes the start of a response head, then closes the connection.
     /// Decided when a connection is accepted: it applies to new connections only.
     CloseMidResponse,
+    /// Accepts the TCP connection and never starts the TLS handshake.
+    /// Decided when a connection is accepted: it applies to new connections only.
+    NeverHandshake,
+    /// Reads the request, then sends a response head one byte a second.
+    /// Decided when a connection is accepted: it applies to new connections only.
+    TrickleHead,
 }
 
 impl Script {
@@ -315,12 +321,30 @@ pub(crate) fn endpoint(port: u16) -> String {
 }
 
 async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    if shared.script() == Script::NeverHandshake {
+        // Hold the connection open, reading nothing, until the guard (or the test) ends it.
+        tokio::time::sleep(SERVER_HANG_GUARD).await;
+        drop(tcp);
+        return;
+    }
     // A client that does not trust the certificate aborts the handshake: nothing to serve.
     let Ok(Ok(mut tls)) = tokio::time::timeout(SERVER_HANG_GUARD, acceptor.accept(tcp)).await
     else {
         return;
     };
     shared.handshakes.fetch_add(1, Ordering::SeqCst);
+    if shared.script() == Script::TrickleHead {
+        if let Some(recorded) = read_raw_request(&mut tls).await {
+            lock(&shared.requests).push(recorded);
+        }
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" {
+            if tls.write_all(&[*byte]).await.is_err() || tls.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        return;
+    }
     if shared.script() == Script::CloseMidResponse {
         if let Some(recorded) = read_raw_request(&mut tls).await {
             lock(&shared.requests).push(recorded);
@@ -362,9 +386,12 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Response<Full<By
         } => (status, retry_after),
         Script::TooLargeAbove(limit) if recorded.event_count() > limit => (413, None),
         Script::TooLargeAbove(_) => (200, None),
-        // A connection that was open before the script changed to `CloseMidResponse` cannot
-        // cut a response off through hyper: it is held unanswered like `NeverAnswer`.
-        Script::NeverAnswer | Script::CloseMidResponse => {
+        // A connection that was open before the script changed to one decided per connection
+        // cannot follow it through hyper: it is held unanswered like `NeverAnswer`.
+        Script::NeverAnswer
+        | Script::CloseMidResponse
+        | Script::NeverHandshake
+        | Script::TrickleHead => {
             lock(&shared.requests).push(recorded);
             tokio::time::sleep(SERVER_HANG_GUARD).await;
             return Response::new(Full::new(Bytes::new()));

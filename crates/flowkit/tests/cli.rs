@@ -606,3 +606,76 @@ fn a_spool_that_cannot_be_opened_falls_back_to_memory() {
     assert!(stderr.contains("events are kept in memory"), "{stderr}");
     assert_eq!(sandbox.exported_lines().len(), 3);
 }
+
+#[test]
+fn a_full_disk_loses_events_only_as_counted_drops() {
+    let sandbox = Sandbox::new();
+    let endpoint = sandbox.file_endpoint();
+    let vars = [
+        ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+        ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
+    ];
+    // A real full file system for this process alone: a file-size limit of 300 KiB, with the
+    // signal it raises ignored so that writes past it fail with EFBIG, as on a full disk.
+    let flowkit = env!("CARGO_BIN_EXE_flowkit");
+    let mut command = sandbox.command(&[], &vars);
+    command.args([
+        "-c",
+        "trap '' XFSZ; ulimit -f 600; exec \"$0\" simulate --runs 4000",
+        flowkit,
+    ]);
+    let command = std::process::Command::new("sh")
+        .args(command.get_args())
+        .env_clear()
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(key, value)| Some((key, value?))),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    check_success(&command);
+
+    // Every run and the summary is pending, delivered or dropped for storage: none vanished.
+    let status = status_json(&sandbox, &vars);
+    let count = |field: &str| {
+        status[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {status}"))
+    };
+    let storage = status["dropped_by_reason"]["storage"].as_u64().unwrap();
+    assert!(storage > 0, "the limit was reached: {status}");
+    assert_eq!(count("dropped_events"), storage, "{status}");
+    assert_eq!(
+        count("pending_events") + count("delivered_events") + count("dropped_events"),
+        4_001,
+        "{status}"
+    );
+
+    // With room again, a flush delivers what was pending; the counts still add up.
+    let output = sandbox.output(&["telemetry", "flush"], &vars);
+    check_success(&output);
+    let status = status_json(&sandbox, &vars);
+    let count = |field: &str| {
+        status[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {status}"))
+    };
+    assert_eq!(status["pending_events"], 0, "{status}");
+    assert_eq!(
+        count("delivered_events") + count("dropped_events"),
+        4_001,
+        "{status}"
+    );
+    // Delivery is at least once: a batch exported just before the disk refused its removal
+    // from the spool is exported again, never lost.
+    let lines = sandbox.exported_lines();
+    let ids: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].to_string()
+        })
+        .collect();
+    assert_eq!(ids.len() as u64, count("delivered_events"), "{status}");
+}

@@ -395,15 +395,26 @@ impl Delivery {
                 Settle::Acknowledge => buffer.acknowledge(claim),
                 Settle::Release => buffer.release(claim),
             };
-            if let Err(error) = settled {
-                tracing::debug!(%error, "a claim could not be settled");
+            if let (Err(error), Settle::Acknowledge) = (&settled, settle) {
+                // The events are still in the buffer (a full disk refused the delete), so they
+                // are pending, not delivered or dropped: they go out again later, and count
+                // then. Delivery is at least once.
+                tracing::warn!(%error, "delivered events could not be removed from the buffer");
+                return Err(settled.err());
             }
             let now = SystemTime::now();
-            buffer.update_ledger(&mut |ledger| attempt.apply(ledger, now))
+            buffer
+                .update_ledger(&mut |ledger| attempt.apply(ledger, now))
+                .map_err(Some)
         })
         .await?
         .map(|_| ())
-        .map_err(|error| Stopped::Storage(error.to_string()))
+        .map_err(|error| {
+            Stopped::Storage(error.map_or_else(
+                || "the telemetry buffer failed".to_owned(),
+                |error| error.to_string(),
+            ))
+        })
     }
 }
 

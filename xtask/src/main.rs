@@ -3,17 +3,20 @@
 // A command-line tool reports its progress on standard error.
 #![allow(clippy::print_stderr)]
 
+mod process_cpu;
+
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 use xtask::codegen::generated_files;
 use xtask::workspace_root;
 
-const USAGE: &str = "usage: cargo xtask <ci | codegen [--check] | bench>
+const USAGE: &str = "usage: cargo xtask <ci | codegen [--check] | bench [process-cpu]>
 
   ci        what CI runs: fmt, clippy, tests, docs, generated files, cargo-deny
   codegen   rewrite docs/event.schema.json and docs/collected-data.md (--check: only compare)
-  bench     run the criterion benchmarks";
+  bench     run the criterion benchmarks and the process CPU benchmark
+            (process-cpu: only flowkit's whole-process CPU per flow run, about two minutes)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
         ["codegen"] => codegen(false),
         ["codegen", "--check"] => codegen(true),
         ["bench"] => bench(),
+        ["bench", "process-cpu"] => bench_process_cpu(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -177,16 +181,33 @@ fn codegen(check: bool) -> anyhow::Result<()> {
 
 fn bench() -> anyhow::Result<()> {
     let target_dir = bench_target_dir();
+    let notes_dir = bench_notes_dir(&target_dir);
     // Notes left by an earlier run must not pass for this run's.
-    let _ = std::fs::remove_dir_all(target_dir.join("tmp").join("bench-notes"));
+    let _ = std::fs::remove_dir_all(&notes_dir);
     run(
         "benchmarks",
         cargo().args(["bench", "--workspace", "--all-features"]),
     )?;
-    print_bench_report(&target_dir);
+    // Its rows read "not measured" if it fails; the table of the criterion runs is still printed.
+    let process_cpu = process_cpu::run(&mut cargo(), &target_dir, &notes_dir);
+    print_bench_table(bench_rows(&target_dir));
+    print_bench_notes(&notes_dir);
+    process_cpu.context("process CPU benchmark")?;
     eprintln!(
         "\nRecord the results, the method and the machine (nproc, lscpu's model name, memory) in docs/performance.md."
     );
+    Ok(())
+}
+
+/// Only the process CPU benchmark, and only its rows of the table.
+fn bench_process_cpu() -> anyhow::Result<()> {
+    let target_dir = bench_target_dir();
+    let notes_dir = bench_notes_dir(&target_dir);
+    let note = notes_dir.join(format!("{}.txt", process_cpu::NOTE));
+    let _ = std::fs::remove_file(&note);
+    process_cpu::run(&mut cargo(), &target_dir, &notes_dir)?;
+    print_bench_table(process_cpu_rows(&target_dir));
+    print_bench_note(&note);
     Ok(())
 }
 
@@ -233,12 +254,14 @@ fn criterion_elements(target_dir: &std::path::Path, id: &str) -> Option<f64> {
     value[..end].parse().ok()
 }
 
+/// Where benchmarks leave what criterion does not record: `<target>/tmp/bench-notes/`.
+fn bench_notes_dir(target_dir: &std::path::Path) -> std::path::PathBuf {
+    target_dir.join("tmp").join("bench-notes")
+}
+
 /// `key=value` lines that a benchmark left in `<target>/tmp/bench-notes/<name>.txt`.
 fn bench_note_values(target_dir: &std::path::Path, name: &str) -> Vec<(String, f64)> {
-    let path = target_dir
-        .join("tmp")
-        .join("bench-notes")
-        .join(format!("{name}.txt"));
+    let path = bench_notes_dir(target_dir).join(format!("{name}.txt"));
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -314,16 +337,11 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
         ))
     };
     let memory = bench_note_values(target_dir, "memory_bound");
-    let memory_value = |key: &str| {
-        memory
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| *value)
-    };
+    let memory_value = |key: &str| note_value(&memory, key);
     // The "small constant" above the buffer's bound: the worker thread, its runtime and the
     // allocator's slack.
     const SMALL_CONSTANT_KIB: f64 = 2_048.0;
-    vec![
+    let mut rows = vec![
         BenchRow::new(
             "disabled `record_run`",
             "≤ 5 ns",
@@ -484,6 +502,9 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
                 .zip(median("flow_run/off"))
                 .map(|(on, off)| (format_ns(on - off), verdict(on - off <= 10_000.0))),
         ),
+    ];
+    rows.extend(process_cpu_rows(target_dir));
+    rows.extend([
         BenchRow::new(
             "scrubber, `run` event",
             "report",
@@ -509,32 +530,103 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
             "report",
             median("send_100/file").map(|ns| (format_ns(ns), "info")),
         ),
+    ]);
+    rows
+}
+
+/// One value of a benchmark's note.
+fn note_value(note: &[(String, f64)], key: &str) -> Option<f64> {
+    note.iter()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| *value)
+}
+
+/// The rows of the process CPU benchmark: telemetry's share of flowkit's whole-process CPU,
+/// from the note `process_cpu::run` left.
+fn process_cpu_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
+    let note = bench_note_values(target_dir, process_cpu::NOTE);
+    let value = |key: &str| note_value(&note, key);
+    // Telemetry's CPU per flow run (on − off), the median of the pairs with the smallest and
+    // largest, and whether every event of every telemetry-on process reached the export: a
+    // process that delivered less did less work, so its CPU cannot pass.
+    let measured = |prefix: &str| {
+        let per_run_us = |statistic: &str| {
+            value(&format!("{prefix}telemetry_cpu_per_run_{statistic}_us")).map(|us| us * 1e3)
+        };
+        let (median, min, max) = (
+            per_run_us("median")?,
+            per_run_us("min")?,
+            per_run_us("max")?,
+        );
+        let pairs = value(&format!("{prefix}pairs"))?;
+        let expected = value(&format!("{prefix}exported_expected"))?;
+        let fewest = value(&format!("{prefix}exported_min"))?;
+        let most = value(&format!("{prefix}exported_max"))?;
+        let exported = if fewest == most {
+            format!("{most:.0} of {expected:.0} events exported by each")
+        } else {
+            format!("{fewest:.0} to {most:.0} of {expected:.0} events exported")
+        };
+        Some((
+            median,
+            format!(
+                "{} ({} to {}, {pairs:.0} pairs); {exported}",
+                format_ns(median),
+                format_ns(min),
+                format_ns(max)
+            ),
+            fewest == expected && most == expected,
+        ))
+    };
+    vec![
+        BenchRow::new(
+            &format!(
+                "process CPU per flow run, {} runs of about 2 ms, SQLite spool → file export (on − off)",
+                process_cpu::RUNS
+            ),
+            "≤ 5 µs",
+            measured("").map(|(median_ns, text, all_exported)| {
+                (text, verdict(median_ns <= 5_000.0 && all_exported))
+            }),
+        ),
+        BenchRow::new(
+            "process CPU, telemetry's start and stop alone (one run per process, on − off)",
+            "report",
+            measured("start_stop_").map(|(_, text, _)| (text, "info")),
+        ),
     ]
 }
 
-/// Prints the comparison table (Markdown, ready for docs/performance.md) on standard output,
-/// then what the benchmarks noted that criterion does not record.
+/// Prints the comparison table (Markdown, ready for docs/performance.md) on standard output.
 #[allow(clippy::print_stdout)]
-fn print_bench_report(target_dir: &std::path::Path) {
+fn print_bench_table(rows: Vec<BenchRow>) {
     println!("\n| benchmark | target | measured (median) | verdict |");
     println!("|---|---|---|---|");
-    for row in bench_rows(target_dir) {
+    for row in rows {
         println!(
             "| {} | {} | {} | {} |",
             row.what, row.target, row.measured, row.verdict
         );
     }
-    let notes_dir = target_dir.join("tmp").join("bench-notes");
-    let mut notes: Vec<_> = std::fs::read_dir(&notes_dir)
+}
+
+/// Prints what the benchmarks noted that criterion does not record.
+fn print_bench_notes(notes_dir: &std::path::Path) {
+    let mut notes: Vec<_> = std::fs::read_dir(notes_dir)
         .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     notes.sort();
     for path in notes {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            println!("\n{}:", path.display());
-            for line in text.lines() {
-                println!("  {line}");
-            }
+        print_bench_note(&path);
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_bench_note(path: &std::path::Path) {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        println!("\n{}:", path.display());
+        for line in text.lines() {
+            println!("  {line}");
         }
     }
 }

@@ -132,4 +132,37 @@ pub trait Buffer: Send + Sync + fmt::Debug {
         &self,
         change: &mut dyn FnMut(&mut DeliveryLedger),
     ) -> Result<DeliveryLedger, BufferError>;
+
+    /// [`append`](Buffer::append)s `events` (none is fine) and applies `change` to the ledger,
+    /// as one step where the buffer can make it one (a durable buffer: one transaction, so
+    /// events and the counts that go with them are stored together, and a busy buffer is
+    /// waited for once). Returns the buffer's counts afterwards. When it fails, neither the
+    /// events nor the change are stored.
+    ///
+    /// The default calls [`append`](Buffer::append), [`update_ledger`](Buffer::update_ledger)
+    /// and [`stats`](Buffer::stats) one after the other.
+    fn append_and_record(
+        &self,
+        events: Vec<EncodedEvent>,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<BufferStats, BufferError> {
+        self.append(events)?;
+        self.update_ledger(change)?;
+        self.stats()
+    }
+
+    /// [`acknowledge`](Buffer::acknowledge)s `claim` and then applies `change` to the ledger,
+    /// as one step where the buffer can make it one (a durable buffer: one transaction, so a
+    /// delivery is counted exactly when its events are gone). When the acknowledgement fails,
+    /// the ledger is left alone.
+    ///
+    /// The default calls the two methods one after the other.
+    fn acknowledge_and_record(
+        &self,
+        claim: ClaimId,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<DeliveryLedger, BufferError> {
+        self.acknowledge(claim)?;
+        self.update_ledger(change)
+    }
 }

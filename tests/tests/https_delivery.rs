@@ -315,7 +315,7 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
     let pki = Pki::generate("trusted");
     let busy = Script::Answer {
         status: 503,
-        retry_after: Some("1"),
+        retry_after: Some("3"),
     };
     let server = TestServer::start(&pki, busy);
     let dir = tempfile::tempdir().unwrap();
@@ -336,7 +336,7 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
     assert_eq!(server.requests().len(), 1);
 
     // A full batch now: the worker would deliver on its own, but the server asked it to wait
-    // a second, and that binds every sender: the scheduled round and a flush, in this handle
+    // three seconds, and that binds every sender: the scheduled round and a flush, in this handle
     // and in a second one on the same state directory (as another process would be).
     workload(&kit, 4);
     wait_for(&telemetry, "store 7 events", |status| {

@@ -192,6 +192,19 @@ pub(crate) fn paused_until(
     }
 }
 
+/// What a round's trip to the buffer found.
+enum Claimed {
+    /// The ledger says to wait.
+    Paused {
+        reason: PauseReason,
+        until: SystemTime,
+    },
+    /// Nothing (or, for full batches only, not enough) to send; how many events are pending.
+    Nothing(usize),
+    /// A batch to send.
+    Batch(telemetry_buffer::Claim),
+}
+
 /// What one batch's attempt does to the ledger.
 #[derive(Clone, Copy)]
 enum Attempt {
@@ -283,32 +296,41 @@ impl Delivery {
     }
 
     async fn run_round(&self, deadline: Instant, amount: Amount) -> Result<FlushReport, Stopped> {
-        let ledger = on_buffer(&self.buffer, deadline, |buffer| buffer.ledger())
-            .await?
-            .map_err(|error| Stopped::Storage(error.to_string()))?;
-        if let Some((reason, until)) = paused_until(&ledger, SystemTime::now()) {
-            return Err(Stopped::Paused { reason, until });
-        }
         let mut report = FlushReport::default();
         let mut limit = self.batch_size;
         let batch_size = self.batch_size;
+        // The ledger is read with the first claim, in one trip to the buffer's thread.
+        let mut check_pause = true;
         loop {
             if Instant::now() >= deadline {
                 return Err(Stopped::Deadline);
             }
             let claimed = on_buffer(&self.buffer, deadline, move |buffer| {
+                if check_pause
+                    && let Some((reason, until)) =
+                        paused_until(&buffer.ledger()?, SystemTime::now())
+                {
+                    return Ok(Claimed::Paused { reason, until });
+                }
                 let stats = buffer.stats()?;
                 if amount == Amount::FullBatches && stats.pending < batch_size {
-                    return Ok((None, stats.pending));
+                    return Ok(Claimed::Nothing(stats.pending));
                 }
-                Ok((buffer.claim(limit)?, stats.pending))
+                Ok(match buffer.claim(limit)? {
+                    Some(claim) => Claimed::Batch(claim),
+                    None => Claimed::Nothing(stats.pending),
+                })
             })
             .await?
             .map_err(|error: telemetry_buffer::BufferError| Stopped::Storage(error.to_string()))?;
-            let (claim, pending) = claimed;
-            let Some(claim) = claim else {
-                report.pending = pending as u64;
-                return Ok(report);
+            check_pause = false;
+            let claim = match claimed {
+                Claimed::Paused { reason, until } => return Err(Stopped::Paused { reason, until }),
+                Claimed::Nothing(pending) => {
+                    report.pending = pending as u64;
+                    return Ok(report);
+                }
+                Claimed::Batch(claim) => claim,
             };
             let count = claim.events.len() as u64;
             let mut guard = ClaimGuard {
@@ -391,30 +413,28 @@ impl Delivery {
             return Ok(());
         };
         on_buffer(&self.buffer, deadline, move |buffer| {
-            let settled = match settle {
-                Settle::Acknowledge => buffer.acknowledge(claim),
-                Settle::Release => buffer.release(claim),
-            };
-            if let (Err(error), Settle::Acknowledge) = (&settled, settle) {
-                // The events are still in the buffer (a full disk refused the delete), so they
-                // are pending, not delivered or dropped: they go out again later, and count
-                // then. Delivery is at least once.
-                tracing::warn!(%error, "delivered events could not be removed from the buffer");
-                return Err(settled.err());
-            }
             let now = SystemTime::now();
-            buffer
-                .update_ledger(&mut |ledger| attempt.apply(ledger, now))
-                .map_err(Some)
+            let mut change = |ledger: &mut DeliveryLedger| attempt.apply(ledger, now);
+            match settle {
+                // One step: a delivery is counted exactly when its events are gone. When the
+                // acknowledgement fails (a full disk refused the delete), the events are still
+                // pending, not delivered: they go out again later and count then. Delivery is
+                // at least once.
+                Settle::Acknowledge => buffer.acknowledge_and_record(claim, &mut change),
+                Settle::Release => {
+                    buffer.release(claim)?;
+                    if matches!(attempt, Attempt::Split) {
+                        // Not a failure of the destination: nothing to count.
+                        Ok(DeliveryLedger::default())
+                    } else {
+                        buffer.update_ledger(&mut change)
+                    }
+                }
+            }
         })
         .await?
         .map(|_| ())
-        .map_err(|error| {
-            Stopped::Storage(error.map_or_else(
-                || "the telemetry buffer failed".to_owned(),
-                |error| error.to_string(),
-            ))
-        })
+        .map_err(|error| Stopped::Storage(error.to_string()))
     }
 }
 

@@ -136,8 +136,13 @@ const MIN_BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// transaction.
 pub(crate) const MAX_DRAIN: usize = 256;
 
+/// How many events a flush or a shutdown writes at once: fewer, larger writes than the steady
+/// state's, because then every process of the user may be writing to one spool and each write
+/// waits for its lock; 2,048 events of a few hundred bytes are under a megabyte.
+const FINAL_CHUNK: usize = 2_048;
+
 /// How often the worker collects queued records when no handle has signalled.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+const DRAIN_INTERVAL: Duration = Duration::from_millis(1_000);
 
 /// How long a scheduled store waits for the buffer before it leaves the write to finish in the
 /// background, so that a buffer another process keeps busy never keeps the worker from
@@ -276,7 +281,7 @@ impl Worker {
     /// Stores what is queued and starts a round of full batches when one is due.
     async fn collect(&mut self) {
         let deadline = Instant::now() + STORE_WAIT;
-        self.store_queued(deadline).await;
+        self.store_queued(deadline, MAX_DRAIN, false).await;
         if self.pending >= self.delivery.batch_size {
             self.start_round(Amount::FullBatches);
         }
@@ -296,53 +301,54 @@ impl Worker {
         !self.opted_out.load(Ordering::Relaxed)
     }
 
-    /// Moves the queued records into the buffer, a bounded chunk at a time so that a full
-    /// queue never becomes one large allocation. Takes at most what was queued when it began
-    /// (and a chunk), so threads that keep recording cannot hold the worker here for good.
-    async fn store_queued(&mut self, deadline: Instant) -> Drained {
+    /// Moves the queued records into the buffer, `chunk` at a time so that a full queue never
+    /// becomes one large allocation, and writes the counts only this process has seen with the
+    /// last chunk (one transaction for both on a durable buffer). Takes at most what was queued
+    /// when it began (and a chunk), so threads that keep recording cannot hold the worker here
+    /// for good. With `summary`, the `sdk_usage` summary goes with the last chunk too.
+    async fn store_queued(&mut self, deadline: Instant, chunk: usize, summary: bool) -> Drained {
         self.settle_unsettled(deadline).await;
         if self.waiting_for_buffer() {
             // The buffer is busy with an earlier write: the records wait in the queue.
             return Drained::Empty;
         }
-        let mut budget = self.records.len() + MAX_DRAIN;
+        let mut budget = self.records.len() + chunk;
         loop {
-            let mut records = Vec::with_capacity(MAX_DRAIN.min(self.records.len()));
-            let drained = self.records.drain(&mut records, MAX_DRAIN.min(budget));
+            let mut records = Vec::with_capacity(chunk.min(self.records.len()));
+            let drained = self.records.drain(&mut records, chunk.min(budget));
             budget = budget.saturating_sub(records.len());
-            if !records.is_empty() && self.usage_allowed() {
-                let events = self.events.events(records);
-                self.append(events, deadline).await;
-            }
-            match drained {
-                Drained::More if budget > 0 => {}
-                drained => {
-                    self.record_counts(deadline).await;
-                    return drained;
+            let last = !(drained == Drained::More && budget > 0);
+            let mut events = Vec::new();
+            if self.usage_allowed() {
+                events = self.events.events(records);
+                if last && summary && self.summary {
+                    // Once: a later pass (if this one ran out of budget) adds no second one.
+                    self.summary = false;
+                    events.extend(self.events.summary());
                 }
             }
+            if last {
+                let counts = self.take_counts();
+                let with_events = !events.is_empty();
+                self.write(events, counts, deadline).await;
+                if with_events && !self.unrecorded.is_empty() && !self.waiting_for_buffer() {
+                    // The events did not fit (a full disk): the counts alone, which say so,
+                    // may still fit.
+                    let counts = std::mem::take(&mut self.unrecorded);
+                    self.write(Vec::new(), counts, deadline).await;
+                }
+                return drained;
+            }
+            self.write(events, DeliveryLedger::default(), deadline)
+                .await;
+            if self.waiting_for_buffer() {
+                return Drained::More;
+            }
         }
     }
 
-    /// Appends events to the buffer; what cannot be stored is counted as dropped for storage.
-    /// An append still waiting for the buffer at `deadline` goes on in the background and is
-    /// settled later: it may yet succeed, so it is neither counted as dropped nor repeated.
-    async fn append(&mut self, events: Vec<telemetry_model::EncodedEvent>, deadline: Instant) {
-        if events.is_empty() {
-            return;
-        }
-        let count = events.len() as u64;
-        let task = spawn_on_buffer(&self.buffer, move |buffer| {
-            buffer.append(events)?;
-            buffer.stats().map(WriteResult::Stats)
-        });
-        self.settle(Unsettled::Append { count, task }, deadline)
-            .await;
-    }
-
-    /// Adds the counts only this process has seen to the ledger; kept for a later try when the
-    /// buffer cannot take them.
-    async fn record_counts(&mut self, deadline: Instant) {
+    /// The counts only this process has seen and not yet handed to a write.
+    fn take_counts(&mut self) -> DeliveryLedger {
         let queue_full = self.dropped_queue_full.load(Ordering::Relaxed);
         self.unrecorded.dropped_queue_full += queue_full - self.queue_full_taken;
         self.queue_full_taken = queue_full;
@@ -351,26 +357,31 @@ impl Worker {
             .stats
             .refused_unrecorded
             .swap(0, Ordering::Relaxed);
-        if self.unrecorded.is_empty() || self.waiting_for_buffer() {
+        std::mem::take(&mut self.unrecorded)
+    }
+
+    /// Appends events and adds counts to the ledger in one write. What cannot be stored is
+    /// counted: the events as dropped for storage, the counts kept for the next write. A write
+    /// still waiting for the buffer at `deadline` goes on in the background and is settled
+    /// later: it may yet succeed, so it is neither counted as failed nor repeated.
+    async fn write(
+        &mut self,
+        events: Vec<telemetry_model::EncodedEvent>,
+        counts: DeliveryLedger,
+        deadline: Instant,
+    ) {
+        if events.is_empty() && counts.is_empty() {
             return;
         }
-        let counts = std::mem::take(&mut self.unrecorded);
-        let written = counts.clone();
-        let task = spawn_on_buffer(&self.buffer, move |buffer| {
-            buffer
-                .update_ledger(&mut |ledger| ledger.add_counts(&written))
-                .map(|_| WriteResult::Ledger)
-        });
-        let queue_full_taken = self.queue_full_taken;
-        self.settle(
-            Unsettled::Counts {
-                counts,
-                queue_full_taken,
-                task,
-            },
-            deadline,
-        )
-        .await;
+        let write = Unsettled {
+            events: events.len() as u64,
+            queue_full_taken: self.queue_full_taken,
+            counts: counts.clone(),
+            task: spawn_on_buffer(&self.buffer, move |buffer| {
+                buffer.append_and_record(events, &mut |ledger| ledger.add_counts(&counts))
+            }),
+        };
+        self.settle(write, deadline).await;
     }
 
     /// Whether a write of the storing half is still waiting for the buffer (another process
@@ -381,10 +392,9 @@ impl Worker {
 
     /// Waits for a write until `deadline` and applies its outcome, or keeps it for later.
     async fn settle(&mut self, mut write: Unsettled, deadline: Instant) {
-        let finished = {
-            let task = write.task();
-            tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), task).await
-        };
+        let finished =
+            tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), &mut write.task)
+                .await;
         match finished {
             Ok(result) => self.apply(write, result),
             Err(_) => self.unsettled.push(write),
@@ -404,32 +414,28 @@ impl Worker {
     }
 
     /// Applies the outcome of a finished write.
-    fn apply(&mut self, write: Unsettled, result: Result<WriteOutcome, tokio::task::JoinError>) {
+    fn apply(
+        &mut self,
+        write: Unsettled,
+        result: Result<Result<BufferStats, BufferError>, tokio::task::JoinError>,
+    ) {
         let result = result.unwrap_or_else(|_| {
             Err(BufferError::Storage(
                 "the telemetry buffer failed unexpectedly".to_owned(),
             ))
         });
-        match write {
-            Unsettled::Append { count, .. } => match result {
-                Ok(WriteResult::Stats(stats)) => self.pending = stats.pending,
-                Ok(WriteResult::Ledger) => {}
-                Err(error) => {
+        match result {
+            Ok(stats) => {
+                self.pending = stats.pending;
+                self.queue_full_recorded
+                    .fetch_max(write.queue_full_taken, Ordering::AcqRel);
+            }
+            Err(error) => {
+                if write.events > 0 {
                     tracing::warn!(%error, "events could not be buffered and were dropped");
-                    self.unrecorded.dropped_storage += count;
                 }
-            },
-            Unsettled::Counts {
-                counts,
-                queue_full_taken,
-                ..
-            } => {
-                if result.is_ok() {
-                    self.queue_full_recorded
-                        .store(queue_full_taken, Ordering::Release);
-                } else {
-                    self.unrecorded.add_counts(&counts);
-                }
+                self.unrecorded.dropped_storage += write.events;
+                self.unrecorded.add_counts(&write.counts);
             }
         }
     }
@@ -437,7 +443,7 @@ impl Worker {
     /// Stores what is queued, lets a round in flight finish, then delivers everything, all
     /// within `deadline`.
     async fn flush(&mut self, deadline: Instant) -> Result<FlushReport, FlushError> {
-        self.store_queued_all(deadline).await;
+        self.store_queued_all(deadline, false).await;
         // A round in flight finishes first (or is dropped at the deadline); what it sent is
         // its own, and the flush reports what it sends itself.
         let result = match self.finish_round(deadline).await {
@@ -452,8 +458,10 @@ impl Worker {
     }
 
     /// Everything queued, not only what was queued when storing began.
-    async fn store_queued_all(&mut self, deadline: Instant) {
-        while self.store_queued(deadline).await == Drained::More && Instant::now() < deadline {}
+    async fn store_queued_all(&mut self, deadline: Instant, summary: bool) {
+        while self.store_queued(deadline, FINAL_CHUNK, summary).await == Drained::More
+            && Instant::now() < deadline
+        {}
     }
 
     /// Waits for the round in flight until `deadline`, then drops it (which abandons its
@@ -486,15 +494,27 @@ impl Worker {
     }
 
     /// Shutdown: stores everything first, then delivers with what is left of `deadline`.
+    ///
+    /// Storing gets three quarters of the time; the rest is kept for one last, small write of
+    /// the counts. Records still queued when storing's time is up (a machine so busy that the
+    /// worker cannot keep up) are counted as dropped for storage rather than lost uncounted, and
+    /// so is the summary if it was not written.
     async fn finish(&mut self, deadline: Instant) {
-        self.store_queued_all(deadline).await;
-        if self.summary
-            && self.usage_allowed()
-            && let Some(summary) = self.events.summary()
-        {
-            self.append(vec![summary], deadline).await;
+        let now = Instant::now();
+        let storing = now + deadline.saturating_duration_since(now) * 3 / 4;
+        self.store_queued_all(storing, true).await;
+        let mut left = Vec::new();
+        while self.records.drain(&mut left, MAX_DRAIN) == Drained::More {
+            self.unrecorded.dropped_storage += left.len() as u64;
+            left.clear();
         }
-        self.record_counts(deadline).await;
+        self.unrecorded.dropped_storage += left.len() as u64;
+        if self.summary && self.usage_allowed() {
+            self.summary = false;
+            self.unrecorded.dropped_storage += 1;
+        }
+        let counts = self.take_counts();
+        self.write(Vec::new(), counts, deadline).await;
         self.settle_unsettled(deadline).await;
         if !self.usage_allowed() {
             return;
@@ -509,46 +529,25 @@ impl Worker {
     }
 }
 
-/// What a write of the storing half gives back.
-enum WriteResult {
-    /// The buffer's counts after an append.
-    Stats(BufferStats),
-    /// The ledger was updated.
-    Ledger,
-}
-
-type WriteOutcome = Result<WriteResult, BufferError>;
-
-type WriteTask = tokio::task::JoinHandle<WriteOutcome>;
-
-/// A write of the storing half that had not finished at its deadline. It goes on in the
-/// background; its outcome is applied when it finishes, so that an append that succeeds late
-/// is not counted as dropped, and counts that were written late are not written twice.
-enum Unsettled {
-    Append {
-        count: u64,
-        task: WriteTask,
-    },
-    Counts {
-        counts: DeliveryLedger,
-        queue_full_taken: u64,
-        task: WriteTask,
-    },
-}
-
-impl Unsettled {
-    fn task(&mut self) -> &mut WriteTask {
-        match self {
-            Unsettled::Append { task, .. } | Unsettled::Counts { task, .. } => task,
-        }
-    }
+/// A write of the storing half: events and counts, appended together. Kept while it waits for
+/// a busy buffer past its deadline; it goes on in the background, and its outcome is applied
+/// when it finishes, so that events stored late are not counted as dropped and counts written
+/// late are not written twice.
+struct Unsettled {
+    /// How many events it appends.
+    events: u64,
+    /// The counts it adds to the ledger.
+    counts: DeliveryLedger,
+    /// Queue-full drops taken into the counts when it was made.
+    queue_full_taken: u64,
+    task: tokio::task::JoinHandle<Result<BufferStats, BufferError>>,
 }
 
 /// Starts a buffer operation on the runtime's blocking pool (see [`delivery::on_buffer`]).
-fn spawn_on_buffer(
+fn spawn_on_buffer<T: Send + 'static>(
     buffer: &Arc<dyn Buffer>,
-    operation: impl FnOnce(&dyn Buffer) -> WriteOutcome + Send + 'static,
-) -> WriteTask {
+    operation: impl FnOnce(&dyn Buffer) -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
     let buffer = Arc::clone(buffer);
     tokio::task::spawn_blocking(move || operation(&*buffer))
 }

@@ -1,4 +1,7 @@
-//! Files generated from the code: the event JSON Schema and the collected-data doc.
+//! Files generated from the code and the data: the event JSON Schema, the collected-data doc
+//! and the CI vendor table.
+
+mod ci_vendors;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -39,13 +42,21 @@ pub fn generated_files() -> anyhow::Result<Vec<GeneratedFile>> {
             path: "docs/collected-data.md",
             contents: collected_data_doc("flowkit", &flowkit_catalog()?),
         },
+        GeneratedFile {
+            path: ci_vendors::TABLE_PATH,
+            contents: ci_vendors::ci_vendors_rs(&read_workspace_file(ci_vendors::DATA_PATH)?)?,
+        },
     ])
 }
 
+fn read_workspace_file(path: &str) -> anyhow::Result<String> {
+    let absolute = workspace_root().join(path);
+    std::fs::read_to_string(&absolute)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", absolute.display()))
+}
+
 fn flowkit_catalog() -> anyhow::Result<Catalog> {
-    let path = workspace_root().join("crates/flowkit/catalog.toml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let text = read_workspace_file("crates/flowkit/catalog.toml")?;
     Ok(Catalog::from_toml(&text)?)
 }
 

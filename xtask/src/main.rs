@@ -14,7 +14,8 @@ use xtask::workspace_root;
 const USAGE: &str = "usage: cargo xtask <ci | codegen [--check] | bench [process-cpu]>
 
   ci        what CI runs: fmt, clippy, tests, docs, generated files, cargo-deny
-  codegen   rewrite docs/event.schema.json and docs/collected-data.md (--check: only compare)
+  codegen   rewrite docs/event.schema.json, docs/collected-data.md and the CI vendor table
+            (--check: only compare)
   bench     run the criterion benchmarks and the process CPU benchmark
             (process-cpu: only flowkit's whole-process CPU per flow run, about two minutes)";
 

@@ -33,6 +33,9 @@ pub struct DeliveryLedger {
     pub dropped_storage: u64,
     /// Events the destination refused for good (a 4xx other than 408, 413 and 429).
     pub dropped_rejected: u64,
+    /// Events read back that the sender's second look refused: not an event of this SDK as
+    /// configured (an undeclared name, another SDK's or runtime's fields).
+    pub dropped_invalid: u64,
     /// Events deleted because the user opted out before they were sent.
     pub purged: u64,
     /// No process may deliver before this time: the destination asked to wait (`Retry-After`).
@@ -50,6 +53,7 @@ impl DeliveryLedger {
             .saturating_add(self.dropped_scrubbed)
             .saturating_add(self.dropped_storage)
             .saturating_add(self.dropped_rejected)
+            .saturating_add(self.dropped_invalid)
     }
 
     /// Adds every counter of `other` to this one and takes the later of each time; the
@@ -66,6 +70,7 @@ impl DeliveryLedger {
         self.dropped_scrubbed = self.dropped_scrubbed.saturating_add(other.dropped_scrubbed);
         self.dropped_storage = self.dropped_storage.saturating_add(other.dropped_storage);
         self.dropped_rejected = self.dropped_rejected.saturating_add(other.dropped_rejected);
+        self.dropped_invalid = self.dropped_invalid.saturating_add(other.dropped_invalid);
         self.purged = self.purged.saturating_add(other.purged);
     }
 

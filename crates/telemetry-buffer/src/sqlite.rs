@@ -1011,13 +1011,15 @@ mod ledger_keys {
     pub(super) const DROPPED_SCRUBBED: &str = "dropped_scrubbed";
     pub(super) const DROPPED_STORAGE: &str = "dropped_storage";
     pub(super) const DROPPED_REJECTED: &str = "dropped_rejected";
+    /// Not `dropped_invalid`: that key is the spool's own count of rows it could not read.
+    pub(super) const DROPPED_INVALID_READ_BACK: &str = "dropped_invalid_read_back";
     pub(super) const PURGED: &str = "purged";
     pub(super) const NOT_BEFORE_MS: &str = "not_before_ms";
     pub(super) const CONSECUTIVE_FAILURES: &str = "consecutive_failures";
     pub(super) const CIRCUIT_OPEN_UNTIL_MS: &str = "circuit_open_until_ms";
 }
 
-fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 11] {
+fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 12] {
     use ledger_keys::*;
     let count = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let time = |value: Option<SystemTime>| value.map_or(0, to_unix_millis);
@@ -1029,6 +1031,7 @@ fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 11] {
         (DROPPED_SCRUBBED, count(ledger.dropped_scrubbed)),
         (DROPPED_STORAGE, count(ledger.dropped_storage)),
         (DROPPED_REJECTED, count(ledger.dropped_rejected)),
+        (DROPPED_INVALID_READ_BACK, count(ledger.dropped_invalid)),
         (PURGED, count(ledger.purged)),
         (NOT_BEFORE_MS, time(ledger.not_before)),
         (CONSECUTIVE_FAILURES, i64::from(ledger.consecutive_failures)),
@@ -1048,6 +1051,7 @@ fn set_ledger_field(ledger: &mut DeliveryLedger, key: &str, value: i64) {
         DROPPED_SCRUBBED => ledger.dropped_scrubbed = count,
         DROPPED_STORAGE => ledger.dropped_storage = count,
         DROPPED_REJECTED => ledger.dropped_rejected = count,
+        DROPPED_INVALID_READ_BACK => ledger.dropped_invalid = count,
         PURGED => ledger.purged = count,
         NOT_BEFORE_MS => ledger.not_before = from_unix_millis(value),
         CONSECUTIVE_FAILURES => {

@@ -1322,6 +1322,7 @@ fn full_ledger() -> DeliveryLedger {
         dropped_scrubbed: 14,
         dropped_storage: 15,
         dropped_rejected: 16,
+        dropped_invalid: 18,
         purged: 17,
         not_before: at(CREATED + 3_600, 999_999_999),
         consecutive_failures: u32::MAX,

@@ -32,6 +32,16 @@ macro_rules! random_id {
                 $id(Uuid::new_v4())
             }
 
+            /// Whether the id has the shape of a random (version 4, RFC 9562 variant) UUID and
+            /// is not one of the well-known values (all zeros, all ones). An id that does not
+            /// is not one this library made, and is never sent.
+            pub fn is_random_v4(self) -> bool {
+                self.0.get_version_num() == 4
+                    && matches!(self.0.get_variant(), uuid::Variant::RFC4122)
+                    && !self.0.is_nil()
+                    && !self.0.is_max()
+            }
+
             /// Writes the id's text (lowercase, hyphenated) into `buffer` without allocating.
             pub fn encode(self, buffer: &mut [u8; Self::TEXT_LEN]) -> &str {
                 self.0.hyphenated().encode_lower(buffer)

@@ -54,7 +54,7 @@ pub use settings::{
     Settings, do_not_track, parse_bool,
 };
 pub use state::{
-    ConsentState, LOCK_FILE_NAME, STATE_FILE_NAME, StateError, StateStore, create_private_dir,
-    write_atomically,
+    ConsentState, LOCK_FILE_NAME, STATE_FILE_NAME, SessionReplaced, StateError, StateStore,
+    create_private_dir, write_atomically,
 };
 pub use state_lock::StateLock;

@@ -42,6 +42,26 @@ pub struct ConsentState {
     /// absent means version 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_version: Option<u32>,
+    /// When the session id was made (a date only): ids are replaced by age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_date: Option<UtcDate>,
+    /// Whether events under the session id may have left the machine (a delivery under it
+    /// succeeded): only then does opting out ask the destination to delete them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub session_used: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// Why [`ConsentState::ensure_session_id`] replaced the id the file held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionReplaced {
+    /// It was not a random (version 4) UUID, so not one this library made.
+    NotRandom,
+    /// It was older than the maximum age, or its date was missing or in the future.
+    TooOld,
 }
 
 impl ConsentState {
@@ -63,22 +83,50 @@ impl ConsentState {
         self.decision_date = Some(today);
         self.consent_version = Some(version);
         if enabled {
-            self.session_id.get_or_insert_with(SessionId::random);
+            if self.session_id.is_none() {
+                self.new_session(today);
+            }
         } else {
-            self.session_id = None;
+            self.forget_session();
         }
     }
 
-    /// The session id, created now if there is none yet. Returns whether one was created.
-    pub fn ensure_session_id(&mut self) -> (SessionId, bool) {
-        match self.session_id {
-            Some(id) => (id, false),
-            None => {
-                let id = SessionId::random();
-                self.session_id = Some(id);
-                (id, true)
+    /// Forgets the session id and everything about it.
+    pub fn forget_session(&mut self) {
+        self.session_id = None;
+        self.session_date = None;
+        self.session_used = false;
+    }
+
+    /// Replaces the session id with a new random one made `today`.
+    pub fn new_session(&mut self, today: UtcDate) -> SessionId {
+        let id = SessionId::random();
+        self.session_id = Some(id);
+        self.session_date = Some(today);
+        self.session_used = false;
+        id
+    }
+
+    /// The session id to send with, made `today` when there is none, or when the one held is
+    /// not a random (version 4) UUID, has no date, is dated in the future, or is older than
+    /// `max_age_days`. Returns the id, whether one was made, and why an old one was replaced.
+    pub fn ensure_session_id(
+        &mut self,
+        today: UtcDate,
+        max_age_days: u64,
+    ) -> (SessionId, bool, Option<SessionReplaced>) {
+        let replaced = match (self.session_id, self.session_date) {
+            (None, _) => None,
+            (Some(id), _) if !id.is_random_v4() => Some(SessionReplaced::NotRandom),
+            (Some(id), Some(made))
+                if made <= today
+                    && today.unix_seconds() - made.unix_seconds() < max_age_days * 86_400 =>
+            {
+                return (id, false, None);
             }
-        }
+            (Some(_), _) => Some(SessionReplaced::TooOld),
+        };
+        (self.new_session(today), true, replaced)
     }
 }
 

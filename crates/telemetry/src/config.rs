@@ -14,8 +14,8 @@ use telemetry_policy::{
     AuditChange, AuditLog, AuditSource, BufferKind, ConsentState, DEFAULT_BATCH_INTERVAL,
     DEFAULT_BATCH_SIZE, DEFAULT_PROMPT_TIMEOUT, Decision, DecisionInputs, DecisionReason, Endpoint,
     EndpointError, EnvPrefix, EnvSnapshot, InvalidPrefix, MachineIdentity, Policy, PolicyError,
-    Scrubber, SettingError, Settings, StateError, StateStore, decide, default_policy_path, is_ci,
-    load_policy,
+    Scrubber, SessionReplaced, SettingError, Settings, StateError, StateStore, decide,
+    default_policy_path, is_ci, load_policy,
 };
 use telemetry_transport::Transport;
 
@@ -23,6 +23,9 @@ use crate::template::EventTemplate;
 
 /// The default capacity of the queue between recording threads and the worker, in records.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 8_192;
+
+/// How long a session id lives by default before it is replaced: 30 days.
+pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 /// The default time that dropping the last handle waits for the worker to deliver.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -107,6 +110,7 @@ pub struct TelemetryConfig {
     pub(crate) docs_url: Option<String>,
     pub(crate) prompt_timeout: Duration,
     pub(crate) deletion_on_opt_out: bool,
+    pub(crate) session_max_age: Duration,
     #[cfg(feature = "sqlite")]
     pub(crate) spool_limits: telemetry_buffer::SpoolLimits,
 }
@@ -166,6 +170,7 @@ impl TelemetryConfig {
             docs_url: None,
             prompt_timeout: DEFAULT_PROMPT_TIMEOUT,
             deletion_on_opt_out: true,
+            session_max_age: DEFAULT_SESSION_MAX_AGE,
             #[cfg(feature = "sqlite")]
             spool_limits: telemetry_buffer::SpoolLimits::default(),
         })
@@ -343,6 +348,14 @@ impl TelemetryConfig {
     #[must_use]
     pub fn deletion_request_on_opt_out(mut self, enabled: bool) -> TelemetryConfig {
         self.deletion_on_opt_out = enabled;
+        self
+    }
+
+    /// How long a session id is used before a new one replaces it (default 30 days, at least
+    /// one day): a long-lived id would become a per-install identifier.
+    #[must_use]
+    pub fn session_max_age(mut self, age: Duration) -> TelemetryConfig {
+        self.session_max_age = age.max(Duration::from_secs(86_400));
         self
     }
 
@@ -626,28 +639,43 @@ impl TelemetryConfig {
         }
     }
 
-    /// The session id to send with, creating and remembering one when there is none.
+    /// The session id to send with: the one in the state file while it is a random (version 4)
+    /// id younger than the maximum age, else a new one, remembered. An id that is not random
+    /// (hand-written, all zeros) is replaced with one message and never sent.
     pub(crate) fn session_id(&self, resolution: &Resolution) -> SessionId {
-        let existing = match &resolution.state {
-            Ok(state) => state.session_id,
+        let Ok(state) = &resolution.state else {
             // A damaged state file is left alone until the user decides again.
-            Err(_) => return SessionId::random(),
+            return SessionId::random();
         };
-        if let Some(id) = existing {
+        let today = UtcDate::today();
+        let max_age_days = self.session_max_age.as_secs() / 86_400;
+        // Most runs find a good id and write nothing.
+        let (id, made, _) = state.clone().ensure_session_id(today, max_age_days);
+        if !made {
             return id;
         }
         let Some(store) = self.state_store() else {
             return SessionId::random();
         };
-        match store.update(|state| state.ensure_session_id()) {
-            Ok((_, (id, created))) => {
-                if created {
+        match store.update(|state| state.ensure_session_id(today, max_age_days)) {
+            Ok((_, (id, made, replaced))) => {
+                if replaced == Some(SessionReplaced::NotRandom) {
+                    self.warn(&format!(
+                        "the session id in {} was not a random id made by this library; it was replaced and is never sent",
+                        store.path().display()
+                    ));
+                }
+                if made {
                     let source = match resolution.decision.reason {
                         DecisionReason::Policy => AuditSource::Policy,
                         DecisionReason::Env => AuditSource::Env,
                         _ => AuditSource::Api,
                     };
-                    self.audit(AuditChange::SessionCreated, source);
+                    let change = match replaced {
+                        Some(_) => AuditChange::SessionReset,
+                        None => AuditChange::SessionCreated,
+                    };
+                    self.audit(change, source);
                 }
                 id
             }
@@ -658,6 +686,32 @@ impl TelemetryConfig {
                 ));
                 SessionId::random()
             }
+        }
+    }
+
+    /// Forgets the session id when something other than the user's own decision keeps
+    /// telemetry off in this run (`DO_NOT_TRACK`, the enabled variable, a policy, an invalid
+    /// setting): an id that outlived such runs would be a lasting per-install identifier.
+    pub(crate) fn forget_session_when_kept_off(&self, resolution: &Resolution) {
+        let kept_off = !resolution.decision.enabled
+            && matches!(
+                resolution.decision.reason,
+                DecisionReason::DoNotTrack
+                    | DecisionReason::Env
+                    | DecisionReason::Policy
+                    | DecisionReason::InvalidSetting
+            );
+        let holds_id = resolution
+            .state
+            .as_ref()
+            .is_ok_and(|state| state.session_id.is_some());
+        if !(kept_off && holds_id) {
+            return;
+        }
+        if let Some(store) = self.state_store()
+            && let Err(error) = store.update(|state| state.forget_session())
+        {
+            tracing::debug!(%error, "session id not forgotten");
         }
     }
 

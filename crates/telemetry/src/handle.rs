@@ -13,13 +13,14 @@ use telemetry_model::{
 use tokio::sync::mpsc;
 
 use crate::config::{Resolution, TelemetryConfig};
+use crate::consent_watch::ConsentWatch;
 use crate::queue::{RecordSenders, Sent, record_queue};
 use crate::record::{Record, RunRecord, allowlist_slot};
 use crate::status::Status;
 use crate::usage::UsageAccumulator;
 use crate::worker::{
-    BufferSource, Control, EventBuilder, FlushError, FlushReport, MessageSink, WorkerSettings,
-    WorkerStats,
+    BufferSource, ConsentCheck, Control, EventBuilder, FlushError, FlushReport, MessageSink,
+    ReadBackCheck, WorkerSettings, WorkerStats,
 };
 
 /// How much longer than its deadline a caller waits for the worker's answer: the worker keeps
@@ -38,7 +39,8 @@ pub struct Telemetry {
 }
 
 pub(crate) struct Inner {
-    enabled: AtomicBool,
+    /// Shared with the worker, which clears it when consent is withdrawn in another process.
+    enabled: Arc<AtomicBool>,
     catalog: Arc<Catalog>,
     usage: Arc<UsageAccumulator>,
     records: Option<RecordSenders>,
@@ -97,6 +99,7 @@ impl TelemetryConfig {
             self.warn(&problem);
         }
         if !resolution.decision.enabled {
+            self.forget_session_when_kept_off(&resolution);
             return Telemetry::off(self.clone());
         }
         match self.start_worker(&resolution, summary) {
@@ -130,15 +133,40 @@ impl TelemetryConfig {
         let debug: Option<MessageSink> = resolution
             .debug()
             .then(|| Arc::clone(&self.warnings) as MessageSink);
+        let template = self.event_template(resolution.ci, self.session_id(resolution));
+        let read_back =
+            ReadBackCheck::new(template.clone(), &self.catalog, self.scrubber(resolution));
         let events = EventBuilder::new(
             Arc::clone(&self.catalog),
             Arc::clone(&usage),
-            self.event_template(resolution.ci, self.session_id(resolution)),
+            template,
             self.scrubber(resolution),
             Arc::clone(&stats),
             debug,
         );
         let opted_out = Arc::new(AtomicBool::new(false));
+        let enabled = Arc::new(AtomicBool::new(true));
+        let session = events.template.session_id;
+        let consent = self.state_store().map(|store| {
+            // Compared with what the file holds now, which is this process's id unless the
+            // file could not be written (then the process runs under an id of its own).
+            let held = store.load().ok().and_then(|state| state.session_id);
+            let watch = ConsentWatch::new(store, held, self.consent_version);
+            Arc::new(move || watch.withdrawn()) as ConsentCheck
+        });
+        let first_attempt = self.state_store().map(|store| {
+            Box::new(move || {
+                // Opting out asks the destination to delete events only if some may have left.
+                let marked = store.update(|state| {
+                    if state.session_id == Some(session) {
+                        state.session_used = true;
+                    }
+                });
+                if let Err(error) = marked {
+                    tracing::debug!(%error, "could not record that events may have left");
+                }
+            }) as Box<dyn FnOnce() + Send>
+        });
         let dropped_queue_full = Arc::new(AtomicU64::new(0));
         let queue_full_recorded = Arc::new(AtomicU64::new(0));
         let opened_buffer = Arc::new(OnceLock::new());
@@ -154,16 +182,20 @@ impl TelemetryConfig {
             opened_buffer: Arc::clone(&opened_buffer),
             transport,
             events,
+            read_back,
             batch_size: resolution.batch_size(),
             batch_interval: resolution.batch_interval(),
             summary: summary == Summary::Send,
             opted_out: Arc::clone(&opted_out),
+            enabled: Arc::clone(&enabled),
+            consent,
+            first_attempt,
             dropped_queue_full: Arc::clone(&dropped_queue_full),
             queue_full_recorded: Arc::clone(&queue_full_recorded),
         })?;
         Ok(Telemetry {
             inner: Arc::new(Inner {
-                enabled: AtomicBool::new(true),
+                enabled,
                 catalog: Arc::clone(&self.catalog),
                 usage,
                 records: Some(record_sender),
@@ -197,7 +229,7 @@ impl Telemetry {
     fn off(config: TelemetryConfig) -> Telemetry {
         Telemetry {
             inner: Arc::new(Inner {
-                enabled: AtomicBool::new(false),
+                enabled: Arc::new(AtomicBool::new(false)),
                 catalog: Arc::clone(&config.catalog),
                 usage: Arc::new(UsageAccumulator::empty()),
                 records: None,

@@ -47,6 +47,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
+mod consent_watch;
 mod erasure;
 mod handle;
 mod preview;
@@ -60,8 +61,8 @@ mod usage;
 mod worker;
 
 pub use config::{
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT, ManageError, SetupError, TelemetryConfig,
-    WarningSink,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_SESSION_MAX_AGE, DEFAULT_SHUTDOWN_TIMEOUT, ManageError,
+    SetupError, TelemetryConfig, WarningSink,
 };
 pub use handle::Telemetry;
 pub use preview::Preview;

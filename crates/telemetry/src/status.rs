@@ -204,7 +204,7 @@ impl TelemetryConfig {
         let store = self.state_store().ok_or(ManageError::NoStateDir)?;
         let (_, replaced) = store.update(|state| match state.session_id {
             Some(_) => {
-                state.session_id = Some(telemetry_model::SessionId::random());
+                state.new_session(telemetry_model::UtcDate::today());
                 true
             }
             None => false,
@@ -332,7 +332,7 @@ fn dropped_by_reason(
         ("queue_full", ledger.dropped_queue_full),
         ("buffer_full", stats.dropped_full),
         ("age", stats.dropped_age),
-        ("invalid", stats.dropped_invalid),
+        ("invalid", stats.dropped_invalid + ledger.dropped_invalid),
         ("scrubbed", ledger.dropped_scrubbed),
         ("storage", ledger.dropped_storage),
         ("rejected", ledger.dropped_rejected),

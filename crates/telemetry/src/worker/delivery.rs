@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use telemetry_buffer::{Buffer, ClaimId, DeliveryLedger, later};
 use telemetry_transport::{Backoff, CircuitBreaker, SendError, Transport};
 
+use crate::worker::recheck::{ReadBackCheck, Verdict};
+
 /// How many failed deliveries in a row, by any process, open the circuit.
 const FAILURE_THRESHOLD: u32 = CircuitBreaker::DEFAULT_FAILURE_THRESHOLD;
 
@@ -64,6 +66,9 @@ pub enum FlushError {
         /// Events waiting, when the buffer could count them.
         pending: Option<u64>,
     },
+    /// The user withdrew consent (from this or another process): nothing more is sent.
+    #[error("telemetry was turned off; nothing more is sent and unsent events were deleted")]
+    ConsentWithdrawn,
     /// The worker thread is gone (it could not start, or it stopped).
     #[error("the telemetry worker is not running")]
     WorkerGone,
@@ -118,6 +123,8 @@ pub(crate) enum Stopped {
         reason: PauseReason,
         until: SystemTime,
     },
+    /// The user withdrew consent for this process's session.
+    Withdrawn,
 }
 
 impl Stopped {
@@ -131,6 +138,7 @@ impl Stopped {
                 until,
                 pending,
             },
+            Stopped::Withdrawn => FlushError::ConsentWithdrawn,
         }
     }
 }
@@ -194,6 +202,8 @@ pub(crate) fn paused_until(
 
 /// What a round's trip to the buffer found.
 enum Claimed {
+    /// The user withdrew consent: send nothing.
+    Withdrawn,
     /// The ledger says to wait.
     Paused {
         reason: PauseReason,
@@ -205,13 +215,33 @@ enum Claimed {
     Batch(telemetry_buffer::Claim),
 }
 
+/// What the second look at a batch read back dropped.
+#[derive(Clone, Copy, Debug, Default)]
+struct ReadBack {
+    other_session: u64,
+    invalid: u64,
+    scrubbed: u64,
+}
+
+impl ReadBack {
+    fn apply(&self, ledger: &mut DeliveryLedger) {
+        ledger.purged = ledger.purged.saturating_add(self.other_session);
+        ledger.dropped_invalid = ledger.dropped_invalid.saturating_add(self.invalid);
+        ledger.dropped_scrubbed = ledger.dropped_scrubbed.saturating_add(self.scrubbed);
+    }
+}
+
 /// What one batch's attempt does to the ledger.
 #[derive(Clone, Copy)]
 enum Attempt {
-    Delivered(u64),
+    /// Sent and accepted; the second look dropped the rest of the claim.
+    Delivered(u64, ReadBack),
+    /// Nothing was sent: the second look dropped the whole claim.
+    NothingToSend(ReadBack),
     /// The batch was too large for the destination and is sent again in smaller ones.
     Split,
-    Rejected(u64),
+    /// The destination refused the batch for good; the second look dropped the rest.
+    Rejected(u64, ReadBack),
     Failed {
         retry_after: Option<Duration>,
     },
@@ -220,14 +250,17 @@ enum Attempt {
 impl Attempt {
     fn apply(&self, ledger: &mut DeliveryLedger, now: SystemTime) {
         match *self {
-            Attempt::Delivered(count) => {
+            Attempt::Delivered(count, read_back) => {
+                read_back.apply(ledger);
                 ledger.delivered = ledger.delivered.saturating_add(count);
                 ledger.last_sent = later(ledger.last_sent, Some(now));
                 ledger.consecutive_failures = 0;
                 ledger.circuit_open_until = None;
             }
+            Attempt::NothingToSend(read_back) => read_back.apply(ledger),
             Attempt::Split => {}
-            Attempt::Rejected(count) => {
+            Attempt::Rejected(count, read_back) => {
+                read_back.apply(ledger);
                 ledger.dropped_rejected = ledger.dropped_rejected.saturating_add(count);
             }
             Attempt::Failed { retry_after } => {
@@ -275,11 +308,23 @@ impl Drop for ClaimGuard {
     }
 }
 
+/// Whether the user withdrew consent for this process's session; cheap when nothing changed.
+pub(crate) type ConsentCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Something to do once, before the first request of the process leaves.
+pub(crate) type FirstAttempt = Arc<std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
 /// What a round needs; shared by every round of one worker.
 pub(crate) struct Delivery {
     pub(crate) buffer: Arc<dyn Buffer>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) batch_size: usize,
+    /// Checked before every round: a withdrawn consent sends nothing more.
+    pub(crate) consent: Option<ConsentCheck>,
+    /// Records, before the first request leaves, that events under the session may leave.
+    pub(crate) first_attempt: FirstAttempt,
+    /// The second look at every event read back.
+    pub(crate) read_back: Arc<ReadBackCheck>,
 }
 
 impl Delivery {
@@ -305,7 +350,11 @@ impl Delivery {
             if Instant::now() >= deadline {
                 return Err(Stopped::Deadline);
             }
+            let consent = self.consent.clone();
             let claimed = on_buffer(&self.buffer, deadline, move |buffer| {
+                if check_pause && consent.is_some_and(|withdrawn| withdrawn()) {
+                    return Ok(Claimed::Withdrawn);
+                }
                 if check_pause
                     && let Some((reason, until)) =
                         paused_until(&buffer.ledger()?, SystemTime::now())
@@ -325,6 +374,7 @@ impl Delivery {
             .map_err(|error: telemetry_buffer::BufferError| Stopped::Storage(error.to_string()))?;
             check_pause = false;
             let claim = match claimed {
+                Claimed::Withdrawn => return Err(Stopped::Withdrawn),
                 Claimed::Paused { reason, until } => return Err(Stopped::Paused { reason, until }),
                 Claimed::Nothing(pending) => {
                     report.pending = pending as u64;
@@ -332,18 +382,47 @@ impl Delivery {
                 }
                 Claimed::Batch(claim) => claim,
             };
-            let count = claim.events.len() as u64;
             let mut guard = ClaimGuard {
                 buffer: Arc::clone(&self.buffer),
                 claim: Some(claim.id),
             };
+            let claimed = claim.events.len();
+            let mut read_back = ReadBack::default();
+            let mut events = Vec::with_capacity(claimed);
+            for event in claim.events {
+                match self.read_back.judge(&event) {
+                    Verdict::Send => events.push(event),
+                    Verdict::OtherSession => read_back.other_session += 1,
+                    Verdict::Invalid => read_back.invalid += 1,
+                    Verdict::Scrubbed => read_back.scrubbed += 1,
+                }
+            }
+            if events.len() < claimed {
+                tracing::warn!(
+                    dropped = claimed - events.len(),
+                    "events read back from the buffer failed the second look and were dropped"
+                );
+            }
+            if events.is_empty() {
+                let deadline = deadline.max(Instant::now() + SETTLE_GRACE);
+                self.settle(
+                    &mut guard,
+                    deadline,
+                    Settle::Acknowledge,
+                    Attempt::NothingToSend(read_back),
+                )
+                .await?;
+                continue;
+            }
+            let count = events.len() as u64;
+            self.note_first_attempt();
             let sent = tokio::time::timeout_at(
                 tokio::time::Instant::from_std(deadline),
-                self.transport.send(&claim.events),
+                self.transport.send(&events),
             )
             .await;
             let (attempt, settle) = match sent {
-                Ok(Ok(())) => (Attempt::Delivered(count), Settle::Acknowledge),
+                Ok(Ok(())) => (Attempt::Delivered(count, read_back), Settle::Acknowledge),
                 Ok(Err(SendError::TooLarge)) if count > 1 => {
                     // A size that had to be split down stays split for the rest of this round:
                     // the destination's limit does not change between batches.
@@ -352,11 +431,11 @@ impl Delivery {
                 }
                 Ok(Err(SendError::TooLarge)) => {
                     tracing::warn!("an event too large for the destination was dropped");
-                    (Attempt::Rejected(count), Settle::Acknowledge)
+                    (Attempt::Rejected(count, read_back), Settle::Acknowledge)
                 }
                 Ok(Err(SendError::Rejected { message })) => {
                     tracing::warn!(%message, events = count, "the destination rejected a batch; it was dropped");
-                    (Attempt::Rejected(count), Settle::Acknowledge)
+                    (Attempt::Rejected(count, read_back), Settle::Acknowledge)
                 }
                 Ok(Err(SendError::Retryable {
                     message,
@@ -394,9 +473,23 @@ impl Delivery {
                 attempt,
             )
             .await?;
-            if let Attempt::Delivered(count) = attempt {
+            if let Attempt::Delivered(count, _) = attempt {
                 report.delivered += count;
             }
+        }
+    }
+
+    /// Starts, beside the first request, the one-time note that events may have left. It writes
+    /// the state file, whose lock another process may hold for a while, so it never holds up
+    /// the request or the round.
+    fn note_first_attempt(&self) {
+        let once = self
+            .first_attempt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(once) = once {
+            drop(tokio::task::spawn_blocking(once));
         }
     }
 
@@ -476,7 +569,7 @@ impl Backoffs {
                 self.not_before = None;
             }
             // The ledger holds the wait; checking it again costs one read per tick.
-            Err(Stopped::Paused { .. }) => {}
+            Err(Stopped::Paused { .. } | Stopped::Withdrawn) => {}
             Err(Stopped::Failed {
                 retry_after: Some(wait),
                 ..
@@ -552,7 +645,7 @@ mod tests {
         assert_eq!(ledger.circuit_open_until, Some(now + COOL_DOWN));
         assert_eq!(ledger.not_before, Some(now + Duration::from_secs(3)));
         assert_eq!(ledger.failed_deliveries, u64::from(FAILURE_THRESHOLD));
-        Attempt::Delivered(7).apply(&mut ledger, now);
+        Attempt::Delivered(7, ReadBack::default()).apply(&mut ledger, now);
         assert_eq!(ledger.circuit_open_until, None);
         assert_eq!(ledger.consecutive_failures, 0);
         assert_eq!((ledger.delivered, ledger.last_sent), (7, Some(now)));

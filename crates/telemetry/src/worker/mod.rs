@@ -22,6 +22,7 @@
 
 mod delivery;
 mod events;
+mod recheck;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -36,10 +37,12 @@ use telemetry_policy::ScrubReason;
 use telemetry_transport::Transport;
 use tokio::sync::{Notify, mpsc};
 
+pub(crate) use delivery::ConsentCheck;
 use delivery::{Amount, Backoffs, Delivery, Stopped, on_buffer};
 pub use delivery::{FlushError, FlushReport, PauseReason};
 pub(crate) use delivery::{TimeOfDay, paused_until};
 pub(crate) use events::{EventBuilder, MessageSink};
+pub(crate) use recheck::ReadBackCheck;
 
 use crate::queue::{Drained, RecordReceivers};
 
@@ -113,12 +116,20 @@ pub(crate) struct WorkerSettings {
     pub(crate) opened_buffer: Arc<OnceLock<Arc<dyn Buffer>>>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) events: EventBuilder,
+    /// The second look at every event read back before it is sent.
+    pub(crate) read_back: ReadBackCheck,
     pub(crate) batch_size: usize,
     pub(crate) batch_interval: Duration,
     /// Whether to store an `sdk_usage` summary at shutdown.
     pub(crate) summary: bool,
     /// Set when the user opted out through the running handle: nothing more is stored.
     pub(crate) opted_out: Arc<AtomicBool>,
+    /// The handles' recording switch, cleared when consent is withdrawn elsewhere.
+    pub(crate) enabled: Arc<AtomicBool>,
+    /// Whether the user withdrew consent from another process (`disable`, `reset`).
+    pub(crate) consent: Option<ConsentCheck>,
+    /// Run once, before the first request leaves: records that events may have left.
+    pub(crate) first_attempt: Option<Box<dyn FnOnce() + Send>>,
     /// Records the recording threads dropped because the queue was full.
     pub(crate) dropped_queue_full: Arc<AtomicU64>,
     /// How many of those the worker has added to the ledger, so a running handle's status can
@@ -185,6 +196,8 @@ struct Worker {
     batch_interval: Duration,
     summary: bool,
     opted_out: Arc<AtomicBool>,
+    enabled: Arc<AtomicBool>,
+    consent: Option<ConsentCheck>,
     dropped_queue_full: Arc<AtomicU64>,
     /// Queue-full drops already added to the ledger.
     queue_full_recorded: Arc<AtomicU64>,
@@ -216,12 +229,17 @@ impl Worker {
                 buffer: Arc::clone(&buffer),
                 transport: settings.transport,
                 batch_size: settings.batch_size.max(1),
+                consent: settings.consent.clone(),
+                first_attempt: Arc::new(std::sync::Mutex::new(settings.first_attempt)),
+                read_back: Arc::new(settings.read_back),
             }),
             buffer,
             events: settings.events,
             batch_interval: settings.batch_interval.max(MIN_BATCH_INTERVAL),
             summary: settings.summary,
             opted_out: settings.opted_out,
+            enabled: settings.enabled,
+            consent: settings.consent,
             dropped_queue_full: settings.dropped_queue_full,
             queue_full_recorded: settings.queue_full_recorded,
             queue_full_taken: 0,
@@ -262,6 +280,9 @@ impl Worker {
                 },
                 result = poll_round(&mut self.round) => {
                     self.round = None;
+                    if matches!(result, Err(Stopped::Withdrawn)) {
+                        self.withdraw().await;
+                    }
                     self.backoffs.record(&result);
                 }
                 // Records are collected when a handle signals a half-full queue, or at the latest
@@ -278,8 +299,42 @@ impl Worker {
         }
     }
 
+    /// Stops for good after the user withdrew consent elsewhere: no more recording, storing or
+    /// sending; the round in flight is dropped (its claim released), queued records are
+    /// discarded and counted as purged, and the buffer's pending events are deleted.
+    async fn withdraw(&mut self) {
+        self.enabled.store(false, Ordering::Relaxed);
+        if self.opted_out.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.round = None;
+        let mut discarded = Vec::new();
+        let mut purged = 0;
+        while self.records.drain(&mut discarded, MAX_DRAIN) == Drained::More {
+            purged += discarded.len() as u64;
+            discarded.clear();
+        }
+        purged += discarded.len() as u64;
+        self.unrecorded.purged += purged;
+        let counts = self.take_counts();
+        let deadline = Instant::now() + STORE_WAIT * 4;
+        self.write(Vec::new(), counts, deadline).await;
+        let purge = on_buffer(&self.buffer, deadline, |buffer| buffer.purge()).await;
+        if !matches!(purge, Ok(Ok(_))) {
+            tracing::warn!("the events of a withdrawn session could not all be deleted yet");
+        }
+    }
+
+    /// Whether the user withdrew consent from another process since the last look.
+    fn consent_withdrawn(&self) -> bool {
+        self.consent.as_ref().is_some_and(|withdrawn| withdrawn())
+    }
+
     /// Stores what is queued and starts a round of full batches when one is due.
     async fn collect(&mut self) {
+        if self.consent_withdrawn() {
+            self.withdraw().await;
+        }
         let deadline = Instant::now() + STORE_WAIT;
         self.store_queued(deadline, MAX_DRAIN, false).await;
         if self.pending >= self.delivery.batch_size {
@@ -319,7 +374,10 @@ impl Worker {
             budget = budget.saturating_sub(records.len());
             let last = !(drained == Drained::More && budget > 0);
             let mut events = Vec::new();
-            if self.usage_allowed() {
+            if !self.usage_allowed() {
+                // Recorded before the opt-out reached the worker: deleted, and counted so.
+                self.unrecorded.purged += records.len() as u64;
+            } else {
                 events = self.events.events(records);
                 if last && summary && self.summary {
                     // Once: a later pass (if this one ran out of budget) adds no second one.
@@ -443,6 +501,12 @@ impl Worker {
     /// Stores what is queued, lets a round in flight finish, then delivers everything, all
     /// within `deadline`.
     async fn flush(&mut self, deadline: Instant) -> Result<FlushReport, FlushError> {
+        if self.consent_withdrawn() {
+            self.withdraw().await;
+        }
+        if !self.usage_allowed() {
+            return Err(FlushError::ConsentWithdrawn);
+        }
         self.store_queued_all(deadline, false).await;
         // A round in flight finishes first (or is dropped at the deadline); what it sent is
         // its own, and the flush reports what it sends itself.
@@ -500,6 +564,9 @@ impl Worker {
     /// worker cannot keep up) are counted as dropped for storage rather than lost uncounted, and
     /// so is the summary if it was not written.
     async fn finish(&mut self, deadline: Instant) {
+        if self.consent_withdrawn() {
+            self.withdraw().await;
+        }
         let now = Instant::now();
         let storing = now + deadline.saturating_duration_since(now) * 3 / 4;
         self.store_queued_all(storing, true).await;

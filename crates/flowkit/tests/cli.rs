@@ -679,3 +679,81 @@ fn a_full_disk_loses_events_only_as_counted_drops() {
         .collect();
     assert_eq!(ids.len() as u64, count("delivered_events"), "{status}");
 }
+
+#[test]
+fn disable_stops_a_process_that_is_already_running_before_its_next_delivery() {
+    let sandbox = Sandbox::new();
+    let endpoint = sandbox.file_endpoint();
+    let vars = [
+        ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
+        ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "1"),
+    ];
+    check_success(&sandbox.output(&["telemetry", "enable"], &vars));
+    // Forty runs of 100 ms each: about four seconds of a process delivering as it goes.
+    let mut running = sandbox
+        .command(&["simulate", "--runs", "40", "--task-millis", "100"], &vars)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until it has delivered something: an external process offers no signal.
+    let mut delivered = 0;
+    for _ in 0..400 {
+        delivered = sandbox.exported_lines().len();
+        if delivered > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(delivered > 0, "the running process delivered nothing");
+
+    let output = sandbox.output(&["telemetry", "disable"], &vars);
+    check_success(&output);
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Telemetry disabled."), "{stdout}");
+    assert!(
+        stdout.contains("Deletion request for the old session id: sent to file://"),
+        "{stdout}"
+    );
+    let status = running.wait().unwrap();
+    assert!(status.success());
+
+    // Nothing arrived after the deletion request: not a run, not the summary.
+    let lines = sandbox.exported_lines();
+    let position = lines
+        .iter()
+        .position(|line| line.contains(r#""event_type":"deletion_request""#))
+        .expect("a deletion request was exported");
+    assert_eq!(position, lines.len() - 1, "{:#?}", &lines[position..]);
+    assert!(
+        lines
+            .iter()
+            .all(|line| !line.contains(r#""event_type":"sdk_usage""#))
+    );
+    assert!(lines.len() < 41, "the process went on delivering");
+}
+
+#[test]
+fn disable_says_when_the_environment_still_turns_telemetry_on() {
+    let sandbox = Sandbox::new();
+    let endpoint = sandbox.file_endpoint();
+    let vars = [
+        ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+        ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
+    ];
+    check_success(&sandbox.output(&["simulate", "--runs", "1"], &vars));
+    let output = sandbox.output(&["telemetry", "disable"], &vars);
+    check_success(&output);
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(
+            "telemetry stays on in this environment because FLOWKIT_SDK_TELEMETRY_ENABLED is set"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("Nothing more will be collected"),
+        "{stdout}"
+    );
+}

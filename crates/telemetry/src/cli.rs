@@ -103,11 +103,24 @@ impl TelemetryCommand {
                 text
             }),
             TelemetryCommand::Disable => report(config.disable(), out, err, |status| {
-                let mut text = "Telemetry disabled. Nothing more will be collected, and the session id was forgotten.".to_owned();
+                let mut text = if status.enabled {
+                    // Never claim what is not true: something of higher precedence decides.
+                    format!(
+                        "Your opt-out is recorded and the session id was forgotten, but telemetry stays on in this environment because {}.",
+                        status.reason_text()
+                    )
+                } else {
+                    "Telemetry disabled. Nothing more will be collected, and the session id was forgotten.".to_owned()
+                };
                 if status.purged_events > 0 {
                     text.push_str(&format!(
                         "\nDeleted {} unsent events.",
                         status.purged_events
+                    ));
+                }
+                if let Some(request) = &status.deletion_request {
+                    text.push_str(&format!(
+                        "\nDeletion request for the old session id: {request}."
                     ));
                 }
                 text

@@ -771,6 +771,14 @@ pub enum ManageError {
     /// The state file could not be written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The opt-out was recorded, but the unsent events could not be deleted.
+    #[error(
+        "your opt-out is recorded, but the unsent events could not be deleted ({problem}); run the command again when no other program is using telemetry"
+    )]
+    PurgeFailed {
+        /// Why.
+        problem: String,
+    },
     /// An enterprise policy file decides, so users cannot change the decision.
     #[error(
         "telemetry is turned {} for everyone on this machine by the policy file {}; ask your administrator to change it",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use telemetry_model::{DurationBucket, EncodedEvent, EventType, SessionId};
 
-use crate::config::TelemetryConfig;
+use crate::config::{Resolution, TelemetryConfig};
 
 /// How long `disable` waits for the deletion request to be delivered.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -15,13 +15,19 @@ const DELETION_TIMEOUT: Duration = Duration::from_secs(5);
 /// a host's async runtime alike, and never waits longer than a few seconds.
 pub(crate) fn request_deletion(
     config: &TelemetryConfig,
+    resolution: &Resolution,
     session: SessionId,
 ) -> Result<String, String> {
-    let resolution = config.resolve();
-    let transport = config.transport_for(&resolution)?;
+    let transport = config.transport_for(resolution)?;
     let template = config.event_template(resolution.ci, session);
     let event = template.event(EventType::DeletionRequest, DurationBucket::UnderOneSecond);
     let encoded = EncodedEvent::encode(&event).map_err(|error| error.to_string())?;
+    // The same second line of defence as every other event.
+    if let Err(reason) = config.scrubber(resolution).check_json(encoded.json()) {
+        return Err(format!(
+            "the request looked like personal data ({reason}) and was withheld"
+        ));
+    }
     let destination = transport.destination();
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()

@@ -178,23 +178,62 @@ impl TelemetryConfig {
 
     /// [`disable`](TelemetryConfig::disable), recording `source` in the audit log.
     pub fn disable_from(&self, source: AuditSource) -> Result<Status, ManageError> {
-        let previous_session = self
+        let before = self
             .state_store()
             .and_then(|store| store.load().ok())
-            .and_then(|state| state.session_id);
+            .unwrap_or_default();
         self.record_decision(false, source)?;
         let purged = self.purge_pending();
         let mut status = self.status();
-        status.purged_events = purged;
-        // Under DO_NOT_TRACK nothing leaves the machine, not even a deletion request.
-        let may_send = self.deletion_on_opt_out && status.reason != DecisionReason::DoNotTrack;
-        if let (Some(session), true) = (previous_session, may_send) {
-            status.deletion_request = Some(match crate::erasure::request_deletion(self, session) {
-                Ok(destination) => format!("sent to {destination}"),
-                Err(error) => format!("not sent: {error}"),
-            });
+        status.purged_events = *purged.as_ref().unwrap_or(&0);
+        if let (Some(session), true) = (before.session_id, self.deletion_on_opt_out) {
+            let resolution = self.resolve();
+            status.deletion_request = Some(
+                match self.deletion_request_refusal(&resolution, before.session_used) {
+                    Some(why) => format!("not sent: {why}"),
+                    None => match crate::erasure::request_deletion(self, &resolution, session) {
+                        Ok(destination) => format!("sent to {destination}"),
+                        Err(error) => format!("not sent: {error}"),
+                    },
+                },
+            );
         }
-        Ok(status)
+        match purged {
+            Ok(_) => Ok(status),
+            Err(problem) => Err(ManageError::PurgeFailed { problem }),
+        }
+    }
+
+    /// Why no deletion request may go out, if none may: it goes only to the configured, valid
+    /// destination, only when events under the id may have left, and never when something
+    /// other than the user keeps telemetry off (`DO_NOT_TRACK`, the enabled variable set to
+    /// off, a policy), so that opting out never contacts anyone the user did not choose.
+    fn deletion_request_refusal(
+        &self,
+        resolution: &crate::config::Resolution,
+        session_used: bool,
+    ) -> Option<String> {
+        if !session_used {
+            return Some("no event under the session id ever left this machine".to_owned());
+        }
+        if resolution.settings.is_err()
+            || resolution.policy.is_err()
+            || resolution.delivery_problem.is_some()
+        {
+            return Some(
+                "a telemetry setting or the policy file is invalid, so the destination is not known"
+                    .to_owned(),
+            );
+        }
+        match resolution.decision.reason {
+            DecisionReason::DoNotTrack => Some("DO_NOT_TRACK is set".to_owned()),
+            DecisionReason::Policy => Some("a policy file decides".to_owned()),
+            DecisionReason::Env if !resolution.decision.enabled => Some(format!(
+                "{} keeps telemetry off in this environment",
+                self.prefix.variable(Setting::Enabled)
+            )),
+            _ => None,
+        }
     }
 
     /// Replaces the session id with a new random one, so later events cannot be linked to
@@ -215,13 +254,16 @@ impl TelemetryConfig {
         Ok(self.status())
     }
 
-    /// Deletes events waiting in the SDK's buffer or the spool; returns how many.
-    fn purge_pending(&self) -> u64 {
-        self.existing_buffer()
-            .ok()
-            .flatten()
-            .and_then(|buffer| buffer.purge().ok())
-            .map_or(0, |purged| purged as u64)
+    /// Deletes events waiting in the SDK's buffer or the spool; returns how many, or why they
+    /// could not be deleted (a spool another process keeps busy, an unwritable file).
+    fn purge_pending(&self) -> Result<u64, String> {
+        match self.existing_buffer()? {
+            None => Ok(0),
+            Some(buffer) => buffer
+                .purge()
+                .map(|purged| purged as u64)
+                .map_err(|error| error.to_string()),
+        }
     }
 }
 

@@ -864,13 +864,23 @@ fn under_do_not_track_not_even_a_deletion_request_leaves() {
         .config(&[])
         .transport(Arc::clone(&transport) as Arc<dyn Transport>);
     config.enable().unwrap();
+    // Events under the id left the machine, so a deletion request would be due...
+    let telemetry = config.start();
+    run(&telemetry, RunOutcome::Completed);
+    assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 1);
+    drop(telemetry);
+    let sent = fixture.exported().len();
+    // ...but under DO_NOT_TRACK nothing leaves, and the status says why.
     let with_dnt = fixture
         .config(&[("DO_NOT_TRACK", "1")])
         .transport(transport);
     let status = with_dnt.disable().unwrap();
     assert_eq!(status.reason, DecisionReason::DoNotTrack);
-    assert_eq!(status.deletion_request, None);
-    assert!(fixture.exported().is_empty());
+    assert_eq!(
+        status.deletion_request.as_deref(),
+        Some("not sent: DO_NOT_TRACK is set")
+    );
+    assert_eq!(fixture.exported().len(), sent);
 }
 
 #[test]

@@ -415,7 +415,7 @@ impl Delivery {
                 continue;
             }
             let count = events.len() as u64;
-            self.note_first_attempt();
+            self.note_first_attempt().await;
             let sent = tokio::time::timeout_at(
                 tokio::time::Instant::from_std(deadline),
                 self.transport.send(&events),
@@ -479,17 +479,18 @@ impl Delivery {
         }
     }
 
-    /// Starts, beside the first request, the one-time note that events may have left. It writes
-    /// the state file, whose lock another process may hold for a while, so it never holds up
-    /// the request or the round.
-    fn note_first_attempt(&self) {
+    /// Writes, before the first request, the one-time note that events may have left. It
+    /// writes the state file, whose lock another process may hold for a while, so the request
+    /// waits for it at most a moment; the note then completes beside the request.
+    async fn note_first_attempt(&self) {
         let once = self
             .first_attempt
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(once) = once {
-            drop(tokio::task::spawn_blocking(once));
+            let note = tokio::task::spawn_blocking(once);
+            let _ = tokio::time::timeout(SETTLE_GRACE, note).await;
         }
     }
 

@@ -1,0 +1,430 @@
+//! Opting out and identity keep their word, checked on real files and real threads: a
+//! deletion request goes only where the user's valid configuration points and only when events
+//! under the id left; ids are random, short-lived and never linked; what a buffer hands back
+//! gets a second look before it leaves.
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use telemetry::{
+    Catalog, EnvSnapshot, Event, EventType, FeatureSet, RunOutcome, RunRecord, Telemetry,
+    TelemetryConfig,
+};
+
+const CATALOG: &str = r#"
+[features]
+retries = "Tasks configured with automatic retries"
+"#;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            warnings: Arc::default(),
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn export(&self) -> PathBuf {
+        self.dir.path().join("export")
+    }
+
+    fn file_endpoint(&self) -> String {
+        format!("file://{}", self.export().display())
+    }
+
+    /// A configuration reading only the given variables, whose built-in default endpoint is
+    /// `default_endpoint`.
+    fn config(&self, default_endpoint: &str, vars: &[(&str, &str)]) -> TelemetryConfig {
+        let warnings = Arc::clone(&self.warnings);
+        TelemetryConfig::new(
+            "testsdk",
+            "1.2.3",
+            Catalog::from_toml(CATALOG).unwrap(),
+            "TESTSDK",
+        )
+        .unwrap()
+        .default_endpoint(default_endpoint)
+        .unwrap()
+        .state_dir(self.home())
+        .env(EnvSnapshot::from_pairs(vars.iter().copied()))
+        .warnings(Arc::new(move |message: &str| {
+            warnings.lock().unwrap().push(message.to_owned())
+        }))
+        .shutdown_timeout(Duration::from_secs(10))
+    }
+
+    /// Exporting to the fixture's directory, enabled by the user's decision.
+    fn exporting(&self, default_endpoint: &str, vars: &[(&str, &str)]) -> TelemetryConfig {
+        let endpoint = self.file_endpoint();
+        let mut pairs = vec![("TESTSDK_SDK_TELEMETRY_ENDPOINT", endpoint.as_str())];
+        pairs.extend_from_slice(vars);
+        self.config(default_endpoint, &pairs)
+    }
+
+    fn exported(&self) -> Vec<Event> {
+        read_events(&self.export())
+    }
+
+    fn state_text(&self) -> String {
+        std::fs::read_to_string(self.home().join("telemetry_state.toml")).unwrap_or_default()
+    }
+}
+
+fn read_events(dir: &Path) -> Vec<Event> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    for entry in entries {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        events.extend(
+            text.lines()
+                .map(|line| serde_json::from_str::<Event>(line).unwrap()),
+        );
+    }
+    events
+}
+
+fn run(telemetry: &Telemetry) {
+    telemetry.record_run(RunRecord {
+        features: FeatureSet::new(),
+        duration: Duration::from_millis(5),
+        outcome: RunOutcome::Completed,
+        exception: None,
+    });
+}
+
+/// A TCP listener on 127.0.0.1 that counts the connections it is offered (and answers none):
+/// the SDK's built-in default endpoint, which an offline machine must never contact.
+struct CountingListener {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+impl CountingListener {
+    fn start() -> CountingListener {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        CountingListener { port, connections }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}/v1/events", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// A destination that refuses everything, so that events wait in the spool.
+#[derive(Debug)]
+struct Refusing;
+
+#[async_trait::async_trait]
+impl telemetry::Transport for Refusing {
+    fn kind(&self) -> &'static str {
+        "refusing"
+    }
+
+    fn destination(&self) -> String {
+        "nowhere".to_owned()
+    }
+
+    async fn send(
+        &self,
+        _events: &[telemetry::EncodedEvent],
+    ) -> Result<(), telemetry::internals::transport::SendError> {
+        Err(telemetry::internals::transport::SendError::Retryable {
+            message: "refused".to_owned(),
+            retry_after: None,
+        })
+    }
+}
+
+/// Enables telemetry, sends one run to the export, and returns the session id.
+fn deliver_one(config: &TelemetryConfig) -> String {
+    let session = config.enable().unwrap().session_id.unwrap();
+    let telemetry = config.start();
+    run(&telemetry);
+    assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 1);
+    drop(telemetry);
+    session
+}
+
+#[test]
+fn opting_out_contacts_only_the_configured_valid_destination_and_only_when_events_left() {
+    let vendor = CountingListener::start();
+    // (extra variables when opting out, what the deletion request says)
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("TESTSDK_SDK_TELEMETRY_BATCH_SIZE", "bogus")],
+            "not sent: a telemetry setting or the policy file is invalid",
+        ),
+        (
+            &[("TESTSDK_SDK_TELEMETRY_ENABLED", "0")],
+            "not sent: TESTSDK_SDK_TELEMETRY_ENABLED keeps telemetry off",
+        ),
+        (&[("DO_NOT_TRACK", "1")], "not sent: DO_NOT_TRACK is set"),
+        (&[], "sent to file://"),
+    ];
+    for (vars, expected) in cases {
+        let fixture = Fixture::new();
+        let session = deliver_one(&fixture.exporting(&vendor.endpoint(), &[]));
+        let status = fixture
+            .exporting(&vendor.endpoint(), vars)
+            .disable()
+            .unwrap();
+        let request = status.deletion_request.unwrap();
+        assert!(request.starts_with(expected), "{vars:?}: {request}");
+        let deletions: Vec<Event> = fixture
+            .exported()
+            .into_iter()
+            .filter(|event| event.event_type == EventType::DeletionRequest)
+            .collect();
+        assert_eq!(
+            deletions.len(),
+            usize::from(*expected == "sent to file://"),
+            "{vars:?}"
+        );
+        assert!(
+            deletions
+                .iter()
+                .all(|event| event.session_id.to_string() == session)
+        );
+    }
+    // Never the vendor: the built-in default endpoint was not contacted once.
+    assert_eq!(vendor.connections(), 0);
+
+    // No event under the id ever left: nothing to delete, nobody contacted.
+    let fixture = Fixture::new();
+    let config = fixture.exporting(&vendor.endpoint(), &[]);
+    config.enable().unwrap();
+    let request = config.disable().unwrap().deletion_request.unwrap();
+    assert_eq!(
+        request,
+        "not sent: no event under the session id ever left this machine"
+    );
+    assert!(fixture.exported().is_empty());
+}
+
+#[test]
+fn a_session_id_that_is_not_random_is_replaced_and_never_sent() {
+    for (id, warns) in [
+        ("00000000-0000-0000-0000-000000000000", true),
+        ("ffffffff-ffff-ffff-ffff-ffffffffffff", true),
+        // A version 1 (time-based) UUID: not random.
+        ("c232ab00-9414-11ec-b3c8-9f6bdeced846", true),
+        // A well-formed random id, hand-written without the date it was made: replaced too.
+        ("2f1e4a52-7c1d-4b7e-9a55-3c0f6f8a9d11", false),
+    ] {
+        let fixture = Fixture::new();
+        std::fs::create_dir_all(fixture.home()).unwrap();
+        std::fs::write(
+            fixture.home().join("telemetry_state.toml"),
+            format!("[telemetry]\nenabled = true\nsession_id = \"{id}\"\n"),
+        )
+        .unwrap();
+        let config = fixture.exporting("https://127.0.0.1:1/v1", &[]);
+        let telemetry = config.start();
+        run(&telemetry);
+        telemetry.flush(WAIT).unwrap();
+        drop(telemetry);
+        let exported = fixture.exported();
+        assert!(!exported.is_empty());
+        assert!(
+            exported
+                .iter()
+                .all(|event| event.session_id.to_string() != id),
+            "{id} was sent"
+        );
+        let warned = fixture
+            .warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|warning| warning.contains("was not a random id"));
+        assert_eq!(warned, warns, "{id}");
+        assert!(
+            !fixture.state_text().contains(id),
+            "{id} is still remembered"
+        );
+    }
+}
+
+#[test]
+fn an_id_does_not_outlive_runs_that_something_else_keeps_off() {
+    for vars in [
+        &[("DO_NOT_TRACK", "1")][..],
+        &[("TESTSDK_SDK_TELEMETRY_ENABLED", "0")],
+        &[("TESTSDK_SDK_TELEMETRY_BATCH_SIZE", "bogus")],
+    ] {
+        let fixture = Fixture::new();
+        let first = deliver_one(&fixture.exporting("https://127.0.0.1:1/v1", &[]));
+        // A run kept off by something other than the user's own decision forgets the id...
+        let kept_off = fixture.exporting("https://127.0.0.1:1/v1", vars).start();
+        assert!(!kept_off.is_enabled());
+        drop(kept_off);
+        assert!(!fixture.state_text().contains(&first), "{vars:?}");
+        // ...so the next run under the user's decision is not linked to the earlier ones.
+        let telemetry = fixture.exporting("https://127.0.0.1:1/v1", &[]).start();
+        run(&telemetry);
+        telemetry.flush(WAIT).unwrap();
+        drop(telemetry);
+        let sessions: std::collections::BTreeSet<String> = fixture
+            .exported()
+            .iter()
+            .map(|event| event.session_id.to_string())
+            .collect();
+        assert_eq!(sessions.len(), 2, "{vars:?}: {sessions:?}");
+    }
+}
+
+#[test]
+fn an_id_is_replaced_by_age() {
+    let fixture = Fixture::new();
+    std::fs::create_dir_all(fixture.home()).unwrap();
+    let old = "2f1e4a52-7c1d-4b7e-9a55-3c0f6f8a9d11";
+    std::fs::write(
+        fixture.home().join("telemetry_state.toml"),
+        format!(
+            "[telemetry]\nenabled = true\nsession_id = \"{old}\"\nsession_date = \"2020-01-01\"\n"
+        ),
+    )
+    .unwrap();
+    let telemetry = fixture.exporting("https://127.0.0.1:1/v1", &[]).start();
+    run(&telemetry);
+    telemetry.flush(WAIT).unwrap();
+    drop(telemetry);
+    assert!(
+        fixture
+            .exported()
+            .iter()
+            .all(|event| event.session_id.to_string() != old)
+    );
+    assert!(!fixture.state_text().contains(old));
+    // A young id stays.
+    let state = fixture.state_text();
+    let telemetry = fixture.exporting("https://127.0.0.1:1/v1", &[]).start();
+    drop(telemetry);
+    assert_eq!(fixture.state_text(), state);
+}
+
+#[test]
+fn one_request_never_carries_two_session_ids_and_reset_links_nothing() {
+    let fixture = Fixture::new();
+    let vendor = "https://127.0.0.1:1/v1";
+    // Events wait in the spool under the first id: the destination refuses them.
+    let config = fixture.exporting(vendor, &[]);
+    let first = config.enable().unwrap().session_id.unwrap();
+    let telemetry = config.clone().transport(Arc::new(Refusing)).start();
+    for _ in 0..3 {
+        run(&telemetry);
+    }
+    assert!(telemetry.flush(WAIT).is_err());
+    drop(telemetry);
+    assert_eq!(config.status().pending_events, Some(4));
+
+    // A new id, then more events, and now deliveries succeed.
+    let second = config.reset().unwrap().session_id.unwrap();
+    assert_ne!(first, second);
+    let telemetry = config.start();
+    run(&telemetry);
+    telemetry.flush(WAIT).unwrap();
+    drop(telemetry);
+    let exported = fixture.exported();
+    assert!(!exported.is_empty());
+    assert!(
+        exported
+            .iter()
+            .all(|event| event.session_id.to_string() == second),
+        "an event under the old id left after the reset"
+    );
+    let status = config.status();
+    assert_eq!(status.pending_events, Some(0));
+}
+
+#[test]
+fn an_event_edited_in_the_spool_never_leaves() {
+    let fixture = Fixture::new();
+    let config = fixture.exporting("https://127.0.0.1:1/v1", &[]);
+    config.enable().unwrap();
+    // A destination that refuses, so that the run waits in the spool.
+    let telemetry = config.clone().transport(Arc::new(Refusing)).start();
+    run(&telemetry);
+    assert!(telemetry.flush(WAIT).is_err());
+    drop(telemetry);
+
+    // Someone edits the waiting events: a user's data as a feature name, and an email.
+    let spool = rusqlite::Connection::open(fixture.home().join("telemetry_spool.sqlite3")).unwrap();
+    let edited = spool
+        .execute(
+            r#"UPDATE events SET json = replace(json, '"features":[]', '"features":["john_smith_payroll"]')"#,
+            [],
+        )
+        .unwrap();
+    assert!(edited >= 1);
+    drop(spool);
+
+    let telemetry = config.start();
+    telemetry.flush(WAIT).unwrap();
+    drop(telemetry);
+    let exported = fixture.exported();
+    assert!(
+        exported.iter().all(|event| event
+            .features
+            .iter()
+            .all(|name| name.as_str() != "john_smith_payroll")),
+        "{exported:#?}"
+    );
+    let status = config.status();
+    assert!(status.dropped_by_reason["invalid"] >= 1, "{status:#?}");
+    assert_eq!(status.pending_events, Some(0));
+}
+
+#[test]
+fn an_opt_out_that_cannot_purge_says_so() {
+    let fixture = Fixture::new();
+    let config = fixture.exporting("https://127.0.0.1:1/v1", &[]);
+    deliver_one(&config);
+    let mut other =
+        rusqlite::Connection::open(fixture.home().join("telemetry_spool.sqlite3")).unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let error = config.disable().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("your opt-out is recorded, but the unsent events could not be deleted"),
+        "{error}"
+    );
+    lock.rollback().unwrap();
+    // The opt-out itself is recorded.
+    assert!(!config.status().enabled);
+}

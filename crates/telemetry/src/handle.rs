@@ -39,8 +39,12 @@ pub struct Telemetry {
 }
 
 pub(crate) struct Inner {
-    /// Shared with the worker, which clears it when consent is withdrawn in another process.
-    enabled: Arc<AtomicBool>,
+    /// Checked by every recording call; kept inline, as one load is all that recording costs
+    /// when telemetry is off.
+    enabled: AtomicBool,
+    /// Set by the worker when consent is withdrawn in another process; looked at on the paths
+    /// that do more than a load anyway (a queued record, `is_enabled`, `status`).
+    withdrawn: Arc<AtomicBool>,
     catalog: Arc<Catalog>,
     usage: Arc<UsageAccumulator>,
     records: Option<RecordSenders>,
@@ -145,7 +149,7 @@ impl TelemetryConfig {
             debug,
         );
         let opted_out = Arc::new(AtomicBool::new(false));
-        let enabled = Arc::new(AtomicBool::new(true));
+        let withdrawn = Arc::new(AtomicBool::new(false));
         let session = events.template.session_id;
         let consent = self.state_store().map(|store| {
             // Compared with what the file holds now, which is this process's id unless the
@@ -187,7 +191,7 @@ impl TelemetryConfig {
             batch_interval: resolution.batch_interval(),
             summary: summary == Summary::Send,
             opted_out: Arc::clone(&opted_out),
-            enabled: Arc::clone(&enabled),
+            withdrawn: Arc::clone(&withdrawn),
             consent,
             first_attempt,
             dropped_queue_full: Arc::clone(&dropped_queue_full),
@@ -195,7 +199,8 @@ impl TelemetryConfig {
         })?;
         Ok(Telemetry {
             inner: Arc::new(Inner {
-                enabled,
+                enabled: AtomicBool::new(true),
+                withdrawn,
                 catalog: Arc::clone(&self.catalog),
                 usage,
                 records: Some(record_sender),
@@ -229,7 +234,8 @@ impl Telemetry {
     fn off(config: TelemetryConfig) -> Telemetry {
         Telemetry {
             inner: Arc::new(Inner {
-                enabled: Arc::new(AtomicBool::new(false)),
+                enabled: AtomicBool::new(false),
+                withdrawn: Arc::new(AtomicBool::new(false)),
                 catalog: Arc::clone(&config.catalog),
                 usage: Arc::new(UsageAccumulator::empty()),
                 records: None,
@@ -250,6 +256,12 @@ impl Telemetry {
     /// Whether events are being collected.
     #[inline]
     pub fn is_enabled(&self) -> bool {
+        self.on() && !self.inner.withdrawn.load(Ordering::Relaxed)
+    }
+
+    /// The recording calls' check: one load.
+    #[inline]
+    fn on(&self) -> bool {
         self.inner.enabled.load(Ordering::Relaxed)
     }
 
@@ -266,7 +278,7 @@ impl Telemetry {
     /// Records one finished run; it becomes a `run` event.
     #[inline]
     pub fn record_run(&self, run: RunRecord) {
-        if !self.is_enabled() {
+        if !self.on() {
             return;
         }
         self.send(Record::Run(run));
@@ -275,7 +287,7 @@ impl Telemetry {
     /// Notes that the program used a feature (reported in the `sdk_usage` summary).
     #[inline]
     pub fn feature_used(&self, feature: Feature) {
-        if self.is_enabled() {
+        if self.on() {
             self.inner.usage.features.insert(feature.index());
         }
     }
@@ -283,7 +295,7 @@ impl Telemetry {
     /// Notes that the program used a block type.
     #[inline]
     pub fn block_type_used(&self, block_type: BlockType) {
-        if self.is_enabled() {
+        if self.on() {
             self.inner.usage.block_types.insert(block_type.index());
         }
     }
@@ -291,7 +303,7 @@ impl Telemetry {
     /// Notes that a CLI command was run.
     #[inline]
     pub fn command_used(&self, command: Command) {
-        if self.is_enabled() {
+        if self.on() {
             self.inner.usage.commands.insert(command.index());
         }
     }
@@ -299,7 +311,7 @@ impl Telemetry {
     /// Adds `amount` to a metric (reported as a bucket of the total).
     #[inline]
     pub fn count(&self, metric: Metric, amount: u64) {
-        if self.is_enabled() {
+        if self.on() {
             self.inner.usage.metrics.add(metric.index(), amount);
         }
     }
@@ -307,7 +319,7 @@ impl Telemetry {
     /// Notes how many units of work are running at once (the peak is reported, bucketed).
     #[inline]
     pub fn observe_concurrency(&self, running: u64) {
-        if self.is_enabled() {
+        if self.on() {
             self.inner
                 .usage
                 .concurrency_peak
@@ -318,7 +330,7 @@ impl Telemetry {
     /// Notes a configuration error of a declared kind.
     #[inline]
     pub fn config_error(&self, kind: ConfigError) {
-        if self.is_enabled() {
+        if self.on() {
             self.inner.usage.config_errors.insert(kind.index());
         }
     }
@@ -326,7 +338,7 @@ impl Telemetry {
     /// Notes an error of an allowlisted type outside a run (`other` when not declared).
     #[inline]
     pub fn exception(&self, exception: ExceptionType) {
-        if self.is_enabled() {
+        if self.on() {
             let declared = self.inner.catalog.len(Section::ExceptionTypes);
             self.inner
                 .usage
@@ -338,7 +350,7 @@ impl Telemetry {
     /// Notes that an integration is installed.
     #[inline]
     pub fn integration_installed(&self, integration: Integration) {
-        if self.is_enabled() {
+        if self.on() {
             let declared = self.inner.catalog.len(Section::Integrations);
             self.inner
                 .usage
@@ -350,7 +362,7 @@ impl Telemetry {
     /// Notes that an installed integration failed to import or load.
     #[inline]
     pub fn integration_import_failed(&self, integration: Integration) {
-        if self.is_enabled() {
+        if self.on() {
             let declared = self.inner.catalog.len(Section::Integrations);
             self.inner
                 .usage
@@ -383,6 +395,11 @@ impl Telemetry {
         let Some(sender) = &self.inner.records else {
             return;
         };
+        if self.inner.withdrawn.load(Ordering::Relaxed) {
+            // Consent was withdrawn elsewhere: stop for good, as `disable` does here.
+            self.inner.enabled.store(false, Ordering::Relaxed);
+            return;
+        }
         match sender.send(record) {
             // The worker collects on a short tick; only a filling queue is worth waking it for.
             Sent::Queued { wake: true } => self.inner.wake.notify_one(),

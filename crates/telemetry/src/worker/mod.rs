@@ -124,8 +124,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) summary: bool,
     /// Set when the user opted out through the running handle: nothing more is stored.
     pub(crate) opted_out: Arc<AtomicBool>,
-    /// The handles' recording switch, cleared when consent is withdrawn elsewhere.
-    pub(crate) enabled: Arc<AtomicBool>,
+    /// Set when consent is withdrawn elsewhere, so that the handles stop recording.
+    pub(crate) withdrawn: Arc<AtomicBool>,
     /// Whether the user withdrew consent from another process (`disable`, `reset`).
     pub(crate) consent: Option<ConsentCheck>,
     /// Run once, before the first request leaves: records that events may have left.
@@ -196,7 +196,7 @@ struct Worker {
     batch_interval: Duration,
     summary: bool,
     opted_out: Arc<AtomicBool>,
-    enabled: Arc<AtomicBool>,
+    withdrawn: Arc<AtomicBool>,
     consent: Option<ConsentCheck>,
     dropped_queue_full: Arc<AtomicU64>,
     /// Queue-full drops already added to the ledger.
@@ -238,7 +238,7 @@ impl Worker {
             batch_interval: settings.batch_interval.max(MIN_BATCH_INTERVAL),
             summary: settings.summary,
             opted_out: settings.opted_out,
-            enabled: settings.enabled,
+            withdrawn: settings.withdrawn,
             consent: settings.consent,
             dropped_queue_full: settings.dropped_queue_full,
             queue_full_recorded: settings.queue_full_recorded,
@@ -303,7 +303,7 @@ impl Worker {
     /// sending; the round in flight is dropped (its claim released), queued records are
     /// discarded and counted as purged, and the buffer's pending events are deleted.
     async fn withdraw(&mut self) {
-        self.enabled.store(false, Ordering::Relaxed);
+        self.withdrawn.store(true, Ordering::Relaxed);
         if self.opted_out.swap(true, Ordering::Relaxed) {
             return;
         }

@@ -60,13 +60,16 @@ pub fn telemetry_config(
     home: Option<PathBuf>,
     interface: Interface,
 ) -> Result<TelemetryConfig, SetupError> {
-    let catalog = telemetry::Catalog::from_toml(instrumentation::CATALOG_TOML)?;
-    let mut config =
-        TelemetryConfig::new("flowkit", env!("CARGO_PKG_VERSION"), catalog, ENV_PREFIX)?
-            .default_endpoint(DEFAULT_ENDPOINT)?
-            .interface(interface)
-            .deployment(DeploymentStage::Development)
-            .docs_url(TELEMETRY_DOCS_URL);
+    let mut config = TelemetryConfig::new(
+        "flowkit",
+        env!("CARGO_PKG_VERSION"),
+        instrumentation::CATALOG_TOML,
+        ENV_PREFIX,
+    )?
+    .default_endpoint(DEFAULT_ENDPOINT)?
+    .interface(interface)
+    .deployment(DeploymentStage::Development)
+    .docs_url(TELEMETRY_DOCS_URL);
     if let Some(home) = home {
         config = config.state_dir(home);
     }

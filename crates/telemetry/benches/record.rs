@@ -160,7 +160,7 @@ fn start_disabled(c: &mut Criterion) {
     // What an SDK does at start-up: the process environment, a state directory without a
     // decision in it (so the state file is looked for), and the default policy path.
     let home = tempfile::tempdir().unwrap();
-    let config = telemetry::TelemetryConfig::new("flowkit", "0.1.0", catalog(), "FLOWKIT")
+    let config = telemetry::TelemetryConfig::new("flowkit", "0.1.0", common::CATALOG, "FLOWKIT")
         .unwrap()
         .state_dir(home.path());
     group.bench_function("process_env_state_dir", |b| {

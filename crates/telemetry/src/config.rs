@@ -75,14 +75,15 @@ pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
 /// telemetry and by the management commands.
 ///
 /// ```
-/// use telemetry::{Catalog, TelemetryConfig};
+/// use telemetry::TelemetryConfig;
 ///
-/// let catalog = Catalog::from_toml(r#"
+/// const CATALOG: &str = r#"
 ///     [features]
 ///     retries = "Tasks configured with automatic retries"
-/// "#)?;
-/// let config = TelemetryConfig::new("mysdk", "1.2.0", catalog, "MYSDK")?
+/// "#;
+/// let config = TelemetryConfig::new("mysdk", "1.2.0", CATALOG, "MYSDK")?
 ///     .default_endpoint("https://telemetry.mysdk.example/v1/events")?;
+/// let retries = config.catalog().feature("retries")?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -139,16 +140,21 @@ impl TelemetryConfig {
     /// spool in the state directory when built with it (otherwise an in-memory buffer of
     /// 10,000 events), a 2 s shutdown, the policy file
     /// `/etc/<sdk_name>/telemetry-policy.toml`, consent version 1 and a 10 s prompt timeout.
+    ///
+    /// The catalog is TOML text compiled into the SDK (`include_str!("catalog.toml")`): a
+    /// `&'static str`, so that a catalog can never be built at run time from what a user typed,
+    /// which would let a user's data pass as a declared name. Its handles come from
+    /// [`catalog`](TelemetryConfig::catalog).
     pub fn new(
         sdk_name: &str,
         sdk_version: &str,
-        catalog: Catalog,
+        catalog_toml: &'static str,
         env_prefix: &str,
     ) -> Result<TelemetryConfig, SetupError> {
         Ok(TelemetryConfig {
             sdk_name: Name::new(sdk_name)?,
             sdk_version: Version::new(sdk_version)?,
-            catalog: Arc::new(catalog),
+            catalog: Arc::new(Catalog::from_toml(catalog_toml)?),
             prefix: EnvPrefix::new(env_prefix)?,
             state_dir: None,
             default_endpoint: None,

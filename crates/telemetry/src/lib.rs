@@ -8,15 +8,16 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use telemetry::{Catalog, FeatureSet, RunOutcome, RunRecord, TelemetryConfig};
+//! use telemetry::{FeatureSet, RunOutcome, RunRecord, TelemetryConfig};
 //!
-//! let catalog = Catalog::from_toml(r#"
+//! // Compiled into the SDK, usually with `include_str!("catalog.toml")`.
+//! const CATALOG: &str = r#"
 //!     [features]
 //!     retries = "Tasks configured with automatic retries"
-//! "#)?;
-//! let retries = catalog.feature("retries")?;
-//! let config = TelemetryConfig::new("mysdk", "1.2.0", catalog, "MYSDK")?
+//! "#;
+//! let config = TelemetryConfig::new("mysdk", "1.2.0", CATALOG, "MYSDK")?
 //!     .state_dir(std::env::temp_dir().join("mysdk-doc-example"));
+//! let retries = config.catalog().feature("retries")?;
 //! let telemetry = config.start(); // off unless the user opted in
 //! telemetry.record_run(RunRecord {
 //!     features: FeatureSet::new().with(retries),

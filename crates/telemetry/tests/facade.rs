@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use telemetry::internals::transport::SendError;
 use telemetry::{
-    Catalog, DecisionReason, EncodedEvent, EnvSnapshot, Event, EventType, FeatureSet,
-    FileTransport, FlushError, Name, RunOutcome, RunRecord, Telemetry, TelemetryConfig, Transport,
+    DecisionReason, EncodedEvent, EnvSnapshot, Event, EventType, FeatureSet, FileTransport,
+    FlushError, Name, RunOutcome, RunRecord, Telemetry, TelemetryConfig, Transport,
 };
 
 const CATALOG: &str = r#"
@@ -59,19 +59,14 @@ impl Fixture {
     /// A configuration reading only the given variables.
     fn config(&self, vars: &[(&str, &str)]) -> TelemetryConfig {
         let warnings = Arc::clone(&self.warnings);
-        TelemetryConfig::new(
-            "testsdk",
-            "1.2.3",
-            Catalog::from_toml(CATALOG).unwrap(),
-            "TESTSDK",
-        )
-        .unwrap()
-        .state_dir(self.home())
-        .env(EnvSnapshot::from_pairs(vars.iter().copied()))
-        .warnings(Arc::new(move |message: &str| {
-            warnings.lock().unwrap().push(message.to_owned())
-        }))
-        .shutdown_timeout(Duration::from_secs(10))
+        TelemetryConfig::new("testsdk", "1.2.3", CATALOG, "TESTSDK")
+            .unwrap()
+            .state_dir(self.home())
+            .env(EnvSnapshot::from_pairs(vars.iter().copied()))
+            .warnings(Arc::new(move |message: &str| {
+                warnings.lock().unwrap().push(message.to_owned())
+            }))
+            .shutdown_timeout(Duration::from_secs(10))
     }
 
     fn enabled_config(&self) -> TelemetryConfig {
@@ -778,15 +773,10 @@ fn the_scrubber_drops_and_counts_events_that_still_look_personal() {
         ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
         ("TESTSDK_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
     ];
-    let config = TelemetryConfig::new(
-        "testsdk",
-        "10.0.0.1",
-        Catalog::from_toml(CATALOG).unwrap(),
-        "TESTSDK",
-    )
-    .unwrap()
-    .state_dir(fixture.home())
-    .env(EnvSnapshot::from_pairs(vars));
+    let config = TelemetryConfig::new("testsdk", "10.0.0.1", CATALOG, "TESTSDK")
+        .unwrap()
+        .state_dir(fixture.home())
+        .env(EnvSnapshot::from_pairs(vars));
     let telemetry = config.start();
     // Two runs alike: the second reuses the first's verdict and is counted as well.
     run(&telemetry, RunOutcome::Completed);

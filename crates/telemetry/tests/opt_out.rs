@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use telemetry::{
-    Catalog, EnvSnapshot, Event, EventType, FeatureSet, RunOutcome, RunRecord, Telemetry,
-    TelemetryConfig,
+    EnvSnapshot, Event, EventType, FeatureSet, RunOutcome, RunRecord, Telemetry, TelemetryConfig,
 };
 
 const CATALOG: &str = r#"
@@ -53,21 +52,16 @@ impl Fixture {
     /// `default_endpoint`.
     fn config(&self, default_endpoint: &str, vars: &[(&str, &str)]) -> TelemetryConfig {
         let warnings = Arc::clone(&self.warnings);
-        TelemetryConfig::new(
-            "testsdk",
-            "1.2.3",
-            Catalog::from_toml(CATALOG).unwrap(),
-            "TESTSDK",
-        )
-        .unwrap()
-        .default_endpoint(default_endpoint)
-        .unwrap()
-        .state_dir(self.home())
-        .env(EnvSnapshot::from_pairs(vars.iter().copied()))
-        .warnings(Arc::new(move |message: &str| {
-            warnings.lock().unwrap().push(message.to_owned())
-        }))
-        .shutdown_timeout(Duration::from_secs(10))
+        TelemetryConfig::new("testsdk", "1.2.3", CATALOG, "TESTSDK")
+            .unwrap()
+            .default_endpoint(default_endpoint)
+            .unwrap()
+            .state_dir(self.home())
+            .env(EnvSnapshot::from_pairs(vars.iter().copied()))
+            .warnings(Arc::new(move |message: &str| {
+                warnings.lock().unwrap().push(message.to_owned())
+            }))
+            .shutdown_timeout(Duration::from_secs(10))
     }
 
     /// Exporting to the fixture's directory, enabled by the user's decision.

@@ -24,8 +24,7 @@ const NO_POLICY: &str = "/nonexistent/flowkit-bench/telemetry-policy.toml";
 
 /// flowkit's identity and catalog, reading settings only from `env`.
 pub fn config(env: &[(&str, &str)]) -> TelemetryConfig {
-    let catalog = Catalog::from_toml(CATALOG).unwrap();
-    TelemetryConfig::new("flowkit", "0.1.0", catalog, "FLOWKIT")
+    TelemetryConfig::new("flowkit", "0.1.0", CATALOG, "FLOWKIT")
         .unwrap()
         .env(EnvSnapshot::from_pairs(env.iter().copied()))
         .policy_path(NO_POLICY)

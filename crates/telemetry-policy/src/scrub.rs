@@ -8,10 +8,11 @@
 //! The event id and the session id are the only exempt fields: they are random UUIDs.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
 
 use serde::Serialize;
 
@@ -149,11 +150,81 @@ const CREDENTIAL_PREFIXES: &[&str] = &[
 const MIN_SECRET_LEN: usize = 20;
 
 /// Checks serialized events for anything that looks like personal data.
-#[derive(Clone, Debug, Default)]
+///
+/// Two kinds of strings are exempt from some checks, and they are told apart:
+///
+/// - The event schema's own words (field names such as `features`, enum spellings such as
+///   `linux` or `1-10s`, and the catalog's `other`) are compiled into the model crate and are the
+///   same bytes in every event from every machine: they are exempt from every check, so a user
+///   who happens to be called `linux` still sends events.
+/// - The names the caller allows (the catalog's names, the SDK's name, the runtime's name) are
+///   exempt from the checks on their content (a long name with digits can look like a random key,
+///   `npm_registry` like an npm token), but never from the checks against this machine: a
+///   declared name that is the user's or the host's name, or holds the home directory, is
+///   rejected like any other string. A catalog can be built at run time from anything, so it is not trusted to be
+///   free of them; [`Scrubber::refuses_name`] finds such names once, at start-up.
+#[derive(Clone, Debug)]
 pub struct Scrubber {
     identity: Vec<(ScrubReason, String)>,
+    /// The same values as words (`build-box-7` as `build`, `box`, `7`), with the home
+    /// directory's own name, for [`Scrubber::refuses_name`].
+    identity_words: Vec<(ScrubReason, Vec<String>)>,
     home_dir: Option<String>,
-    allowed: HashSet<String, BuildHasherDefault<Fnv1a>>,
+    known: HashMap<String, Known, BuildHasherDefault<Fnv1a>>,
+}
+
+/// How a string the scrubber knows in advance is exempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    /// A word of the event schema: exempt from every check.
+    SchemaWord,
+    /// A name the caller allowed: exempt from the checks on content, not from those against
+    /// this machine.
+    Allowed,
+}
+
+impl Default for Scrubber {
+    /// A scrubber that knows nothing about this machine and allows only the schema's words.
+    fn default() -> Scrubber {
+        Scrubber::new(MachineIdentity::default(), [])
+    }
+}
+
+/// The event schema's property names and enum spellings, and the catalog's `other`: the words
+/// every event is made of, whatever the SDK and the machine.
+fn schema_words() -> &'static [String] {
+    static WORDS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        fn collect(node: &serde_json::Value, words: &mut Vec<String>) {
+            match node {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                        words.extend(properties.keys().cloned());
+                    }
+                    if let Some(value) = map.get("const").and_then(serde_json::Value::as_str) {
+                        words.push(value.to_owned());
+                    }
+                    if let Some(serde_json::Value::Array(values)) = map.get("enum") {
+                        let spellings = values.iter().filter_map(serde_json::Value::as_str);
+                        words.extend(spellings.map(str::to_owned));
+                    }
+                    map.values().for_each(|value| collect(value, words));
+                }
+                serde_json::Value::Array(items) => {
+                    items.iter().for_each(|value| collect(value, words));
+                }
+                _ => {}
+            }
+        }
+        let mut words = vec![telemetry_model::catalog::OTHER.to_owned()];
+        collect(telemetry_model::wire::event_schema().as_value(), &mut words);
+        words
+    });
+    &WORDS
+}
+
+/// The words of `text`: its runs of letters and digits, compared without case.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    tokens(text, char::is_alphanumeric)
 }
 
 /// FNV-1a, for the allowlist: a small set fixed when the scrubber is built, of short strings,
@@ -182,9 +253,11 @@ impl Hasher for Fnv1a {
 }
 
 impl Scrubber {
-    /// A scrubber that also rejects `identity`'s values, and never rejects the `allowed`
-    /// strings (the catalog's names and the event's field names), so legitimate values cannot
-    /// be mistaken for personal data.
+    /// A scrubber that also rejects `identity`'s values, and does not judge the content of the
+    /// `allowed` strings (the catalog's names, the SDK's and the runtime's names), so legitimate
+    /// names cannot be mistaken for personal data. An allowed string is still rejected when it
+    /// is this machine's host or user name or holds its home directory: allowing a name never
+    /// exempts it from those. The event schema's own words need no allowing.
     pub fn new(identity: MachineIdentity, allowed: impl IntoIterator<Item = String>) -> Scrubber {
         let mut values = Vec::new();
         if let Some(hostname) = identity.hostname {
@@ -197,11 +270,58 @@ impl Scrubber {
         if let Some(username) = identity.username {
             values.push((ScrubReason::Username, username.to_lowercase()));
         }
+        let home_dir = identity.home_dir.filter(|home| home.len() > 1);
+        let mut identity_words: Vec<(ScrubReason, Vec<String>)> = values
+            .iter()
+            .map(|(reason, value)| (*reason, words(value).map(str::to_lowercase).collect()))
+            .collect();
+        // The home directory's own name (`alice` of `/home/alice`, `bob` of `C:\Users\bob`).
+        if let Some(home_name) = home_dir
+            .as_deref()
+            .and_then(|home| home.rsplit(['/', '\\']).find(|part| !part.is_empty()))
+        {
+            let home_words = words(home_name).map(str::to_lowercase).collect();
+            identity_words.push((ScrubReason::HomeDirectory, home_words));
+        }
+        identity_words.retain(|(_, words)| !words.is_empty());
+        let mut known: HashMap<String, Known, BuildHasherDefault<Fnv1a>> = allowed
+            .into_iter()
+            .map(|name| (name, Known::Allowed))
+            .collect();
+        for word in schema_words() {
+            known.insert(word.clone(), Known::SchemaWord);
+        }
         Scrubber {
             identity: values,
-            home_dir: identity.home_dir.filter(|home| home.len() > 1),
-            allowed: allowed.into_iter().collect(),
+            identity_words,
+            home_dir,
+            known,
         }
+    }
+
+    /// Whether a name the SDK declares (a catalog name, the SDK's name or the runtime's name)
+    /// is or contains, word for word, this machine's host name (full or short), the current user's
+    /// name or the name of the home directory; `Some` says which. Words are runs of letters and
+    /// digits, compared without case, so with the user `alice` and the host `build-box-7`,
+    /// `alice`, `alice_flow` and `build_box_7_runs` are refused, and `malice` and `palace` are not.
+    ///
+    /// The facade calls it at start-up for every such name. Declared names are allowed in every
+    /// event without their content being judged, and each event is checked only for an exact
+    /// match with this machine's names, so this is where a declared name that merely contains
+    /// one is caught, before anything is recorded.
+    pub fn refuses_name(&self, name: &str) -> Option<ScrubReason> {
+        let name_words: Vec<&str> = words(name).collect();
+        self.identity_words.iter().find_map(|(reason, identity)| {
+            name_words
+                .windows(identity.len())
+                .any(|window| {
+                    window.iter().zip(identity).all(|(word, identity_word)| {
+                        word.eq_ignore_ascii_case(identity_word)
+                            || (!word.is_ascii() && word.to_lowercase() == *identity_word)
+                    })
+                })
+                .then_some(*reason)
+        })
     }
 
     /// Checks one serialized event (a JSON object); `Err` names the first problem found.
@@ -225,15 +345,18 @@ impl Scrubber {
     /// Checks one string; `Some` names the first problem found.
     pub fn check_text(&self, text: &str) -> Option<ScrubReason> {
         // Most strings in an event are short identifiers: for those only an exact match with
-        // this machine's names can be a problem, and the allowlist settles even that.
+        // this machine's names can be a problem, and only the schema's words are exempt from
+        // that. A match is rare, so the common path compares bytes and never hashes.
         if is_short_identifier(text) {
-            let found = self.identity.iter().find(|(_, value)| text == value);
-            return found
-                .filter(|_| !self.allowed.contains(text))
-                .map(|(reason, _)| *reason);
-        }
-        if self.allowed.contains(text) {
+            if let Some((reason, _)) = self.identity.iter().find(|(_, value)| text == value) {
+                return (self.known.get(text) != Some(&Known::SchemaWord)).then_some(*reason);
+            }
             return None;
+        }
+        match self.known.get(text) {
+            Some(Known::SchemaWord) => return None,
+            Some(Known::Allowed) => return self.home_or_identity(text),
+            None => {}
         }
         // Every event holds an hour timestamp and a few version numbers. Of all the checks
         // below, only this machine's names can match strings of those shapes (the proof is in
@@ -312,7 +435,7 @@ impl Scrubber {
         if tokens(text, |c| {
             c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.')
         })
-        .any(|token| looks_like_credential(token) && !self.allowed.contains(token))
+        .any(|token| looks_like_credential(token) && !self.known.contains_key(token))
         {
             return Some(ScrubReason::Credential);
         }

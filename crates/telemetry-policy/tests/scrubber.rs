@@ -166,3 +166,140 @@ fn every_catalog_name_passes() {
         assert_eq!(scrubber.check_text(&name), None, "{name}");
     }
 }
+
+/// A scrubber for a machine whose names are `host`, `user` and `home`, allowing the flowkit
+/// catalog's names and `extra`, as the facade allows its SDK's and runtime's names.
+fn scrubber_on(host: &str, user: &str, home: &str, extra: &[&str]) -> Scrubber {
+    let identity = MachineIdentity {
+        hostname: Some(host.to_owned()),
+        username: Some(user.to_owned()),
+        home_dir: Some(home.to_owned()),
+    };
+    let allowed = catalog_names()
+        .into_iter()
+        .chain(extra.iter().map(|name| (*name).to_owned()));
+    Scrubber::new(identity, allowed)
+}
+
+/// Allowing a name exempts its content from the checks, never this machine's names: a catalog
+/// (or SDK, or runtime) name that is the user's or the host's name is rejected in every event.
+#[test]
+fn allowing_a_name_never_exempts_this_machines_names() {
+    let scrubber = scrubber_on(
+        "ci-worker-42.corp.example",
+        "jdoe",
+        "/home/jdoe",
+        &[
+            "jdoe",
+            "ci-worker-42",
+            "ci-worker-42.corp.example",
+            "/home/jdoe/x",
+            "flowkit",
+        ],
+    );
+    let cases = [
+        ("jdoe", Some(ScrubReason::Username)),
+        ("ci-worker-42", Some(ScrubReason::MachineHostname)),
+        (
+            "ci-worker-42.corp.example",
+            Some(ScrubReason::MachineHostname),
+        ),
+        ("/home/jdoe/x", Some(ScrubReason::HomeDirectory)),
+        ("flowkit", None),
+        ("retries", None),
+        ("concurrent_task_runner", None),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(scrubber.check_text(text), expected, "{text:?}");
+    }
+
+    // A user whose name is one of the catalog's: every event that uses it is dropped.
+    let scrubber = scrubber_on("box", "retries", "/home/retries", &["flowkit", "rust"]);
+    assert_eq!(scrubber.check_text("retries"), Some(ScrubReason::Username));
+    let event = EncodedEvent::encode(&fixtures::run_event()).unwrap();
+    assert!(event.json().contains("\"retries\""), "{}", event.json());
+    assert_eq!(
+        scrubber.check_json(event.json()),
+        Err(ScrubReason::Username)
+    );
+}
+
+/// The schema's own words are the same in every event from every machine: a user or host
+/// that happens to share one (an enum spelling, a field name) loses nothing.
+#[test]
+fn the_schemas_own_words_are_exempt_whoever_runs_it() {
+    let event = EncodedEvent::encode(&fixtures::run_event()).unwrap();
+    for word in [
+        "linux",
+        "x86_64",
+        "cli",
+        "run",
+        "development",
+        "completed",
+        "features",
+        "other",
+    ] {
+        let scrubber = scrubber_on(word, word, &format!("/home/{word}"), &["flowkit", "rust"]);
+        assert_eq!(scrubber.check_text(word), None, "{word}");
+        assert_eq!(scrubber.check_json(event.json()), Ok(()), "{word}");
+    }
+}
+
+/// `refuses_name`, the start-up check of every declared name: a name that is, or contains
+/// word for word, the host's name (full or short), the user's name or the home directory's own
+/// name is refused; a name that only shares letters with one is not.
+#[test]
+fn refuses_names_that_are_or_contain_this_machines_names() {
+    let alices = scrubber_on(
+        "build-box-7.corp.example",
+        "alice",
+        "/var/lib/jenkins",
+        &["alice", "alice_flow", "flowkit", "rust"],
+    );
+    let cases = [
+        ("alice", Some(ScrubReason::Username)),
+        ("alice_flow", Some(ScrubReason::Username)),
+        ("flow_alice", Some(ScrubReason::Username)),
+        ("my_alice_flow", Some(ScrubReason::Username)),
+        ("Alice", Some(ScrubReason::Username)),
+        ("build_box_7", Some(ScrubReason::MachineHostname)),
+        ("build_box_7_runs", Some(ScrubReason::MachineHostname)),
+        (
+            "build_box_7_corp_example",
+            Some(ScrubReason::MachineHostname),
+        ),
+        ("jenkins", Some(ScrubReason::HomeDirectory)),
+        ("jenkins_jobs", Some(ScrubReason::HomeDirectory)),
+        ("malice", None),
+        ("palace", None),
+        ("alicesync", None),
+        ("build_box", None),
+        ("box_7", None),
+        ("corp", None),
+        ("var", None),
+        ("flowkit", None),
+        ("rust", None),
+        ("", None),
+    ];
+    for (name, expected) in cases {
+        assert_eq!(alices.refuses_name(name), expected, "{name:?}");
+    }
+
+    // Windows homes name their directory after a backslash.
+    let windows = scrubber_on("desk", "bob", "C:\\Users\\bobby", &[]);
+    assert_eq!(
+        windows.refuses_name("bobby_tasks"),
+        Some(ScrubReason::HomeDirectory)
+    );
+    assert_eq!(windows.refuses_name("users"), None);
+
+    // On an ordinary machine, flowkit's own names are all fine.
+    let ordinary = scrubber();
+    for name in catalog_names()
+        .iter()
+        .map(String::as_str)
+        .chain(["flowkit", "rust"])
+    {
+        assert_eq!(ordinary.refuses_name(name), None, "{name}");
+    }
+}

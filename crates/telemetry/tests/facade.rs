@@ -765,18 +765,20 @@ fn runs_alike_become_distinct_events_that_follow_what_changed() {
 
 #[test]
 fn the_scrubber_drops_and_counts_events_that_still_look_personal() {
-    // By construction nothing personal reaches an event; an SDK version shaped like an IPv4
-    // address is the one string an SDK author controls that the scrubber must still catch.
+    // An SDK version shaped like an IPv4 address used to be the string an SDK author controls
+    // that only the scrubber caught; the version grammar now refuses it with the configuration.
+    let refused = TelemetryConfig::new("testsdk", "10.0.0.1", CATALOG, "TESTSDK").unwrap_err();
+    assert!(refused.to_string().contains("IPv4 address"), "{refused}");
+
+    // By construction nothing personal reaches an event; a catalog name that is also this
+    // machine's user name is what the scrubber must still catch, allowed name or not.
     let fixture = Fixture::new();
     let endpoint = fixture.file_endpoint();
-    let vars = [
+    let config = fixture.config(&[
         ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
-        ("TESTSDK_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
-    ];
-    let config = TelemetryConfig::new("testsdk", "10.0.0.1", CATALOG, "TESTSDK")
-        .unwrap()
-        .state_dir(fixture.home())
-        .env(EnvSnapshot::from_pairs(vars));
+        ("TESTSDK_SDK_TELEMETRY_ENDPOINT", &endpoint),
+        ("USER", "retries"),
+    ]);
     let telemetry = config.start();
     // Two runs alike: the second reuses the first's verdict and is counted as well.
     run(&telemetry, RunOutcome::Completed);
@@ -785,7 +787,7 @@ fn the_scrubber_drops_and_counts_events_that_still_look_personal() {
     telemetry.flush(WAIT).unwrap();
     let status = telemetry.status();
     assert_eq!(
-        status.scrubbed_events.get("ip_address"),
+        status.scrubbed_events.get("username"),
         Some(&3),
         "{status:?}"
     );

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::sync::LazyLock;
 
 use serde::Serialize;
@@ -484,13 +484,33 @@ fn starts_with_ignore_ascii_case(text: &str, prefix: &str) -> bool {
         .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
+/// Whether `token`, a run of hex digits, dots and colons, is or holds an IP address: an IPv6
+/// address (`fe80::1`, `::1`, `::ffff:10.0.0.1`), or an IPv4 address between any of its colons,
+/// so with a port (`10.0.0.1:8080`) or inside an IPv6 address, too.
 fn is_ip_address(token: &str) -> bool {
-    let token = token.trim_matches(|c| c == '.' || c == ':');
-    // Only a token with the separators of an address is worth parsing.
-    let dots = token.bytes().filter(|&byte| byte == b'.').count();
-    let colons = token.bytes().filter(|&byte| byte == b':').count();
-    (dots == 3 && token.parse::<Ipv4Addr>().is_ok())
-        || (colons >= 2 && token.parse::<Ipv6Addr>().is_ok())
+    let token = token.trim_matches('.');
+    // Only a token with the separators of an IPv6 address is worth parsing as one. A leading
+    // `::` is part of the address (`::1`); a trailing colon is punctuation.
+    let address = token.trim_end_matches(':');
+    let colons = address.bytes().filter(|&byte| byte == b':').count();
+    (colons >= 2 && address.parse::<Ipv6Addr>().is_ok())
+        || token
+            .split(':')
+            .any(|part| is_dotted_quad(part.trim_matches('.')))
+}
+
+/// Four numbers of at most 255 separated by dots, each of one to three digits: an IPv4
+/// address, also in the zero-padded spelling (`192.168.001.010`) that the standard library's
+/// parser refuses but `ping` and browsers read.
+fn is_dotted_quad(text: &str) -> bool {
+    let mut parts = 0;
+    text.split('.').all(|part| {
+        parts += 1;
+        parts <= 4
+            && (1..=3).contains(&part.len())
+            && part.bytes().all(|byte| byte.is_ascii_digit())
+            && part.parse::<u16>().is_ok_and(|number| number <= 255)
+    }) && parts == 4
 }
 
 fn is_host_name(token: &str) -> bool {

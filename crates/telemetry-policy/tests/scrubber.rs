@@ -305,3 +305,49 @@ fn refuses_names_that_are_or_contain_this_machines_names() {
         assert_eq!(ordinary.refuses_name(name), None, "{name}");
     }
 }
+
+/// The shapes a privacy review found the scrubber missing, each with the reason it is caught
+/// for, alone and inside text as an event string could hold it.
+#[test]
+fn finds_the_shapes_the_privacy_review_found() {
+    let cases = [
+        // IPv4 with a port, inside IPv6, and zero-padded.
+        ("10.0.0.1:8080", ScrubReason::IpAddress),
+        ("connect to 10.0.0.1:8080 failed", ScrubReason::IpAddress),
+        ("::ffff:10.0.0.1", ScrubReason::IpAddress),
+        ("::ffff:a00:1", ScrubReason::IpAddress),
+        ("::1", ScrubReason::IpAddress),
+        ("[2001:db8::1]:8443", ScrubReason::IpAddress),
+        ("192.168.001.010", ScrubReason::IpAddress),
+        ("010.000.000.001:22", ScrubReason::IpAddress),
+    ];
+    assert_all_found(&cases);
+}
+
+/// Checks that each text, alone and inside a sentence, is found for its reason by `check_text`
+/// and in an event by `check_json`; lists every miss at once.
+fn assert_all_found(cases: &[(&str, ScrubReason)]) {
+    let scrubber = scrubber();
+    let mut misses = Vec::new();
+    for &(data, expected) in cases {
+        for text in [data.to_owned(), format!("peer ({data}), retrying")] {
+            let found = scrubber.check_text(&text);
+            let json = format!(
+                "{{\"features\":[{}]}}",
+                serde_json::to_string(&text).unwrap()
+            );
+            let in_event = scrubber.check_json(&json);
+            if found != Some(expected) || in_event != Err(expected) {
+                misses.push(format!(
+                    "{text:?}: expected {expected}, found {found:?} and {in_event:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        misses.is_empty(),
+        "{} misses:\n{}",
+        misses.len(),
+        misses.join("\n")
+    );
+}

@@ -396,7 +396,7 @@ impl Scrubber {
 
     /// Every check, for a string that is neither a short identifier nor allowed.
     fn check_any_text(&self, text: &str) -> Option<ScrubReason> {
-        // Nothing here allocates: it runs for strings of every event.
+        // Nothing here allocates for an ordinary string: it runs for strings of every event.
         let ascii = text.is_ascii();
         let control = if ascii {
             text.bytes().any(|byte| byte.is_ascii_control())
@@ -405,6 +405,16 @@ impl Scrubber {
         };
         if control {
             return Some(ScrubReason::Malformed);
+        }
+        if !ascii && text.chars().any(is_invisible) {
+            // Refused whatever it says, since no event string needs one; but the checks read
+            // the text as it displays, so that the reason counted is the data it tried to
+            // hide (`alice\u{200B}@example.com` is an email), when it hid any.
+            let visible: String = text.chars().filter(|&c| !is_invisible(c)).collect();
+            return Some(
+                self.check_any_text(&visible)
+                    .unwrap_or(ScrubReason::Malformed),
+            );
         }
         if let Some(home) = &self.home_dir
             && text.contains(home.as_str())
@@ -441,6 +451,32 @@ impl Scrubber {
         }
         None
     }
+}
+
+/// Characters that display as nothing (zero-width spaces and joiners, the word joiner, the byte
+/// order mark, the soft hyphen, fillers), change the direction of the text around them, or
+/// select a variant of the character before them. Inside a string they can only split a word
+/// that the checks look for, or carry bytes of their own (variation selectors and tag
+/// characters can spell out any text).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
 }
 
 /// Lower-case letters, digits and `_`, shorter than a secret: the shape of catalog names, enum

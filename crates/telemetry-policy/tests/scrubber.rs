@@ -320,6 +320,25 @@ fn finds_the_shapes_the_privacy_review_found() {
         ("[2001:db8::1]:8443", ScrubReason::IpAddress),
         ("192.168.001.010", ScrubReason::IpAddress),
         ("010.000.000.001:22", ScrubReason::IpAddress),
+        // Zero-width and other invisible characters: refused in a name, and hiding nothing.
+        ("retr\u{200B}ies", ScrubReason::Malformed),
+        ("retries\u{200C}", ScrubReason::Malformed),
+        ("\u{200D}retries", ScrubReason::Malformed),
+        ("retr\u{2060}ies", ScrubReason::Malformed),
+        ("\u{FEFF}retries", ScrubReason::Malformed),
+        ("flow\u{00AD}kit", ScrubReason::Malformed),
+        ("retries\u{E0061}\u{E006C}", ScrubReason::Malformed),
+        ("alice\u{200B}@example.com", ScrubReason::Email),
+        ("alice@\u{200C}example.com", ScrubReason::Email),
+        (
+            "db\u{200D}.internal\u{2060}.example.com",
+            ScrubReason::HostName,
+        ),
+        ("db.internal\u{FEFF}.example.com", ScrubReason::HostName),
+        ("10.0\u{200B}.0.1", ScrubReason::IpAddress),
+        ("/home\u{200B}/x", ScrubReason::FilePath),
+        ("jd\u{200B}oe", ScrubReason::Username),
+        ("ci-worker\u{200B}-42", ScrubReason::MachineHostname),
     ];
     assert_all_found(&cases);
 }

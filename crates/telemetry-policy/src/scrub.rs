@@ -15,6 +15,7 @@ use std::net::Ipv6Addr;
 use std::sync::LazyLock;
 
 use serde::Serialize;
+use telemetry_model::Version;
 
 use crate::env::EnvSnapshot;
 
@@ -360,8 +361,10 @@ impl Scrubber {
         }
         // Every event holds an hour timestamp and a few version numbers. Of all the checks
         // below, only this machine's names can match strings of those shapes (the proof is in
-        // the tests): check just those.
-        if is_hour_timestamp(text) || is_numeric_version(text) {
+        // the tests): check just those. A version is exempt from the other checks only when it
+        // follows `Version`'s strict grammar, which has no room for an IP address (four
+        // numbers of at most 255 are refused), a long run of digits, a word or a separator.
+        if is_hour_timestamp(text) || Version::is_valid(text) {
             return self.home_or_identity(text);
         }
         self.check_any_text(text)
@@ -445,8 +448,13 @@ impl Scrubber {
         if tokens(text, |c| {
             c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.')
         })
-        .any(|token| looks_like_credential(token) && !self.known.contains_key(token))
-        {
+        .any(|token| {
+            // A version in the strict grammar is digits, dots and a word from a closed set:
+            // long ones mix classes like a key does, but cannot hold one.
+            looks_like_credential(token)
+                && !self.known.contains_key(token)
+                && !Version::is_valid(token)
+        }) {
             return Some(ScrubReason::Credential);
         }
         None
@@ -479,10 +487,12 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// Lower-case letters, digits and `_`, shorter than a secret: the shape of catalog names, enum
-/// spellings and bucket-free field names.
+/// A lower-case letter, then lower-case letters, digits and `_`, shorter than a secret: the
+/// shape of catalog names, enum spellings and field names. A string of digits alone is not
+/// one: it could be a card number.
 fn is_short_identifier(text: &str) -> bool {
     text.len() < MIN_SECRET_LEN
+        && text.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
         && text
             .bytes()
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
@@ -496,16 +506,6 @@ fn is_hour_timestamp(text: &str) -> bool {
             b'0' => byte.is_ascii_digit(),
             _ => byte == shape,
         })
-}
-
-/// Digits and at most two dots, such as `1.95` or `0.1.0`: too few dots for an IPv4 address,
-/// no letter for a host name or a credential, no separator for a path.
-fn is_numeric_version(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_digit() || byte == b'.')
-        && text.bytes().filter(|&byte| byte == b'.').count() <= 2
 }
 
 /// Maximal runs of characters that satisfy `keep`.
@@ -755,15 +755,22 @@ mod tests {
         }
     }
 
+    /// Versions in the strict grammar, or close to it: long numbers, four of them, and every
+    /// kind of pre-release tag.
+    const STRICT_VERSION: &str = "(0|[1-9][0-9]{0,8})(\\.(0|[1-9][0-9]{0,8})){0,3}\
+        (-(alpha|beta|rc|dev|pre|preview|nightly)(\\.?[1-9][0-9]{0,3})?\
+        |(a|b|rc)[0-9]{1,3}(\\.post[0-9]{1,3})?(\\.dev[0-9]{1,3})?)?";
+
     proptest::proptest! {
-        /// The short cut for timestamps and numeric versions finds exactly what every check
-        /// would: strings of those shapes, against machine names and homes of every kind,
-        /// including all-digit ones.
+        /// The short cut for timestamps and versions finds exactly what every check would:
+        /// strings of those shapes, against machine names and homes of every kind, including
+        /// all-digit ones.
         #[test]
         fn the_timestamp_and_version_short_cut_loses_nothing(
             text in proptest::prop_oneof![
                 "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:00:00Z",
-                "[0-9]{1,6}(\\.[0-9]{1,6}){0,2}",
+                STRICT_VERSION,
+                "[1-9][0-9]{0,3}(\\.[1-9][0-9]{0,3}){3}",
                 "[0-9.]{1,24}",
             ],
             hostname in "[a-z0-9.-]{1,12}|[0-9]{1,4}|00Z|00",
@@ -778,7 +785,7 @@ mod tests {
                 },
                 ["retries".to_owned()],
             );
-            proptest::prop_assume!(is_hour_timestamp(&text) || is_numeric_version(&text));
+            proptest::prop_assume!(is_hour_timestamp(&text) || Version::is_valid(&text));
             proptest::prop_assert_eq!(
                 scrubber.home_or_identity(&text),
                 scrubber.check_any_text(&text),

@@ -370,3 +370,36 @@ fn assert_all_found(cases: &[(&str, ScrubReason)]) {
         misses.join("\n")
     );
 }
+
+/// Versions in the strict grammar pass, however long and however many digits they mix with
+/// letters; they are exempt from the content checks because the grammar leaves room for
+/// nothing else.
+#[test]
+fn strict_versions_pass() {
+    let scrubber = scrubber();
+    let versions = [
+        "1",
+        "1.95",
+        "0.1.0",
+        "3.13.0rc1",
+        "1.0a1.dev2",
+        "1.0rc1.post2.dev3",
+        "1.95.0-nightly",
+        "0.4.0-beta.1",
+        "10.0.19045.3803",
+        "10.0.19045.3803-preview.12",
+        "2026.1.15-nightly.20260115",
+        "123456789.987654321.1-rc.9",
+        "4.8.4084.0-alpha.7",
+    ];
+    let refused: Vec<_> = versions
+        .iter()
+        .filter_map(|version| {
+            assert!(telemetry_model::Version::is_valid(version), "{version}");
+            scrubber
+                .check_text(version)
+                .map(|reason| format!("{version}: {reason}"))
+        })
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+}

@@ -39,8 +39,8 @@ pub enum ScrubReason {
     Username,
     /// The current user's home directory.
     HomeDirectory,
-    /// Something like a credential: a known provider's key format, a JWT, or a long
-    /// high-entropy string.
+    /// Something like a credential: a known provider's key format, a JWT, a payment card
+    /// number (13 to 19 digits that pass the Luhn check), or a long high-entropy string.
     Credential,
     /// Control characters, or JSON this scrubber cannot read.
     Malformed,
@@ -445,6 +445,9 @@ impl Scrubber {
         if tokens(text, |c| c.is_ascii_alphanumeric() || c == '.' || c == '-').any(is_host_name) {
             return Some(ScrubReason::HostName);
         }
+        if holds_card_number(text) {
+            return Some(ScrubReason::Credential);
+        }
         if tokens(text, |c| {
             c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.')
         })
@@ -587,6 +590,81 @@ fn looks_like_credential(token: &str) -> bool {
     let classes = usize::from(has_upper) + usize::from(has_lower) + usize::from(digits > 0);
     // Identifiers (snake_case words) are lower-case letters with few digits; secrets mix classes.
     classes >= 2 && (has_upper || digits >= 4) && shannon_entropy(token) >= 3.0
+}
+
+/// The fewest and the most digits of a payment card number.
+const CARD_DIGITS: std::ops::RangeInclusive<usize> = 13..=19;
+
+/// Whether `text` holds a payment card number: 13 to 19 digits, written together or in groups of
+/// three to six separated by single spaces or dashes (`4111 1111 1111 1111`,
+/// `3782-822463-10005`), not inside a word, that pass the Luhn check, the check digit every
+/// card number ends with. The check is what keeps other long numbers out: only one random
+/// number in ten passes it. Nothing is allocated; the digits of a candidate are read on the
+/// stack.
+fn holds_card_number(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let is_word = |index: usize| {
+        bytes
+            .get(index)
+            .is_some_and(|&byte| byte.is_ascii_alphanumeric() || byte == b'_')
+    };
+    (0..bytes.len()).any(|start| {
+        if !bytes[start].is_ascii_digit() || (start > 0 && is_word(start - 1)) {
+            return false;
+        }
+        let mut digits = [0u8; 19];
+        let mut count = 0;
+        let mut groups = 0;
+        let mut groups_fit = true;
+        let mut index = start;
+        loop {
+            let group_start = index;
+            while index < bytes.len() && bytes[index].is_ascii_digit() {
+                if count < digits.len() {
+                    digits[count] = bytes[index] - b'0';
+                }
+                count += 1;
+                index += 1;
+            }
+            groups += 1;
+            groups_fit &= (3..=6).contains(&(index - group_start));
+            if count > *CARD_DIGITS.end() {
+                return false;
+            }
+            if CARD_DIGITS.contains(&count)
+                && (groups == 1 || groups_fit)
+                && !is_word(index)
+                && passes_luhn(&digits[..count])
+            {
+                return true;
+            }
+            let separated = matches!(bytes.get(index), Some(b' ' | b'-'))
+                && bytes.get(index + 1).is_some_and(u8::is_ascii_digit);
+            if !separated || !groups_fit {
+                return false;
+            }
+            index += 1;
+        }
+    })
+}
+
+/// The Luhn check: from the right, every second digit doubled (less 9 when over 9), and the
+/// sum a multiple of 10.
+fn passes_luhn(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(position, &digit)| {
+            let digit = u32::from(digit);
+            match position % 2 {
+                0 => digit,
+                _ if digit * 2 > 9 => digit * 2 - 9,
+                _ => digit * 2,
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
 }
 
 /// Bits of entropy per character of the string's own character distribution.

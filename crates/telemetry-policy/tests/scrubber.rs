@@ -339,6 +339,18 @@ fn finds_the_shapes_the_privacy_review_found() {
         ("/home\u{200B}/x", ScrubReason::FilePath),
         ("jd\u{200B}oe", ScrubReason::Username),
         ("ci-worker\u{200B}-42", ScrubReason::MachineHostname),
+        // Payment card numbers that pass the Luhn check, together or grouped.
+        ("4111111111111111", ScrubReason::Credential),
+        ("4111 1111 1111 1111", ScrubReason::Credential),
+        ("4111-1111-1111-1111", ScrubReason::Credential),
+        ("5555555555554444", ScrubReason::Credential),
+        ("378282246310005", ScrubReason::Credential),
+        ("3782 822463 10005", ScrubReason::Credential),
+        ("6011000990139424", ScrubReason::Credential),
+        ("4000056655665556", ScrubReason::Credential),
+        ("4222222222222", ScrubReason::Credential),
+        ("card:4111111111111111;", ScrubReason::Credential),
+        ("order 12 4111 1111 1111 1111", ScrubReason::Credential),
     ];
     assert_all_found(&cases);
 }
@@ -402,4 +414,25 @@ fn strict_versions_pass() {
         })
         .collect();
     assert!(refused.is_empty(), "{refused:?}");
+}
+
+/// Long numbers that are not card numbers pass: the Luhn check fails, the digits are part of a
+/// word, or the groups are not a card's.
+#[test]
+fn long_numbers_that_are_not_cards_pass() {
+    let scrubber = scrubber();
+    for text in [
+        "4111111111111112",
+        "4111 1111 1111 1112",
+        "task_4111111111111111",
+        "a4111111111111111",
+        "4111111111111111x",
+        "2026-11-28 14 00 00 00",
+        "1 2 3 4 5 6 7 8 9 1 2 3 4 5 6",
+        "12-34-56-78-91-23-45",
+        "41111111111111111111",
+        "9999999999990",
+    ] {
+        assert_eq!(scrubber.check_text(text), None, "{text:?}");
+    }
 }

@@ -147,6 +147,32 @@ const CREDENTIAL_PREFIXES: &[&str] = &[
     "dop_v1_",
 ];
 
+/// Prefixes of tokens that are credentials whatever follows them, however short: GitHub's
+/// (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`) and npm's (`npm_`) are each a token
+/// of their own format, and a short or truncated one is still a piece of a secret. A declared
+/// name may start the same way (`npm_registry`): names the scrubber is told to allow are exempt.
+const SHORT_TOKEN_PREFIXES: [&str; 7] = [
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "npm_",
+];
+
+/// Whether `word` is one of [`SHORT_TOKEN_PREFIXES`] followed by at least one character of a
+/// token (a letter, a digit or `_`).
+fn starts_with_short_token(word: &str) -> bool {
+    SHORT_TOKEN_PREFIXES.iter().any(|prefix| {
+        word.strip_prefix(prefix).is_some_and(|rest| {
+            rest.bytes()
+                .next()
+                .is_some_and(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+        })
+    })
+}
+
 /// The shortest string the entropy check considers.
 const MIN_SECRET_LEN: usize = 20;
 
@@ -352,7 +378,11 @@ impl Scrubber {
             if let Some((reason, _)) = self.identity.iter().find(|(_, value)| text == value) {
                 return (self.known.get(text) != Some(&Known::SchemaWord)).then_some(*reason);
             }
-            return None;
+            // A token of a lower-case format (`ghp_…`, `npm_…`, `hf_…`) has this shape too;
+            // every such prefix ends with `_`, so only names with one pay for the comparison.
+            let token = text.contains('_')
+                && (starts_with_short_token(text) || looks_like_credential(text));
+            return (token && !self.known.contains_key(text)).then_some(ScrubReason::Credential);
         }
         match self.known.get(text) {
             Some(Known::SchemaWord) => return None,
@@ -395,6 +425,23 @@ impl Scrubber {
             }
         }
         None
+    }
+
+    /// Whether a word of `text` (after its start, or after a character that is not a letter,
+    /// digit or `_`) starts like a GitHub or npm token and is not a name the scrubber knows.
+    fn holds_short_token(&self, text: &str) -> bool {
+        text.match_indices(['g', 'n']).any(|(start, _)| {
+            let after_word = text[..start]
+                .bytes()
+                .next_back()
+                .is_some_and(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+            let rest = &text[start..];
+            let word = &rest[..rest
+                .bytes()
+                .position(|byte| !(byte.is_ascii_alphanumeric() || byte == b'_'))
+                .unwrap_or(rest.len())];
+            !after_word && starts_with_short_token(word) && !self.known.contains_key(word)
+        })
     }
 
     /// Every check, for a string that is neither a short identifier nor allowed.
@@ -445,7 +492,7 @@ impl Scrubber {
         if tokens(text, |c| c.is_ascii_alphanumeric() || c == '.' || c == '-').any(is_host_name) {
             return Some(ScrubReason::HostName);
         }
-        if holds_card_number(text) {
+        if holds_card_number(text) || self.holds_short_token(text) {
             return Some(ScrubReason::Credential);
         }
         if tokens(text, |c| {

@@ -351,6 +351,20 @@ fn finds_the_shapes_the_privacy_review_found() {
         ("4222222222222", ScrubReason::Credential),
         ("card:4111111111111111;", ScrubReason::Credential),
         ("order 12 4111 1111 1111 1111", ScrubReason::Credential),
+        // GitHub and npm tokens, however short, and other lower-case formats of a name's shape.
+        ("ghp_x", ScrubReason::Credential),
+        ("ghp_abc123", ScrubReason::Credential),
+        ("gho_16C7e42F292c", ScrubReason::Credential),
+        ("ghu_AbCd", ScrubReason::Credential),
+        ("ghs_0", ScrubReason::Credential),
+        ("ghr_1B4a2e77838347a7E420ce178F2E7", ScrubReason::Credential),
+        ("github_pat_11ABC", ScrubReason::Credential),
+        ("npm_a", ScrubReason::Credential),
+        ("npm_abcdef", ScrubReason::Credential),
+        ("token=npm_Xy12", ScrubReason::Credential),
+        ("Bearer ghp_abc", ScrubReason::Credential),
+        ("hf_abcdefgh", ScrubReason::Credential),
+        ("sk_live_abcdefgh", ScrubReason::Credential),
     ];
     assert_all_found(&cases);
 }
@@ -435,4 +449,36 @@ fn long_numbers_that_are_not_cards_pass() {
     ] {
         assert_eq!(scrubber.check_text(text), None, "{text:?}");
     }
+}
+
+/// Names that only look like the start of a token pass: a declared name, a prefix inside a
+/// word, a prefix with nothing after it.
+#[test]
+fn names_like_token_prefixes_pass_when_declared_or_inside_a_word() {
+    let declared = scrubber_on(
+        "box",
+        "jdoe",
+        "/home/jdoe",
+        &["npm_registry", "ghs_feature"],
+    );
+    for text in [
+        "npm_registry",
+        "ghs_feature",
+        "uses npm_registry",
+        "uses_npm_packages",
+        "high_ghp_x",
+        "npm_",
+        "ghp_",
+        "github_pat_",
+        "npm",
+        "gh_pages",
+        "github_actions",
+    ] {
+        assert_eq!(declared.check_text(text), None, "{text:?}");
+    }
+    // Not declared, the same names are refused.
+    assert_eq!(
+        scrubber().check_text("npm_registry"),
+        Some(ScrubReason::Credential)
+    );
 }

@@ -466,6 +466,14 @@ impl Scrubber {
                     .unwrap_or(ScrubReason::Malformed),
             );
         }
+        if let Some(decoded) = percent_decoded(text) {
+            // A path, an address or a host in a URL's escapes (`%2Fhome%2Falice`,
+            // `alice%40example.com`) is found in the decoded text; the text as written is
+            // checked as well below.
+            if let Some(reason) = self.check_any_text(&decoded) {
+                return Some(reason);
+            }
+        }
         if let Some(home) = &self.home_dir
             && text.contains(home.as_str())
         {
@@ -535,6 +543,49 @@ fn is_invisible(c: char) -> bool {
             | '\u{E0000}'..='\u{E007F}'
             | '\u{E0100}'..='\u{E01EF}'
     )
+}
+
+/// `text` with every percent-escape (`%2F`, `%3a`) decoded, again and again until none is
+/// left, so that `%252F` (an escaped escape) is decoded too; `None` when it has none, which
+/// costs one search for `%`. Bytes that are not UTF-8 after decoding become U+FFFD.
+fn percent_decoded(text: &str) -> Option<String> {
+    let mut bytes = percent_decode_once(text.as_bytes())?;
+    // Every round makes the text shorter, so this ends.
+    while let Some(again) = percent_decode_once(&bytes) {
+        bytes = again;
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `bytes` with each `%` and two hex digits replaced by the byte they spell; `None` when there
+/// is no such escape.
+fn percent_decode_once(bytes: &[u8]) -> Option<Vec<u8>> {
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    let escape_at = |index: usize| -> Option<u8> {
+        if bytes.get(index) != Some(&b'%') {
+            return None;
+        }
+        let high = hex(*bytes.get(index + 1)?)?;
+        let low = hex(*bytes.get(index + 2)?)?;
+        u8::try_from(high * 16 + low).ok()
+    };
+    let first = memchr::memchr_iter(b'%', bytes).find(|&index| escape_at(index).is_some())?;
+    let mut decoded = Vec::with_capacity(bytes.len());
+    decoded.extend_from_slice(&bytes[..first]);
+    let mut index = first;
+    while index < bytes.len() {
+        match escape_at(index) {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    Some(decoded)
 }
 
 /// A lower-case letter, then lower-case letters, digits and `_`, shorter than a secret: the

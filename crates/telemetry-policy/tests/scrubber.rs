@@ -365,6 +365,22 @@ fn finds_the_shapes_the_privacy_review_found() {
         ("Bearer ghp_abc", ScrubReason::Credential),
         ("hf_abcdefgh", ScrubReason::Credential),
         ("sk_live_abcdefgh", ScrubReason::Credential),
+        // Percent-escaped paths, addresses and hosts, escaped once or twice.
+        ("%2Fhome%2Falice", ScrubReason::FilePath),
+        ("%2fetc%2fpasswd", ScrubReason::FilePath),
+        ("C%3A%5CUsers", ScrubReason::FilePath),
+        ("C%3A%5CUsers%5Cbob", ScrubReason::FilePath),
+        ("data%2Fcustomers.csv", ScrubReason::FilePath),
+        ("%7E%2F.ssh", ScrubReason::FilePath),
+        ("%252Fhome%252Falice", ScrubReason::FilePath),
+        ("%2Fhome%2Fjdoe%2Fx", ScrubReason::HomeDirectory),
+        ("alice%40example.com", ScrubReason::Email),
+        ("https%3A%2F%2Fexample.com", ScrubReason::Url),
+        ("db%2Einternal%2Eexample%2Ecom", ScrubReason::HostName),
+        ("10%2E0%2E0%2E1", ScrubReason::IpAddress),
+        ("jd%6Fe", ScrubReason::Username),
+        ("line%0Abreak", ScrubReason::Malformed),
+        ("retr%E2%80%8Bies", ScrubReason::Malformed),
     ];
     assert_all_found(&cases);
 }

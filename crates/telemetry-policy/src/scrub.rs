@@ -971,6 +971,33 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The rules the privacy review added (IP addresses with ports, in IPv6 or zero-padded;
+        /// card numbers; invisible characters; percent-escapes; GitHub and npm tokens) never
+        /// fire on a name shaped like a catalog name or on a version in the strict grammar,
+        /// but for a name that starts with a token's prefix.
+        #[test]
+        fn the_reviewed_rules_never_fire_on_names_or_strict_versions(
+            text in proptest::prop_oneof!["[a-z][a-z0-9_]{0,40}", STRICT_VERSION],
+        ) {
+            proptest::prop_assume!(
+                text.starts_with(|c: char| c.is_ascii_lowercase()) || Version::is_valid(&text)
+            );
+            let mut hex_tokens =
+                tokens(&text, |c| c.is_ascii_hexdigit() || c == '.' || c == ':');
+            proptest::prop_assert!(!hex_tokens.any(is_ip_address), "{}", text);
+            proptest::prop_assert!(!holds_card_number(&text), "{}", text);
+            proptest::prop_assert!(!text.chars().any(is_invisible), "{}", text);
+            proptest::prop_assert!(percent_decoded(&text).is_none(), "{}", text);
+            proptest::prop_assert_eq!(
+                Scrubber::default().holds_short_token(&text),
+                starts_with_short_token(&text),
+                "{}",
+                text
+            );
+        }
+    }
+
     #[test]
     fn checks_keys_and_values_but_exempts_the_ids() {
         let scrubber = scrubber();

@@ -498,3 +498,233 @@ fn names_like_token_prefixes_pass_when_declared_or_inside_a_word() {
         Some(ScrubReason::Credential)
     );
 }
+
+/// Text around the data that keeps it a word of its own: empty, or ending (before it) and
+/// starting (after it) with a space or punctuation, around random letters and digits.
+fn loose_surrounding() -> impl Strategy<Value = (String, String)> {
+    let side = prop_oneof![
+        Just(String::new()),
+        "[A-Za-z0-9 ]{0,12}[ ,;(=]",
+        "[a-z ]{0,8} ",
+    ];
+    (
+        side.clone(),
+        side.prop_map(|side| side.chars().rev().collect::<String>()),
+    )
+}
+
+/// A card number that passes the Luhn check: a known issuer's prefix, random digits and the
+/// check digit, in groups of four separated by nothing, spaces or dashes.
+fn card_number() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec!["4", "51", "55", "37", "6011", "35"]),
+        "[0-9]{16}",
+        prop::sample::select(vec!["", " ", "-"]),
+    )
+        .prop_map(|(prefix, random, separator)| {
+            let length = if prefix == "37" { 15 } else { 16 };
+            let mut digits: Vec<u32> = prefix
+                .chars()
+                .chain(random.chars())
+                .take(length - 1)
+                .map(|c| c.to_digit(10).unwrap())
+                .collect();
+            // The check digit makes the Luhn sum a multiple of 10.
+            let sum: u32 = digits
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(position, &digit)| match position % 2 {
+                    0 if digit * 2 > 9 => digit * 2 - 9,
+                    0 => digit * 2,
+                    _ => digit,
+                })
+                .sum();
+            digits.push((10 - sum % 10) % 10);
+            let text: String = digits
+                .iter()
+                .map(|digit| char::from_digit(*digit, 10).unwrap())
+                .collect();
+            text.as_bytes()
+                .chunks(4)
+                .map(|chunk| std::str::from_utf8(chunk).unwrap())
+                .collect::<Vec<_>>()
+                .join(separator)
+        })
+}
+
+/// `text` with the characters of paths, addresses and hosts percent-escaped, in either case,
+/// once or twice.
+fn percent_escaped(text: &str, lower: bool, twice: bool) -> String {
+    let mut escaped = String::new();
+    for c in text.chars() {
+        match c {
+            '/' | '\\' | ':' | '@' | '.' | '~' => {
+                let code = format!("{:02X}", u32::from(c));
+                let code = if lower { code.to_lowercase() } else { code };
+                escaped.push_str(if twice { "%25" } else { "%" });
+                escaped.push_str(&code);
+            }
+            _ => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The shapes the privacy review found missed, generated: IPv4 with a port, inside IPv6 and
+/// zero-padded; card numbers; GitHub and npm tokens of any length; escaped paths.
+fn reviewed_shapes() -> impl Strategy<Value = String> {
+    let quad = (0u8..=255, 0u8..=255, 0u8..=255, 0u8..=255);
+    prop_oneof![
+        (quad.clone(), 0u16..).prop_map(|((a, b, c, d), port)| format!("{a}.{b}.{c}.{d}:{port}")),
+        quad.clone()
+            .prop_map(|(a, b, c, d)| format!("::ffff:{a}.{b}.{c}.{d}")),
+        (quad, prop::array::uniform4(1usize..=3)).prop_map(|((a, b, c, d), [wa, wb, wc, wd])| {
+            format!("{a:0wa$}.{b:0wb$}.{c:0wc$}.{d:0wd$}")
+        }),
+        card_number(),
+        (
+            prop::sample::select(vec![
+                "ghp_",
+                "gho_",
+                "ghu_",
+                "ghs_",
+                "ghr_",
+                "github_pat_",
+                "npm_"
+            ]),
+            "[A-Za-z0-9_]{1,12}",
+        )
+            .prop_map(|(prefix, rest)| format!("{prefix}{rest}")),
+        (
+            prop_oneof![
+                "/[a-z]{1,8}(/[a-z0-9._-]{1,8}){0,3}",
+                "[A-Z]:\\\\[A-Za-z]{1,8}(\\\\[A-Za-z0-9]{1,8}){0,2}",
+                "~/[a-z.]{1,8}",
+            ],
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(path, lower, twice)| percent_escaped(&path, lower, twice)),
+    ]
+}
+
+/// The characters a privacy review found hiding data.
+const ZERO_WIDTH: [char; 5] = ['\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}'];
+
+/// `text` with `c` inserted before its `at`-th character.
+fn insert_char(text: &str, at: prop::sample::Index, c: char) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let at = at.index(chars.len() + 1);
+    chars[..at]
+        .iter()
+        .chain([c].iter())
+        .chain(chars[at..].iter())
+        .collect()
+}
+
+/// Whether `name`'s words (split at `_`) hold the words of `identity` in a row.
+fn holds_words(name: &str, identity: &[&str]) -> bool {
+    format!("_{name}_").contains(&format!("_{}_", identity.join("_")))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// Every reviewed shape, anywhere in a string of random text, is caught, in the string
+    /// and in an event.
+    #[test]
+    fn reviewed_shapes_never_pass(data in reviewed_shapes(), (before, after) in loose_surrounding()) {
+        let text = format!("{before}{data}{after}");
+        let scrubber = scrubber();
+        prop_assert!(scrubber.check_text(&text).is_some(), "missed {text:?}");
+        for json in [
+            format!("{{\"features\":[{}]}}", serde_json::to_string(&text).unwrap()),
+            format!("{{\"metrics\":{{{}:\"1\"}}}}", serde_json::to_string(&text).unwrap()),
+        ] {
+            prop_assert!(scrubber.check_json(&json).is_err(), "missed in {json}");
+        }
+    }
+
+    /// A zero-width character anywhere in personal data hides nothing: the string is caught for
+    /// the same reason as without it. Anywhere in a declared name, it makes the name refused.
+    #[test]
+    fn zero_width_characters_hide_nothing(
+        ((data, _reason), (before, after)) in (personal_data(), surrounding()),
+        name in proptest::sample::select(catalog_names()),
+        at in any::<prop::sample::Index>(),
+        c in proptest::sample::select(ZERO_WIDTH.to_vec()),
+    ) {
+        let scrubber = scrubber();
+        let text = format!("{before}{data}{after}");
+        let hidden = insert_char(&text, at, c);
+        prop_assert_eq!(scrubber.check_text(&hidden), scrubber.check_text(&text), "{:?}", hidden);
+        let hidden_name = insert_char(&name, at, c);
+        prop_assert_eq!(scrubber.check_text(&hidden_name), Some(ScrubReason::Malformed), "{:?}", hidden_name);
+    }
+
+    /// Percent-escaping the separators of personal data hides nothing either.
+    #[test]
+    fn percent_escapes_hide_nothing(
+        ((data, _reason), (before, after)) in (personal_data(), surrounding()),
+        lower in any::<bool>(),
+        twice in any::<bool>(),
+    ) {
+        let scrubber = scrubber();
+        let text = format!("{before}{data}{after}");
+        let escaped = percent_escaped(&text, lower, twice);
+        prop_assert!(scrubber.check_text(&escaped).is_some(), "missed {escaped:?}");
+    }
+
+    /// The false-positive guard: names shaped like catalog names, once declared, and versions
+    /// in the strict grammar pass in every position of an event, and `refuses_name` lets the
+    /// names through, unless a name holds this machine's user or host name word for word.
+    #[test]
+    fn declared_names_and_strict_versions_pass(
+        names in proptest::collection::vec("[a-z][a-z0-9_]{0,40}", 1..6),
+        version in strict_version(),
+    ) {
+        let identity_words: [&[&str]; 3] = [&["jdoe"], &["ci", "worker", "42"], &["ci", "worker", "42", "corp", "example"]];
+        prop_assume!(names.iter().all(|name| identity_words.iter().all(|words| !holds_words(name, words))));
+        let scrubber = scrubber_on("ci-worker-42.corp.example", "jdoe", "/home/jdoe", &names.iter().map(String::as_str).collect::<Vec<_>>());
+        for name in &names {
+            prop_assert_eq!(scrubber.check_text(name), None, "{}", name);
+            prop_assert_eq!(scrubber.refuses_name(name), None, "{}", name);
+        }
+        prop_assert_eq!(scrubber.check_text(&version), None, "{}", version);
+        let valid_names: Vec<Name> = names.iter().filter_map(|name| Name::new(name).ok()).collect();
+        let mut event = fixtures::run_event();
+        event.sdk_version = telemetry_model::Version::new(&version).unwrap();
+        event.runtime_version = telemetry_model::Version::new(&version).unwrap();
+        event.features = valid_names.iter().cloned().collect();
+        event.metrics = valid_names.iter().map(|name| (name.clone(), CountBucket::One)).collect();
+        event.errors.exception_types = valid_names.iter().map(|name| (name.clone(), CountBucket::One)).collect();
+        let encoded = EncodedEvent::encode(&event).unwrap();
+        prop_assert_eq!(scrubber.check_json(encoded.json()), Ok(()), "{}", encoded.json());
+    }
+}
+
+/// Versions in the strict grammar: one to three numbers, or four with one above 255, and every
+/// kind of pre-release tag.
+fn strict_version() -> impl Strategy<Value = String> {
+    let number = "(0|[1-9][0-9]{0,3})";
+    let regex = |pattern: String| proptest::string::string_regex(&pattern).unwrap();
+    let core = prop_oneof![
+        regex(format!("{number}(\\.{number}){{0,2}}")),
+        regex(format!(
+            "{number}\\.{number}\\.[3-9][0-9]{{2,3}}\\.{number}"
+        )),
+    ];
+    let tag = prop_oneof![
+        Just(String::new()),
+        "-(alpha|beta|rc|dev|pre|preview|nightly)(\\.?[1-9][0-9]{0,2})?",
+        "(a|b|rc)[1-9][0-9]{0,2}(\\.post[0-9])?(\\.dev[0-9])?",
+        "\\.post[0-9]{1,2}",
+        "\\.dev[0-9]{1,2}",
+    ];
+    (core, tag)
+        .prop_map(|(core, tag)| format!("{core}{tag}"))
+        .prop_filter("fits the grammar", |version| {
+            telemetry_model::Version::is_valid(version)
+        })
+}

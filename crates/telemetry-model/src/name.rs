@@ -260,18 +260,23 @@ fn check_version(text: &str) -> Result<(), &'static str> {
 
 /// Reads one number of a version from the start of `rest`; the error is what is wrong with it.
 fn version_number(rest: &mut &[u8]) -> Result<u32, &'static str> {
-    let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
-    let (number, after) = rest.split_at(digits);
-    match number {
-        [] => return Err("a number is missing"),
-        [b'0', _, ..] => return Err("a number has a leading zero"),
-        _ if digits > MAX_VERSION_NUMBER_DIGITS => return Err("a number has more than 9 digits"),
-        _ => {}
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for &byte in rest.iter().take_while(|byte| byte.is_ascii_digit()) {
+        if digits == 1 && value == 0 {
+            return Err("a number has a leading zero");
+        }
+        if digits == MAX_VERSION_NUMBER_DIGITS {
+            return Err("a number has more than 9 digits");
+        }
+        value = value * 10 + u32::from(byte - b'0');
+        digits += 1;
     }
-    *rest = after;
-    Ok(number
-        .iter()
-        .fold(0, |value, digit| value * 10 + u32::from(digit - b'0')))
+    if digits == 0 {
+        return Err("a number is missing");
+    }
+    *rest = &rest[digits..];
+    Ok(value)
 }
 
 /// Takes the lower-case letters at the start of `rest`.

@@ -173,6 +173,23 @@ fn starts_with_short_token(word: &str) -> bool {
     })
 }
 
+/// Whether `head`, what comes before the first `_` of a short identifier, begins one of the
+/// lower-case [`CREDENTIAL_PREFIXES`] or [`SHORT_TOKEN_PREFIXES`]. Most names fail on their
+/// length or a few bytes: comparing every short identifier with every prefix doubled the
+/// scrubber's time for the names that make up most of an event.
+fn is_lowercase_token_head(head: &[u8]) -> bool {
+    match head.len() {
+        2 => matches!(head, b"sk" | b"rk" | b"pk" | b"hf"),
+        3 => matches!(
+            head,
+            b"ghp" | b"gho" | b"ghu" | b"ghs" | b"ghr" | b"npm" | b"dop"
+        ),
+        5 => head == b"shpat",
+        6 => head == b"github",
+        _ => false,
+    }
+}
+
 /// The shortest string the entropy check considers.
 const MIN_SECRET_LEN: usize = 20;
 
@@ -206,8 +223,9 @@ enum Known {
     /// A word of the event schema: exempt from every check.
     SchemaWord,
     /// A name the caller allowed: exempt from the checks on content, not from those against
-    /// this machine.
-    Allowed,
+    /// this machine. Both are fixed when the scrubber is built, so the verdict of those checks
+    /// is kept here rather than found again in every event.
+    Allowed(Option<ScrubReason>),
 }
 
 impl Default for Scrubber {
@@ -311,19 +329,26 @@ impl Scrubber {
             identity_words.push((ScrubReason::HomeDirectory, home_words));
         }
         identity_words.retain(|(_, words)| !words.is_empty());
-        let mut known: HashMap<String, Known, BuildHasherDefault<Fnv1a>> = allowed
-            .into_iter()
-            .map(|name| (name, Known::Allowed))
-            .collect();
-        for word in schema_words() {
-            known.insert(word.clone(), Known::SchemaWord);
-        }
-        Scrubber {
+        let mut scrubber = Scrubber {
             identity: values,
             identity_words,
             home_dir,
-            known,
-        }
+            known: HashMap::default(),
+        };
+        let known = allowed
+            .into_iter()
+            .map(|name| {
+                let verdict = scrubber.home_or_identity(&name);
+                (name, Known::Allowed(verdict))
+            })
+            .chain(
+                schema_words()
+                    .iter()
+                    .map(|word| (word.clone(), Known::SchemaWord)),
+            )
+            .collect();
+        scrubber.known = known;
+        scrubber
     }
 
     /// Whether a name the SDK declares (a catalog name, the SDK's name or the runtime's name)
@@ -374,19 +399,19 @@ impl Scrubber {
         // Most strings in an event are short identifiers: for those only an exact match with
         // this machine's names can be a problem, and only the schema's words are exempt from
         // that. A match is rare, so the common path compares bytes and never hashes.
-        if is_short_identifier(text) {
+        if let Some(head) = short_identifier_head(text) {
             if let Some((reason, _)) = self.identity.iter().find(|(_, value)| text == value) {
                 return (self.known.get(text) != Some(&Known::SchemaWord)).then_some(*reason);
             }
-            // A token of a lower-case format (`ghp_…`, `npm_…`, `hf_…`) has this shape too;
-            // every such prefix ends with `_`, so only names with one pay for the comparison.
-            let token = text.contains('_')
+            // A token of a lower-case format (`ghp_…`, `npm_…`, `hf_…`) has this shape too.
+            let token = head < text.len()
+                && is_lowercase_token_head(&text.as_bytes()[..head])
                 && (starts_with_short_token(text) || looks_like_credential(text));
             return (token && !self.known.contains_key(text)).then_some(ScrubReason::Credential);
         }
         match self.known.get(text) {
             Some(Known::SchemaWord) => return None,
-            Some(Known::Allowed) => return self.home_or_identity(text),
+            Some(Known::Allowed(verdict)) => return *verdict,
             None => {}
         }
         // Every event holds an hour timestamp and a few version numbers. Of all the checks
@@ -588,15 +613,25 @@ fn percent_decode_once(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(decoded)
 }
 
-/// A lower-case letter, then lower-case letters, digits and `_`, shorter than a secret: the
-/// shape of catalog names, enum spellings and field names. A string of digits alone is not
-/// one: it could be a card number.
-fn is_short_identifier(text: &str) -> bool {
-    text.len() < MIN_SECRET_LEN
-        && text.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+/// For a short identifier, the length of what comes before its first `_` (its whole length
+/// when it has none); `None` for any other string. A short identifier is a lower-case letter,
+/// then lower-case letters, digits and `_`, shorter than a secret: the shape of catalog names,
+/// enum spellings and field names. A string of digits alone is not one: it could be a card
+/// number. One pass over the bytes answers both.
+fn short_identifier_head(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    if bytes.len() >= MIN_SECRET_LEN || !bytes.first().is_some_and(u8::is_ascii_lowercase) {
+        return None;
+    }
+    let mut head = bytes.len();
+    for (index, &byte) in bytes.iter().enumerate() {
+        if byte == b'_' {
+            head = head.min(index);
+        } else if !(byte.is_ascii_lowercase() || byte.is_ascii_digit()) {
+            return None;
+        }
+    }
+    Some(head)
 }
 
 /// `YYYY-MM-DDTHH:00:00Z` with any digits: the shape of an event's hour timestamp.
@@ -995,6 +1030,26 @@ mod tests {
                 "{}",
                 text
             );
+        }
+    }
+
+    /// The short cut for lower-case tokens lets through no prefix of a name's shape.
+    #[test]
+    fn every_lower_case_token_prefix_passes_the_gate() {
+        let prefixes = CREDENTIAL_PREFIXES.iter().chain(&SHORT_TOKEN_PREFIXES);
+        for prefix in prefixes {
+            let token = format!("{prefix}abcdefgh");
+            if let Some(head) = short_identifier_head(&token) {
+                assert!(
+                    is_lowercase_token_head(&token.as_bytes()[..head]),
+                    "{token}"
+                );
+                assert_eq!(
+                    Scrubber::default().check_text(&token),
+                    Some(ScrubReason::Credential),
+                    "{token}"
+                );
+            }
         }
     }
 

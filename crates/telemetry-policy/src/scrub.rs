@@ -397,8 +397,9 @@ impl Scrubber {
     /// Checks one string; `Some` names the first problem found.
     pub fn check_text(&self, text: &str) -> Option<ScrubReason> {
         // Most strings in an event are short identifiers: for those only an exact match with
-        // this machine's names can be a problem, and only the schema's words are exempt from
-        // that. A match is rare, so the common path compares bytes and never hashes.
+        // this machine's names (from which only the schema's words are exempt) or the prefix
+        // of a lower-case token format (from which allowed names are exempt too) can be a
+        // problem. Both are rare, so the common path compares bytes and never hashes.
         if let Some(head) = short_identifier_head(text) {
             if let Some((reason, _)) = self.identity.iter().find(|(_, value)| text == value) {
                 return (self.known.get(text) != Some(&Known::SchemaWord)).then_some(*reason);
@@ -425,7 +426,8 @@ impl Scrubber {
         self.check_any_text(text)
     }
 
-    /// The checks that can find something in an hour timestamp or a numeric version.
+    /// The checks that can find something in an hour timestamp, a version in the strict
+    /// grammar or an allowed name: those against this machine.
     fn home_or_identity(&self, text: &str) -> Option<ScrubReason> {
         if let Some(home) = &self.home_dir
             && text.contains(home.as_str())

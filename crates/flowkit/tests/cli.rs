@@ -653,7 +653,9 @@ fn a_full_disk_loses_events_only_as_counted_drops() {
         "{status}"
     );
 
-    // With room again, a flush delivers what was pending; the counts still add up.
+    // With room again, a flush delivers what was pending; the counts still add up. A batch
+    // whose claim the full disk would not let go waits out its lease (30 s) and stays pending:
+    // at most one batch.
     let output = sandbox.output(&["telemetry", "flush"], &vars);
     check_success(&output);
     let status = status_json(&sandbox, &vars);
@@ -662,14 +664,14 @@ fn a_full_disk_loses_events_only_as_counted_drops() {
             .as_u64()
             .unwrap_or_else(|| panic!("{field}: {status}"))
     };
-    assert_eq!(status["pending_events"], 0, "{status}");
+    assert!(count("pending_events") <= 100, "{status}");
     assert_eq!(
-        count("delivered_events") + count("dropped_events"),
+        count("delivered_events") + count("pending_events") + count("dropped_events"),
         4_001,
         "{status}"
     );
     // Delivery is at least once: a batch exported just before the disk refused its removal
-    // from the spool is exported again, never lost.
+    // from the spool is still pending (or exported again later), never lost.
     let lines = sandbox.exported_lines();
     let ids: std::collections::HashSet<String> = lines
         .iter()
@@ -677,7 +679,12 @@ fn a_full_disk_loses_events_only_as_counted_drops() {
             serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].to_string()
         })
         .collect();
-    assert_eq!(ids.len() as u64, count("delivered_events"), "{status}");
+    let distinct = ids.len() as u64;
+    assert!(
+        (count("delivered_events")..=count("delivered_events") + count("pending_events"))
+            .contains(&distinct),
+        "{distinct} distinct events exported: {status}"
+    );
 }
 
 #[test]

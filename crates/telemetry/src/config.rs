@@ -153,7 +153,7 @@ impl TelemetryConfig {
     ) -> Result<TelemetryConfig, SetupError> {
         Ok(TelemetryConfig {
             sdk_name: Name::new(sdk_name)?,
-            sdk_version: Version::new(sdk_version)?,
+            sdk_version: Version::normalize(sdk_version)?,
             catalog: Arc::new(Catalog::from_toml(catalog_toml)?),
             prefix: EnvPrefix::new(env_prefix)?,
             state_dir: None,
@@ -161,7 +161,7 @@ impl TelemetryConfig {
             interface: Interface::Programmatic,
             deployment: DeploymentStage::Unknown,
             runtime: Name::new("rust")?,
-            runtime_version: Version::new(env!("TELEMETRY_RUSTC_VERSION"))
+            runtime_version: Version::normalize(env!("TELEMETRY_RUSTC_VERSION"))
                 .or_else(|_| Version::new("0"))?,
             installed_integrations: Vec::new(),
             env: None,
@@ -428,7 +428,7 @@ impl TelemetryConfig {
     /// (for example `python`, `3.12`). Defaults to `rust` and the compiler's version.
     pub fn runtime(mut self, name: &str, version: &str) -> Result<TelemetryConfig, SetupError> {
         self.runtime = Name::new(name)?;
-        self.runtime_version = Version::new(version)?;
+        self.runtime_version = Version::normalize(version)?;
         Ok(self)
     }
 
@@ -573,13 +573,17 @@ impl TelemetryConfig {
                 .ok()
                 .and_then(|state| state.decision_for(self.consent_version)),
         });
-        let delivery_problem = self.delivery_problem(endpoint.as_ref());
+        let identity = MachineIdentity::detect(&env);
+        let mut delivery_problem = self.delivery_problem(endpoint.as_ref());
+        if decision.enabled && delivery_problem.is_none() {
+            delivery_problem = self.name_problem(&identity);
+        }
         if decision.enabled && delivery_problem.is_some() {
             decision = Decision::off(DecisionReason::InvalidSetting);
         }
         Resolution {
             ci: is_ci(&env),
-            identity: MachineIdentity::detect(&env),
+            identity,
             policy,
             settings,
             state,
@@ -587,6 +591,33 @@ impl TelemetryConfig {
             decision,
             delivery_problem,
         }
+    }
+
+    /// Why this SDK's own names cannot be sent from this machine, if they cannot: a catalog
+    /// name, the SDK's name or the runtime's name that is, or contains, this machine's user
+    /// name, host name or home directory's name would carry them in every event. The message
+    /// does not repeat the name, which is the machine's own.
+    fn name_problem(&self, identity: &MachineIdentity) -> Option<String> {
+        let scrubber = Scrubber::new(identity.clone(), Vec::<String>::new());
+        let catalog_names = telemetry_model::Section::ALL
+            .iter()
+            .flat_map(|section| self.catalog.entries(*section))
+            .map(|entry| entry.name.as_str());
+        let own = [self.sdk_name.as_str(), self.runtime.as_str()];
+        let reason = own
+            .into_iter()
+            .chain(catalog_names)
+            .find_map(|name| scrubber.refuses_name(name))?;
+        let what = match reason {
+            telemetry_policy::ScrubReason::Username => "user name",
+            telemetry_policy::ScrubReason::MachineHostname => "host name",
+            telemetry_policy::ScrubReason::HomeDirectory => "home directory",
+            _ => "identity",
+        };
+        Some(format!(
+            "a name that {} declares matches this machine's {what}, so events would carry it",
+            self.sdk_name
+        ))
     }
 
     /// Why events could not be delivered anywhere, if they could not.

@@ -422,3 +422,58 @@ fn an_opt_out_that_cannot_purge_says_so() {
     // The opt-out itself is recorded.
     assert!(!config.status().enabled);
 }
+
+#[test]
+fn names_that_match_this_machine_keep_telemetry_off_without_repeating_them() {
+    // `retries` is a catalog name; a machine whose user is called that cannot send it.
+    let fixture = Fixture::new();
+    let config = fixture.exporting("https://127.0.0.1:1/v1", &[("USER", "retries")]);
+    config.enable().unwrap();
+    let telemetry = config.start();
+    assert!(!telemetry.is_enabled());
+    let warnings = fixture.warnings.lock().unwrap().clone();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("matches this machine's user name")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().all(|warning| !warning.contains("retries")),
+        "{warnings:?}"
+    );
+    assert!(!config.status().enabled);
+    drop(telemetry);
+    assert!(fixture.exported().is_empty());
+}
+
+#[test]
+fn build_metadata_is_dropped_from_versions_and_other_shapes_are_refused() {
+    let with_build = TelemetryConfig::new("testsdk", "1.2.3+build.5", CATALOG, "TESTSDK").unwrap();
+    let fixture = Fixture::new();
+    let telemetry = with_build
+        .state_dir(fixture.home())
+        .env(EnvSnapshot::from_pairs([
+            ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
+            (
+                "TESTSDK_SDK_TELEMETRY_ENDPOINT",
+                fixture.file_endpoint().as_str(),
+            ),
+        ]))
+        .start();
+    run(&telemetry);
+    telemetry.flush(WAIT).unwrap();
+    drop(telemetry);
+    assert!(
+        fixture
+            .exported()
+            .iter()
+            .all(|event| event.sdk_version.as_str() == "1.2.3")
+    );
+    for refused in ["1.0.0-alice", "192.168.001.010", "10.0.0.1"] {
+        assert!(
+            TelemetryConfig::new("testsdk", refused, CATALOG, "TESTSDK").is_err(),
+            "{refused}"
+        );
+    }
+}

@@ -201,7 +201,7 @@ pub(crate) fn paused_until(
 }
 
 /// What a round's trip to the buffer found.
-enum Claimed {
+pub(crate) enum Claimed {
     /// The user withdrew consent: send nothing.
     Withdrawn,
     /// The ledger says to wait.
@@ -325,7 +325,13 @@ pub(crate) struct Delivery {
     pub(crate) first_attempt: FirstAttempt,
     /// The second look at every event read back.
     pub(crate) read_back: Arc<ReadBackCheck>,
+    /// A claim that did not answer before its round's deadline, settled by the next round.
+    pub(crate) orphan: std::sync::Mutex<Option<OrphanClaim>>,
 }
+
+/// A claim still running on the blocking pool after its round gave up on it.
+pub(crate) type OrphanClaim =
+    tokio::task::JoinHandle<Result<Claimed, telemetry_buffer::BufferError>>;
 
 impl Delivery {
     /// A round that sends batches until none are left (or, for [`Amount::FullBatches`], until
@@ -350,8 +356,10 @@ impl Delivery {
             if Instant::now() >= deadline {
                 return Err(Stopped::Deadline);
             }
+            self.settle_orphan(deadline).await?;
             let consent = self.consent.clone();
-            let claimed = on_buffer(&self.buffer, deadline, move |buffer| {
+            let buffer = Arc::clone(&self.buffer);
+            let mut task = tokio::task::spawn_blocking(move || {
                 if check_pause && consent.is_some_and(|withdrawn| withdrawn()) {
                     return Ok(Claimed::Withdrawn);
                 }
@@ -369,8 +377,30 @@ impl Delivery {
                     Some(claim) => Claimed::Batch(claim),
                     None => Claimed::Nothing(stats.pending),
                 })
-            })
-            .await?
+            });
+            let claimed = match tokio::time::timeout_at(
+                tokio::time::Instant::from_std(deadline),
+                &mut task,
+            )
+            .await
+            {
+                Ok(Ok(claimed)) => claimed,
+                Ok(Err(_)) => {
+                    return Err(Stopped::Storage(
+                        "the telemetry buffer failed unexpectedly".to_owned(),
+                    ));
+                }
+                Err(_) => {
+                    // The claim may still succeed once the buffer answers: the next round
+                    // settles it first, so its events are not held for a whole lease.
+                    *self.orphan.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(task);
+                    return Err(Stopped::Storage(format!(
+                        "the telemetry buffer ({}) did not answer in time; another process may be holding it",
+                        self.buffer.kind()
+                    )));
+                }
+            }
             .map_err(|error: telemetry_buffer::BufferError| Stopped::Storage(error.to_string()))?;
             check_pause = false;
             let claim = match claimed {
@@ -475,6 +505,38 @@ impl Delivery {
             .await?;
             if let Attempt::Delivered(count, _) = attempt {
                 report.delivered += count;
+            }
+        }
+    }
+
+    /// Waits, within `deadline`, for a claim an earlier round gave up on, and gives its events
+    /// back, so that they are not held for a lease that nobody will settle.
+    async fn settle_orphan(&self, deadline: Instant) -> Result<(), Stopped> {
+        let orphan = self
+            .orphan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut task) = orphan else {
+            return Ok(());
+        };
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), &mut task).await {
+            Ok(Ok(Ok(Claimed::Batch(claim)))) => {
+                let id = claim.id;
+                on_buffer(&self.buffer, deadline, move |buffer| buffer.release(id))
+                    .await?
+                    .map_err(|error| Stopped::Storage(error.to_string()))
+            }
+            Ok(_) => Ok(()),
+            Err(_) => {
+                *self
+                    .orphan
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+                Err(Stopped::Storage(format!(
+                    "the telemetry buffer ({}) did not answer in time; another process may be holding it",
+                    self.buffer.kind()
+                )))
             }
         }
     }

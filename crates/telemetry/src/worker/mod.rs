@@ -232,6 +232,7 @@ impl Worker {
                 consent: settings.consent.clone(),
                 first_attempt: Arc::new(std::sync::Mutex::new(settings.first_attempt)),
                 read_back: Arc::new(settings.read_back),
+                orphan: std::sync::Mutex::new(None),
             }),
             buffer,
             events: settings.events,

@@ -22,6 +22,8 @@
 
 mod ledger;
 mod memory;
+#[cfg(all(feature = "sqlite", unix))]
+mod overflow;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -132,6 +134,16 @@ pub trait Buffer: Send + Sync + fmt::Debug {
         &self,
         change: &mut dyn FnMut(&mut DeliveryLedger),
     ) -> Result<DeliveryLedger, BufferError>;
+
+    /// Adds `counts` (their counters only) to a record that takes writes when the buffer's own
+    /// storage is full, for counts that must not be lost with the process; [`ledger`](Buffer::ledger)
+    /// includes them from then on. The default has no such record and fails.
+    fn add_counts_when_full(&self, counts: &DeliveryLedger) -> Result<(), BufferError> {
+        let _ = counts;
+        Err(BufferError::Storage(
+            "this buffer keeps no counts apart from its storage".to_owned(),
+        ))
+    }
 
     /// [`append`](Buffer::append)s `events` (none is fine) and applies `change` to the ledger,
     /// as one step where the buffer can make it one (a durable buffer: one transaction, so

@@ -343,6 +343,9 @@ pub struct SqliteSpool {
     /// The claims this spool handed out and has not seen acknowledged or released (nor purged):
     /// dropping the spool releases them.
     held: Mutex<HashSet<ClaimId>>,
+    /// Counts kept beside the spool for when its disk is full.
+    #[cfg(unix)]
+    overflow: crate::overflow::OverflowCounts,
 }
 
 impl fmt::Debug for SqliteSpool {
@@ -399,7 +402,6 @@ impl SqliteSpool {
             }
         };
         Ok(SqliteSpool {
-            path,
             limits: SpoolLimits {
                 max_events: limits.max_events.max(1),
                 ..limits
@@ -408,6 +410,13 @@ impl SqliteSpool {
             busy_timeout: BUSY_TIMEOUT,
             clock,
             recovery,
+            #[cfg(unix)]
+            overflow: {
+                let overflow = crate::overflow::OverflowCounts::beside(&path);
+                overflow.prepare();
+                overflow
+            },
+            path,
             connection: Mutex::new(connection),
             held: Mutex::new(HashSet::new()),
         })
@@ -944,7 +953,23 @@ impl Buffer for SqliteSpool {
             tx.finish()?;
             Ok(ledger)
         };
-        read(&mut connection).map_err(|error| self.storage_error("read the ledger of", error))
+        let mut ledger = read(&mut connection)
+            .map_err(|error| self.storage_error("read the ledger of", error))?;
+        #[cfg(unix)]
+        if let Ok(overflow) = self.overflow.read() {
+            ledger.add_counts(&overflow);
+        }
+        Ok(ledger)
+    }
+
+    #[cfg(unix)]
+    fn add_counts_when_full(&self, counts: &DeliveryLedger) -> Result<(), BufferError> {
+        self.overflow.add(counts).map_err(|error| {
+            BufferError::Storage(format!(
+                "cannot add to the overflow counts beside the telemetry spool {}: {error}",
+                self.path.display()
+            ))
+        })
     }
 
     fn update_ledger(

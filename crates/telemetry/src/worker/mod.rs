@@ -584,6 +584,20 @@ impl Worker {
         let counts = self.take_counts();
         self.write(Vec::new(), counts, deadline).await;
         self.settle_unsettled(deadline).await;
+        if !self.unrecorded.is_empty() && !self.waiting_for_buffer() {
+            // The buffer's storage refused even the counts (a full disk): the last resort is a
+            // record that takes writes without growing, so the drops stay counted.
+            let counts = std::mem::take(&mut self.unrecorded);
+            let kept = counts.clone();
+            let written = on_buffer(&self.buffer, deadline, move |buffer| {
+                buffer.add_counts_when_full(&counts)
+            })
+            .await;
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::warn!("counts of dropped events could not be stored and are lost");
+                self.unrecorded = kept;
+            }
+        }
         if !self.usage_allowed() {
             return;
         }

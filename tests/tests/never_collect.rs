@@ -76,3 +76,56 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Data written into the spool by someone else (an edited file, another program) gets the
+    /// same checks as a new event before it leaves: whatever is put in a name, a version or a
+    /// list of names, it never reaches the export.
+    #[test]
+    fn user_data_written_into_the_spool_never_leaves(
+        secret in sensitive(),
+        target in proptest::sample::select(vec![
+            r#""features":[]"#,
+            r#""sdk_name":"flowkit""#,
+            r#""sdk_version":""#,
+            r#""runtime":"rust""#,
+            r#""commands":[]"#,
+        ]),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let export = dir.path().join("export");
+        // First the runs wait in the spool: the destination is down.
+        let down = [("FLOWKIT_SDK_TELEMETRY_ENDPOINT", "https://127.0.0.1:1/v1/events")];
+        let kit = FlowKit::start(&enabled_flowkit_config_with(&home, &export, &down)).unwrap();
+        kit.run(&Flow::new("etl").task(Task::new("load", |_| Ok(serde_json::Value::Null))), &Params::new());
+        drop(kit);
+
+        // Someone writes the secret into every waiting event.
+        let quoted = serde_json::to_string(&secret).unwrap();
+        let inner = &quoted[1..quoted.len() - 1];
+        let replacement = match target {
+            r#""features":[]"# => format!(r#""features":[{quoted}]"#),
+            r#""commands":[]"# => format!(r#""commands":[{quoted}]"#),
+            r#""sdk_version":""# => format!(r#""sdk_version":"{inner}-"#),
+            r#""sdk_name":"flowkit""# => format!(r#""sdk_name":{quoted}"#),
+            _ => format!(r#""runtime":{quoted}"#),
+        };
+        let spool = rusqlite::Connection::open(home.join("telemetry_spool.sqlite3")).unwrap();
+        let edited = spool
+            .execute("UPDATE events SET json = replace(json, ?1, ?2)", [target, replacement.as_str()])
+            .unwrap();
+        prop_assert!(edited > 0);
+        drop(spool);
+
+        // Then the destination is up: the spool is delivered, and the secret stays behind.
+        let kit = FlowKit::start(&enabled_flowkit_config_with(&home, &export, &[])).unwrap();
+        kit.telemetry().flush(std::time::Duration::from_secs(10)).unwrap();
+        drop(kit);
+        for line in exported_lines(&export) {
+            prop_assert!(!line.contains(inner), "{:?} left through {}", secret, line);
+        }
+    }
+}

@@ -147,3 +147,63 @@ proptest! {
         }
     }
 }
+
+/// A session id text: random v4 ids, other UUID versions and well-known values, and junk.
+fn session_id_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("00000000-0000-0000-0000-000000000000".to_owned()),
+        Just("ffffffff-ffff-ffff-ffff-ffffffffffff".to_owned()),
+        // Version 1 (time and node), 3 and 5 (names), 7 (time): none random.
+        "[0-9a-f]{8}-[0-9a-f]{4}-[1357][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+        // Version 4 with a wrong variant.
+        "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-7c-f][0-9a-f]{3}-[0-9a-f]{12}",
+        // Well-formed random ids.
+        "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+        "\\PC{0,40}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the state file holds as a session id, the id a process sends is a random
+    /// version 4 UUID; the file's own is kept only when it is one and is young, and a replaced
+    /// one is gone from the file.
+    #[test]
+    fn only_young_random_ids_are_ever_sent(
+        text in session_id_text(),
+        dated in proptest::option::of(0u64..60),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let today = telemetry_model::UtcDate::today();
+        let date_line = dated.map_or(String::new(), |days_ago| {
+            let made = telemetry_model::UtcDate::from_unix_seconds(
+                today.unix_seconds().saturating_sub(days_ago * 86_400),
+            );
+            format!("session_date = \"{made}\"\n")
+        });
+        let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+        std::fs::write(
+            dir.path().join("telemetry_state.toml"),
+            format!("[telemetry]\nenabled = true\nsession_id = \"{escaped}\"\n{date_line}"),
+        )
+        .unwrap();
+        let store = StateStore::in_dir(dir.path());
+        // An unreadable file is reported, never used: nothing is sent under it.
+        let Ok(state) = store.load() else {
+            return Ok(());
+        };
+        let held = state.session_id;
+        let (_, (id, made, _)) = store
+            .update(|state| state.ensure_session_id(today, 30))
+            .unwrap();
+        prop_assert!(id.is_random_v4(), "{id} is sent");
+        let young = dated.is_some_and(|days| days < 30);
+        let kept = held.is_some_and(|held| held.is_random_v4()) && young;
+        prop_assert_eq!(!made, kept, "{} kept: {}", text, !made);
+        if made {
+            let file = std::fs::read_to_string(dir.path().join("telemetry_state.toml")).unwrap();
+            prop_assert!(!file.contains(&text) || text.is_empty() || text.len() < 4, "{} still in the file", text);
+        }
+    }
+}

@@ -206,6 +206,9 @@ fn insecure_or_broken_destinations_are_refused_at_start_up() {
         assert_eq!(stderr.lines().count(), 1, "{vars:?}: {stderr}");
         assert!(stderr.contains(expected), "{vars:?}: {stderr}");
         assert!(stderr.contains("telemetry is off"), "{stderr}");
+        // status says what the process did: off.
+        let status = status_json(&sandbox, &vars);
+        assert_eq!(status["enabled"], false, "{vars:?}: {status}");
     }
 }
 

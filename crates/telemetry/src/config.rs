@@ -581,7 +581,7 @@ impl TelemetryConfig {
         if decision.enabled && delivery_problem.is_some() {
             decision = Decision::off(DecisionReason::InvalidSetting);
         }
-        Resolution {
+        let mut resolution = Resolution {
             ci: is_ci(&env),
             identity,
             policy,
@@ -590,7 +590,9 @@ impl TelemetryConfig {
             endpoint,
             decision,
             delivery_problem,
-        }
+        };
+        resolution.check_extra_ca(self);
+        resolution
     }
 
     /// Why this SDK's own names cannot be sent from this machine, if they cannot: a catalog
@@ -941,6 +943,24 @@ impl Resolution {
             Ok(policy) => policy.as_ref().is_none_or(|policy| policy.allow_prompt),
             Err(_) => false,
         }
+    }
+
+    /// A CA file that cannot be used stops the HTTPS transport from being built: found here,
+    /// where the decision is made, so that `status` says off when a process would run off. It
+    /// builds the transport only when telemetry would be on and an extra CA is configured.
+    fn check_extra_ca(&mut self, config: &TelemetryConfig) {
+        #[cfg(feature = "https")]
+        if self.decision.enabled
+            && config.transport.is_none()
+            && self.ca_file().is_some()
+            && matches!(self.endpoint, Some(Endpoint::Https(_)))
+            && let Err(problem) = config.transport_for(self)
+        {
+            self.delivery_problem = Some(problem);
+            self.decision = Decision::off(DecisionReason::InvalidSetting);
+        }
+        #[cfg(not(feature = "https"))]
+        let _ = config;
     }
 
     #[cfg(feature = "https")]

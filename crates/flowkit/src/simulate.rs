@@ -56,7 +56,11 @@ impl Draws {
     }
 }
 
-pub(crate) fn run(args: &SimulateArgs, env: &EnvSnapshot) -> anyhow::Result<i32> {
+pub(crate) fn run(
+    args: &SimulateArgs,
+    env: &EnvSnapshot,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<i32> {
     let config =
         flowkit::telemetry_config(flowkit::default_home(env), Interface::Cli)?.env(env.clone());
     // Asks once, and only a person at a terminal who has not decided yet.
@@ -94,11 +98,24 @@ pub(crate) fn run(args: &SimulateArgs, env: &EnvSnapshot) -> anyhow::Result<i32>
 
     let mut completed = 0;
     let mut failed = 0;
+    let mut ran = 0;
     for _ in 0..args.runs {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
         match kit.run(&flow, &params).outcome {
             RunOutcome::Completed => completed += 1,
             _ => failed += 1,
         }
+        ran += 1;
+    }
+    if ran < args.runs {
+        println!(
+            "Stopped after {ran} of {} flow runs of {:?} (a signal asked to stop): {completed} completed, {failed} failed.",
+            args.runs, args.flow_name
+        );
+        // 130: ended by a signal, after an orderly shutdown.
+        return Ok(130);
     }
     println!(
         "Ran {} flow runs of {:?}: {completed} completed, {failed} failed.",

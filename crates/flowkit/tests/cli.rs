@@ -767,3 +767,72 @@ fn disable_says_when_the_environment_still_turns_telemetry_on() {
         "{stdout}"
     );
 }
+
+#[test]
+fn sigterm_ends_a_simulation_in_order_leaving_nothing_claimed_and_nothing_twice() {
+    let sandbox = Sandbox::new();
+    let endpoint = sandbox.file_endpoint();
+    let vars = [
+        ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
+        ("FLOWKIT_SDK_TELEMETRY_ENDPOINT", endpoint.as_str()),
+        ("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "1"),
+    ];
+    let running = sandbox
+        .command(
+            &["simulate", "--runs", "100000", "--task-millis", "2"],
+            &vars,
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until it delivers: an external process offers no signal.
+    for _ in 0..500 {
+        if !sandbox.exported_lines().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        !sandbox.exported_lines().is_empty(),
+        "the process delivered nothing"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = running.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).starts_with("Stopped after "),
+        "{}",
+        text(&output.stdout)
+    );
+
+    // Nothing is held for a lease: a flush right away sends everything left, the summary
+    // included, and no event arrives twice.
+    let output = sandbox.output(&["telemetry", "flush", "--timeout", "10"], &vars);
+    check_success(&output);
+    assert!(
+        text(&output.stdout).ends_with("; 0 still pending.\n"),
+        "{}",
+        text(&output.stdout)
+    );
+    let lines = sandbox.exported_lines();
+    let ids: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), lines.len(), "an event was delivered twice");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|line| line.contains(r#""event_type":"sdk_usage""#))
+            .count(),
+        1
+    );
+}

@@ -24,6 +24,28 @@ fn check_success(output: &Output) {
     );
 }
 
+/// Waits, a bounded number of times, until a running flowkit has exported something: an
+/// external process offers no signal to wait on.
+fn wait_for_a_delivery(sandbox: &Sandbox) {
+    for _ in 0..500 {
+        if !sandbox.exported_lines().is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the running process delivered nothing");
+}
+
+/// The distinct event ids of exported lines.
+fn event_ids(lines: &[String]) -> std::collections::HashSet<String> {
+    lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].to_string()
+        })
+        .collect()
+}
+
 fn status_json(sandbox: &Sandbox, vars: &[(&str, &str)]) -> serde_json::Value {
     let output = sandbox.output(&["telemetry", "status", "--json"], vars);
     check_success(&output);
@@ -676,12 +698,7 @@ fn a_full_disk_loses_events_only_as_counted_drops() {
     // Delivery is at least once: a batch exported just before the disk refused its removal
     // from the spool is still pending (or exported again later), never lost.
     let lines = sandbox.exported_lines();
-    let ids: std::collections::HashSet<String> = lines
-        .iter()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].to_string()
-        })
-        .collect();
+    let ids = event_ids(&lines);
     let distinct = ids.len() as u64;
     assert!(
         (count("delivered_events")..=count("delivered_events") + count("pending_events"))
@@ -707,16 +724,7 @@ fn disable_stops_a_process_that_is_already_running_before_its_next_delivery() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait (bounded) until it has delivered something: an external process offers no signal.
-    let mut delivered = 0;
-    for _ in 0..400 {
-        delivered = sandbox.exported_lines().len();
-        if delivered > 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(delivered > 0, "the running process delivered nothing");
+    wait_for_a_delivery(&sandbox);
 
     let output = sandbox.output(&["telemetry", "disable"], &vars);
     check_success(&output);
@@ -787,17 +795,7 @@ fn sigterm_ends_a_simulation_in_order_leaving_nothing_claimed_and_nothing_twice(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait (bounded) until it delivers: an external process offers no signal.
-    for _ in 0..500 {
-        if !sandbox.exported_lines().is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(
-        !sandbox.exported_lines().is_empty(),
-        "the process delivered nothing"
-    );
+    wait_for_a_delivery(&sandbox);
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &running.id().to_string()])
         .status()
@@ -821,12 +819,7 @@ fn sigterm_ends_a_simulation_in_order_leaving_nothing_claimed_and_nothing_twice(
         text(&output.stdout)
     );
     let lines = sandbox.exported_lines();
-    let ids: std::collections::HashSet<String> = lines
-        .iter()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].to_string()
-        })
-        .collect();
+    let ids = event_ids(&lines);
     assert_eq!(ids.len(), lines.len(), "an event was delivered twice");
     assert_eq!(
         lines

@@ -3,114 +3,19 @@
 // Test helpers may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use telemetry::internals::transport::SendError;
 use telemetry::{
-    DecisionReason, EncodedEvent, EnvSnapshot, Event, EventType, FeatureSet, FileTransport,
-    FlushError, Name, RunOutcome, RunRecord, Telemetry, TelemetryConfig, Transport,
+    DecisionReason, EncodedEvent, Event, EventType, FileTransport, FlushError, Name, RunOutcome,
+    TelemetryConfig, Transport,
 };
 
-const CATALOG: &str = r#"
-    [features]
-    retries = "Retries"
-    caching = "Caching"
-
-    [metrics]
-    flows_defined = "Flows defined"
-
-    [exception_types]
-    value_error = "Value errors"
-
-    [integrations]
-    aws = "AWS"
-
-    [commands]
-    run = "The run command"
-"#;
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    warnings: Arc<Mutex<Vec<String>>>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().unwrap(),
-            warnings: Arc::default(),
-        }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn export(&self) -> PathBuf {
-        self.dir.path().join("export")
-    }
-
-    fn file_endpoint(&self) -> String {
-        format!("file://{}", self.export().display())
-    }
-
-    /// A configuration reading only the given variables.
-    fn config(&self, vars: &[(&str, &str)]) -> TelemetryConfig {
-        let warnings = Arc::clone(&self.warnings);
-        TelemetryConfig::new("testsdk", "1.2.3", CATALOG, "TESTSDK")
-            .unwrap()
-            .state_dir(self.home())
-            .env(EnvSnapshot::from_pairs(vars.iter().copied()))
-            .warnings(Arc::new(move |message: &str| {
-                warnings.lock().unwrap().push(message.to_owned())
-            }))
-            .shutdown_timeout(Duration::from_secs(10))
-    }
-
-    fn enabled_config(&self) -> TelemetryConfig {
-        let endpoint = self.file_endpoint();
-        self.config(&[
-            ("TESTSDK_SDK_TELEMETRY_ENABLED", "1"),
-            ("TESTSDK_SDK_TELEMETRY_ENDPOINT", &endpoint),
-        ])
-    }
-
-    fn exported(&self) -> Vec<Event> {
-        read_events(&self.export())
-    }
-
-    fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().unwrap().clone()
-    }
-}
-
-fn read_events(dir: &Path) -> Vec<Event> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut events = Vec::new();
-    for entry in entries {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            events
-                .push(serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")));
-        }
-    }
-    events
-}
-
-fn run(telemetry: &Telemetry, outcome: RunOutcome) {
-    let retries = telemetry.catalog().feature("retries").unwrap();
-    telemetry.record_run(RunRecord {
-        features: FeatureSet::new().with(retries),
-        duration: Duration::from_millis(2_500),
-        outcome,
-        exception: (outcome == RunOutcome::Failed)
-            .then(|| telemetry.catalog().exception_type("value_error")),
-    });
-}
+use support::{CATALOG, Fixture, run};
 
 fn names(names: &std::collections::BTreeSet<Name>) -> Vec<&str> {
     names.iter().map(Name::as_str).collect()

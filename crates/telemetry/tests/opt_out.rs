@@ -6,104 +6,17 @@
 // Test helpers may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use telemetry::{
-    EnvSnapshot, Event, EventType, FeatureSet, RunOutcome, RunRecord, Telemetry, TelemetryConfig,
-};
-
-const CATALOG: &str = r#"
-[features]
-retries = "Tasks configured with automatic retries"
-"#;
+use support::{CATALOG, Fixture, run};
+use telemetry::{EnvSnapshot, Event, EventType, RunOutcome, TelemetryConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    warnings: Arc<Mutex<Vec<String>>>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().unwrap(),
-            warnings: Arc::default(),
-        }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn export(&self) -> PathBuf {
-        self.dir.path().join("export")
-    }
-
-    fn file_endpoint(&self) -> String {
-        format!("file://{}", self.export().display())
-    }
-
-    /// A configuration reading only the given variables, whose built-in default endpoint is
-    /// `default_endpoint`.
-    fn config(&self, default_endpoint: &str, vars: &[(&str, &str)]) -> TelemetryConfig {
-        let warnings = Arc::clone(&self.warnings);
-        TelemetryConfig::new("testsdk", "1.2.3", CATALOG, "TESTSDK")
-            .unwrap()
-            .default_endpoint(default_endpoint)
-            .unwrap()
-            .state_dir(self.home())
-            .env(EnvSnapshot::from_pairs(vars.iter().copied()))
-            .warnings(Arc::new(move |message: &str| {
-                warnings.lock().unwrap().push(message.to_owned())
-            }))
-            .shutdown_timeout(Duration::from_secs(10))
-    }
-
-    /// Exporting to the fixture's directory, enabled by the user's decision.
-    fn exporting(&self, default_endpoint: &str, vars: &[(&str, &str)]) -> TelemetryConfig {
-        let endpoint = self.file_endpoint();
-        let mut pairs = vec![("TESTSDK_SDK_TELEMETRY_ENDPOINT", endpoint.as_str())];
-        pairs.extend_from_slice(vars);
-        self.config(default_endpoint, &pairs)
-    }
-
-    fn exported(&self) -> Vec<Event> {
-        read_events(&self.export())
-    }
-
-    fn state_text(&self) -> String {
-        std::fs::read_to_string(self.home().join("telemetry_state.toml")).unwrap_or_default()
-    }
-}
-
-fn read_events(dir: &Path) -> Vec<Event> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut events = Vec::new();
-    for entry in entries {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        events.extend(
-            text.lines()
-                .map(|line| serde_json::from_str::<Event>(line).unwrap()),
-        );
-    }
-    events
-}
-
-fn run(telemetry: &Telemetry) {
-    telemetry.record_run(RunRecord {
-        features: FeatureSet::new(),
-        duration: Duration::from_millis(5),
-        outcome: RunOutcome::Completed,
-        exception: None,
-    });
-}
 
 /// A TCP listener on 127.0.0.1 that counts the connections it is offered (and answers none):
 /// the SDK's built-in default endpoint, which an offline machine must never contact.
@@ -165,7 +78,7 @@ impl telemetry::Transport for Refusing {
 fn deliver_one(config: &TelemetryConfig) -> String {
     let session = config.enable().unwrap().session_id.unwrap();
     let telemetry = config.start();
-    run(&telemetry);
+    run(&telemetry, RunOutcome::Completed);
     assert_eq!(telemetry.flush(WAIT).unwrap().delivered, 1);
     drop(telemetry);
     session
@@ -246,7 +159,7 @@ fn a_session_id_that_is_not_random_is_replaced_and_never_sent() {
         .unwrap();
         let config = fixture.exporting("https://127.0.0.1:1/v1", &[]);
         let telemetry = config.start();
-        run(&telemetry);
+        run(&telemetry, RunOutcome::Completed);
         telemetry.flush(WAIT).unwrap();
         drop(telemetry);
         let exported = fixture.exported();
@@ -258,9 +171,7 @@ fn a_session_id_that_is_not_random_is_replaced_and_never_sent() {
             "{id} was sent"
         );
         let warned = fixture
-            .warnings
-            .lock()
-            .unwrap()
+            .warnings()
             .iter()
             .any(|warning| warning.contains("was not a random id"));
         assert_eq!(warned, warns, "{id}");
@@ -287,7 +198,7 @@ fn an_id_does_not_outlive_runs_that_something_else_keeps_off() {
         assert!(!fixture.state_text().contains(&first), "{vars:?}");
         // ...so the next run under the user's decision is not linked to the earlier ones.
         let telemetry = fixture.exporting("https://127.0.0.1:1/v1", &[]).start();
-        run(&telemetry);
+        run(&telemetry, RunOutcome::Completed);
         telemetry.flush(WAIT).unwrap();
         drop(telemetry);
         let sessions: std::collections::BTreeSet<String> = fixture
@@ -312,7 +223,7 @@ fn an_id_is_replaced_by_age() {
     )
     .unwrap();
     let telemetry = fixture.exporting("https://127.0.0.1:1/v1", &[]).start();
-    run(&telemetry);
+    run(&telemetry, RunOutcome::Completed);
     telemetry.flush(WAIT).unwrap();
     drop(telemetry);
     assert!(
@@ -338,7 +249,7 @@ fn one_request_never_carries_two_session_ids_and_reset_links_nothing() {
     let first = config.enable().unwrap().session_id.unwrap();
     let telemetry = config.clone().transport(Arc::new(Refusing)).start();
     for _ in 0..3 {
-        run(&telemetry);
+        run(&telemetry, RunOutcome::Completed);
     }
     assert!(telemetry.flush(WAIT).is_err());
     drop(telemetry);
@@ -348,7 +259,7 @@ fn one_request_never_carries_two_session_ids_and_reset_links_nothing() {
     let second = config.reset().unwrap().session_id.unwrap();
     assert_ne!(first, second);
     let telemetry = config.start();
-    run(&telemetry);
+    run(&telemetry, RunOutcome::Completed);
     telemetry.flush(WAIT).unwrap();
     drop(telemetry);
     let exported = fixture.exported();
@@ -370,7 +281,7 @@ fn an_event_edited_in_the_spool_never_leaves() {
     config.enable().unwrap();
     // A destination that refuses, so that the run waits in the spool.
     let telemetry = config.clone().transport(Arc::new(Refusing)).start();
-    run(&telemetry);
+    run(&telemetry, RunOutcome::Completed);
     assert!(telemetry.flush(WAIT).is_err());
     drop(telemetry);
 
@@ -378,7 +289,7 @@ fn an_event_edited_in_the_spool_never_leaves() {
     let spool = rusqlite::Connection::open(fixture.home().join("telemetry_spool.sqlite3")).unwrap();
     let edited = spool
         .execute(
-            r#"UPDATE events SET json = replace(json, '"features":[]', '"features":["john_smith_payroll"]')"#,
+            r#"UPDATE events SET json = replace(json, '"features":["retries"]', '"features":["john_smith_payroll","retries"]')"#,
             [],
         )
         .unwrap();
@@ -431,7 +342,7 @@ fn names_that_match_this_machine_keep_telemetry_off_without_repeating_them() {
     config.enable().unwrap();
     let telemetry = config.start();
     assert!(!telemetry.is_enabled());
-    let warnings = fixture.warnings.lock().unwrap().clone();
+    let warnings = fixture.warnings();
     assert!(
         warnings
             .iter()
@@ -461,7 +372,7 @@ fn build_metadata_is_dropped_from_versions_and_other_shapes_are_refused() {
             ),
         ]))
         .start();
-    run(&telemetry);
+    run(&telemetry, RunOutcome::Completed);
     telemetry.flush(WAIT).unwrap();
     drop(telemetry);
     assert!(

@@ -74,6 +74,14 @@ impl telemetry::Transport for Refusing {
     }
 }
 
+/// Runs one process of the test SDK: one run, a flush that succeeds, and an orderly exit.
+fn one_run_delivered(config: &TelemetryConfig) {
+    let telemetry = config.start();
+    run(&telemetry, RunOutcome::Completed);
+    telemetry.flush(WAIT).unwrap();
+    drop(telemetry);
+}
+
 /// Enables telemetry, sends one run to the export, and returns the session id.
 fn deliver_one(config: &TelemetryConfig) -> String {
     let session = config.enable().unwrap().session_id.unwrap();
@@ -158,10 +166,7 @@ fn a_session_id_that_is_not_random_is_replaced_and_never_sent() {
         )
         .unwrap();
         let config = fixture.exporting("https://127.0.0.1:1/v1", &[]);
-        let telemetry = config.start();
-        run(&telemetry, RunOutcome::Completed);
-        telemetry.flush(WAIT).unwrap();
-        drop(telemetry);
+        one_run_delivered(&config);
         let exported = fixture.exported();
         assert!(!exported.is_empty());
         assert!(
@@ -197,10 +202,7 @@ fn an_id_does_not_outlive_runs_that_something_else_keeps_off() {
         drop(kept_off);
         assert!(!fixture.state_text().contains(&first), "{vars:?}");
         // ...so the next run under the user's decision is not linked to the earlier ones.
-        let telemetry = fixture.exporting("https://127.0.0.1:1/v1", &[]).start();
-        run(&telemetry, RunOutcome::Completed);
-        telemetry.flush(WAIT).unwrap();
-        drop(telemetry);
+        one_run_delivered(&fixture.exporting("https://127.0.0.1:1/v1", &[]));
         let sessions: std::collections::BTreeSet<String> = fixture
             .exported()
             .iter()
@@ -222,10 +224,7 @@ fn an_id_is_replaced_by_age() {
         ),
     )
     .unwrap();
-    let telemetry = fixture.exporting("https://127.0.0.1:1/v1", &[]).start();
-    run(&telemetry, RunOutcome::Completed);
-    telemetry.flush(WAIT).unwrap();
-    drop(telemetry);
+    one_run_delivered(&fixture.exporting("https://127.0.0.1:1/v1", &[]));
     assert!(
         fixture
             .exported()
@@ -258,10 +257,7 @@ fn one_request_never_carries_two_session_ids_and_reset_links_nothing() {
     // A new id, then more events, and now deliveries succeed.
     let second = config.reset().unwrap().session_id.unwrap();
     assert_ne!(first, second);
-    let telemetry = config.start();
-    run(&telemetry, RunOutcome::Completed);
-    telemetry.flush(WAIT).unwrap();
-    drop(telemetry);
+    one_run_delivered(&config);
     let exported = fixture.exported();
     assert!(!exported.is_empty());
     assert!(

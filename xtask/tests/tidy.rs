@@ -25,7 +25,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("flowkit", &["telemetry"]),
-    ("telemetry-e2e", &["telemetry", "flowkit"]),
+    ("telemetry-collector", &["telemetry-model"]),
+    (
+        "telemetry-e2e",
+        &["telemetry", "flowkit", "telemetry-collector"],
+    ),
     ("xtask", &["telemetry-model"]),
 ];
 

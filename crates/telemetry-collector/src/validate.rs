@@ -464,3 +464,330 @@ fn shorten(value: &str) -> String {
     let short: String = value.chars().take(40).collect();
     format!("{short:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use telemetry_model::fixtures::run_event;
+    use telemetry_model::{CountBucket, RunOutcome};
+
+    use super::*;
+
+    const CATALOG: &str = r#"
+        [features]
+        retries = "Tasks with retries"
+        caching = "Cached tasks"
+        [metrics]
+        task_runs = "Task runs"
+        [exception_types]
+        timeout_error = "A timeout"
+        [integrations]
+        aws = "AWS"
+        [config_errors]
+        invalid_parameter = "A bad parameter"
+        [commands]
+        demo = "The demo"
+        [block_types]
+        secret = "A secret"
+    "#;
+
+    fn catalogs() -> Catalogs {
+        let mut catalogs = Catalogs::default();
+        catalogs
+            .insert(
+                &Name::new("flowkit").unwrap(),
+                Catalog::from_toml(CATALOG).unwrap(),
+            )
+            .unwrap();
+        catalogs
+    }
+
+    fn name(text: &str) -> Name {
+        Name::new(text).unwrap()
+    }
+
+    fn now_window() -> Window {
+        Window::at(SystemTime::now(), Duration::from_secs(90 * 86_400))
+    }
+
+    fn fresh() -> Event {
+        let mut event = run_event();
+        event.timestamp = HourTimestamp::now();
+        event
+    }
+
+    fn check(event: &Event) -> Result<(), Refusal> {
+        check_event(event, &catalogs(), now_window())
+    }
+
+    #[test]
+    fn a_declared_event_of_the_current_hour_passes() {
+        let mut event = fresh();
+        event.features.insert(name("caching"));
+        event
+            .metrics
+            .insert(name("task_runs"), CountBucket::from_count(3));
+        event.integrations.insert(name("aws"));
+        event.integrations.insert(name("other"));
+        event
+            .errors
+            .exception_types
+            .insert(name("timeout_error"), CountBucket::from_count(1));
+        event
+            .errors
+            .exception_types
+            .insert(name("other"), CountBucket::from_count(1));
+        event.errors.config_errors.insert(name("invalid_parameter"));
+        event.commands.insert(name("demo"));
+        event.block_types.insert(name("secret"));
+        assert_eq!(check(&event), Ok(()));
+    }
+
+    #[test]
+    fn every_name_must_be_declared_in_its_section() {
+        let cases: [fn(&mut Event); 8] = [
+            |e| {
+                e.features.insert(name("undeclared"));
+            },
+            |e| {
+                e.features.insert(name("demo"));
+            }, // declared, but as a command
+            |e| {
+                e.metrics
+                    .insert(name("retries"), CountBucket::from_count(1));
+            },
+            |e| {
+                e.integrations.insert(name("gcp"));
+            },
+            |e| {
+                e.errors.integration_import_failures.insert(name("gcp"));
+            },
+            |e| {
+                e.errors
+                    .exception_types
+                    .insert(name("value_error"), CountBucket::from_count(1));
+            },
+            |e| {
+                e.errors.config_errors.insert(name("other"));
+            },
+            |e| {
+                e.commands.insert(name("simulate"));
+            },
+        ];
+        for (index, change) in cases.into_iter().enumerate() {
+            let mut event = fresh();
+            change(&mut event);
+            assert_eq!(check(&event), Err(Refusal::UndeclaredName), "case {index}");
+        }
+    }
+
+    #[test]
+    fn an_sdk_without_a_catalog_is_refused() {
+        let mut event = fresh();
+        event.sdk_name = name("acme_jobs");
+        assert_eq!(check(&event), Err(Refusal::UnknownSdk));
+    }
+
+    #[test]
+    fn timestamps_must_fall_between_the_retention_and_one_hour_ahead() {
+        let now = HourTimestamp::now().unix_seconds();
+        let at = |seconds: u64| {
+            let mut event = fresh();
+            event.timestamp = HourTimestamp::from_unix_seconds(seconds);
+            check(&event)
+        };
+        assert_eq!(at(now + 3_600), Ok(()), "one hour of clock skew is allowed");
+        assert_eq!(at(now + 7_200), Err(Refusal::Future));
+        assert_eq!(at(now - 89 * 86_400), Ok(()));
+        assert_eq!(at(now - 90 * 86_400), Ok(()), "the edge hour is kept");
+        assert_eq!(at(now - 90 * 86_400 - 3_600), Err(Refusal::TooOld));
+    }
+
+    #[test]
+    fn fields_must_match_the_event_type() {
+        let mut summary = fresh();
+        summary.event_type = EventType::SdkUsage;
+        assert_eq!(
+            check(&summary),
+            Err(Refusal::Inconsistent),
+            "a summary has no outcome"
+        );
+        summary.outcome = None;
+        assert_eq!(check(&summary), Ok(()));
+
+        let mut run = fresh();
+        run.outcome = None;
+        assert_eq!(
+            check(&run),
+            Err(Refusal::Inconsistent),
+            "a run has an outcome"
+        );
+        run.outcome = Some(RunOutcome::Failed);
+        run.concurrency_peak = Some(CountBucket::from_count(2));
+        assert_eq!(check(&run), Err(Refusal::Inconsistent));
+
+        let mut deletion = fresh();
+        deletion.event_type = EventType::DeletionRequest;
+        deletion.outcome = None;
+        assert_eq!(
+            check(&deletion),
+            Err(Refusal::Inconsistent),
+            "usage data on a deletion request"
+        );
+        deletion.features.clear();
+        assert_eq!(check(&deletion), Ok(()));
+    }
+
+    fn batch(events: &[serde_json::Value]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "schema_version": 1, "events": events })).unwrap()
+    }
+
+    #[test]
+    fn one_bad_event_costs_only_itself() {
+        let good = serde_json::to_value(fresh()).unwrap();
+        let mut unknown_field = good.clone();
+        unknown_field["hostname"] = "build-7.corp.example".into();
+        let mut free_text = good.clone();
+        free_text["features"] = serde_json::json!(["Customer Sync for ACME"]);
+        let mut minutes = good.clone();
+        minutes["timestamp"] = "2026-11-30T10:17:00Z".into();
+        let mut bad_id = good.clone();
+        bad_id["event_id"] = "not-a-uuid".into();
+        let mut second = serde_json::to_value(fresh()).unwrap();
+        second["sdk_name"] = "acme".into();
+        let body = batch(&[good, unknown_field, free_text, minutes, bad_id, second]);
+        let checked = check_batch(&body, &catalogs(), now_window(), &Limits::default()).unwrap();
+        assert_eq!(checked.events.len(), 1);
+        assert_eq!(checked.refused.get(Refusal::Schema), 4);
+        assert_eq!(checked.refused.get(Refusal::UnknownSdk), 1);
+        assert_eq!(checked.refused.total(), 5);
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_batch_is_refused_whole() {
+        let limits = Limits::default();
+        let check = |body: &[u8]| check_batch(body, &catalogs(), now_window(), &limits).map(|_| ());
+        assert!(matches!(check(b"not json"), Err(BodyError::NotABatch(_))));
+        assert!(matches!(check(b"[]"), Err(BodyError::NotABatch(_))));
+        assert!(matches!(check(&[0xff, 0xfe]), Err(BodyError::NotABatch(_))));
+        assert!(matches!(
+            check(br#"{"schema_version":1,"events":[],"extra":1}"#),
+            Err(BodyError::NotABatch(_))
+        ));
+        assert_eq!(
+            check(br#"{"schema_version":2,"events":[]}"#),
+            Err(BodyError::UnsupportedSchema(2))
+        );
+        let small = Limits {
+            max_events: 2,
+            ..Limits::default()
+        };
+        let three = batch(&[
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+        ]);
+        assert_eq!(
+            check_batch(&three, &catalogs(), now_window(), &small).map(|_| ()),
+            Err(BodyError::TooManyEvents { count: 3, limit: 2 })
+        );
+        for error in [
+            BodyError::NotABatch(String::new()),
+            BodyError::UnsupportedSchema(2),
+        ] {
+            assert_eq!(error.status(), 400);
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_is_inflated_up_to_the_cap_and_a_bomb_is_refused() {
+        let limits = Limits {
+            max_body_bytes: 1 << 20,
+            max_inflated_bytes: 64 << 10,
+            max_events: 10,
+        };
+        let body = batch(&[]);
+        let compressed = gzip(&body);
+        assert_eq!(
+            &*decode_body(Some("gzip"), &compressed, &limits).unwrap(),
+            &body[..]
+        );
+        assert_eq!(
+            &*decode_body(Some("GZIP"), &compressed, &limits).unwrap(),
+            &body[..]
+        );
+        assert_eq!(&*decode_body(None, &body, &limits).unwrap(), &body[..]);
+        assert_eq!(
+            &*decode_body(Some("identity"), &body, &limits).unwrap(),
+            &body[..]
+        );
+
+        // 64 MiB of zeros compress to about 64 KiB: refused after inflating at most the cap.
+        let bomb = gzip(&vec![0_u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        let error = decode_body(Some("gzip"), &bomb, &limits).unwrap_err();
+        assert_eq!(
+            error,
+            BodyError::TooLarge {
+                limit: 64 << 10,
+                inflated: true
+            }
+        );
+        assert_eq!(error.status(), 413);
+        assert_eq!(
+            decode_body(Some("gzip"), b"not gzip", &limits),
+            Err(BodyError::BadGzip)
+        );
+        let error = decode_body(Some("br"), &body, &limits).unwrap_err();
+        assert_eq!(error.status(), 415);
+        assert!(error.to_string().contains("identity or gzip"), "{error}");
+        let large = vec![b' '; (1 << 20) + 1];
+        assert_eq!(
+            decode_body(None, &large, &limits).unwrap_err().status(),
+            413
+        );
+    }
+
+    #[test]
+    fn catalog_arguments_are_checked() {
+        let mut catalogs = Catalogs::default();
+        let error = catalogs.load("flowkit").unwrap_err();
+        assert!(error.to_string().contains("expected SDK=PATH"), "{error}");
+        let error = catalogs.load("Flow Kit=/dev/null").unwrap_err();
+        assert!(matches!(error, CatalogsError::BadSdk { .. }), "{error}");
+        let error = catalogs
+            .load("flowkit=/nonexistent/catalog.toml")
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cannot read /nonexistent/catalog.toml"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[features]\nBad-Name = \"x\"\n").unwrap();
+        let error = catalogs
+            .load(&format!("flowkit={}", bad.display()))
+            .unwrap_err();
+        assert!(matches!(error, CatalogsError::Invalid { .. }), "{error}");
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, CATALOG).unwrap();
+        catalogs
+            .load(&format!("flowkit={}", good.display()))
+            .unwrap();
+        let error = catalogs
+            .load(&format!("flowkit={}", good.display()))
+            .unwrap_err();
+        assert!(matches!(error, CatalogsError::Duplicate(_)), "{error}");
+    }
+}

@@ -168,6 +168,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         .busy_timeout(BUSY_TIMEOUT)
         .and_then(|()| connection.pragma_update(None, "journal_mode", "WAL"))
         .and_then(|()| connection.pragma_update(None, "synchronous", "FULL"))
+        // Deleted rows are overwritten, not left in free pages: erasure and retention are real.
+        .and_then(|()| connection.pragma_update(None, "secure_delete", "ON"))
         .map_err(|error| StoreError::new("configuring the database", error))?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
@@ -273,6 +275,13 @@ impl Store for SqliteStore {
                 outcomes.push(outcome);
             }
             transaction.commit().map_err(fail)?;
+            let erased = jobs
+                .iter()
+                .flat_map(|job| &job.events)
+                .any(|event| event.event_type == EventType::DeletionRequest);
+            if erased {
+                forget_old_pages(connection);
+            }
             Ok(outcomes)
         })
         .await
@@ -316,6 +325,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(fail)?;
             transaction.commit().map_err(fail)?;
+            forget_old_pages(connection);
             Ok(Expired {
                 events: events as u64,
                 days_rolled_up: days.len() as u64,
@@ -351,6 +361,20 @@ impl Store for SqliteStore {
                 .map_err(fail)
         })
         .await
+    }
+}
+
+/// Copies the WAL into the database and empties it, so the page images from before an erasure
+/// or a retention pass (which still hold the deleted rows) are gone from disk too. Best effort:
+/// a reader in the middle of a snapshot keeps the WAL until the next pass.
+fn forget_old_pages(connection: &Connection) {
+    let result = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
+    match result {
+        Ok(0) => {}
+        Ok(_) => tracing::debug!("the WAL is still read; its old pages go at the next checkpoint"),
+        Err(error) => tracing::warn!(%error, "checkpointing the WAL failed"),
     }
 }
 

@@ -1,0 +1,322 @@
+//! The SQLite store against a real file: once by `event_id` (also across two collectors on one
+//! file), erasure that leaves no trace of the session, retention with aggregates that carry no
+//! session id, and report numbers equal to what was written.
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use support::{catalogs, contains, name, run_event, store_bytes};
+use telemetry_collector::report::ReportQuery;
+use telemetry_collector::store::{SqliteStore, Store, WriteJob};
+use telemetry_collector::validate::{Refusal, RefusalCounts};
+use telemetry_model::{
+    CountBucket, DurationBucket, Event, EventType, HourTimestamp, OsFamily, RunOutcome, SessionId,
+    UtcDate, Version,
+};
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn job(events: Vec<Event>) -> WriteJob {
+    WriteJob {
+        events,
+        refused: RefusalCounts::default(),
+    }
+}
+
+fn deletion(session: SessionId) -> Event {
+    let mut event = run_event(session, &[]);
+    event.event_type = EventType::DeletionRequest;
+    event.outcome = None;
+    event.event_id = telemetry_model::EventId::random();
+    event
+}
+
+fn query(days: u32) -> ReportQuery {
+    ReportQuery {
+        sdk: "flowkit".to_owned(),
+        until: UtcDate::today(),
+        days,
+    }
+}
+
+#[test]
+fn each_event_is_stored_once_however_often_and_wherever_it_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path()).unwrap();
+    // A second collector on the same data directory.
+    let second = SqliteStore::open(dir.path()).unwrap();
+    let session = SessionId::random();
+    let events: Vec<Event> = (0..50).map(|_| run_event(session, &["retries"])).collect();
+    block_on(async {
+        let outcomes = first
+            .write(vec![job(events.clone()), job(events[..10].to_vec())])
+            .await
+            .unwrap();
+        assert_eq!((outcomes[0].accepted, outcomes[0].duplicates), (50, 0));
+        assert_eq!(
+            (outcomes[1].accepted, outcomes[1].duplicates),
+            (0, 10),
+            "same group"
+        );
+        let again = second.write(vec![job(events.clone())]).await.unwrap();
+        assert_eq!(
+            (again[0].accepted, again[0].duplicates),
+            (0, 50),
+            "other collector"
+        );
+        let mut twice = events[0].clone();
+        twice.event_id = telemetry_model::EventId::random();
+        let inside = first
+            .write(vec![job(vec![twice.clone(), twice])])
+            .await
+            .unwrap();
+        assert_eq!(
+            (inside[0].accepted, inside[0].duplicates),
+            (1, 1),
+            "same batch"
+        );
+        let report = second.report(&query(1)).await.unwrap();
+        assert_eq!(report.totals.events, 51);
+        assert_eq!(report.totals.runs, 51);
+        assert_eq!(report.totals.sessions, 1);
+    });
+}
+
+#[test]
+fn a_deletion_request_erases_its_session_and_keeps_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let erased = SessionId::random();
+    let kept = SessionId::random();
+    let erased_text = erased.to_string();
+    block_on(async {
+        store.register_catalogs(&catalogs()).await.unwrap();
+        let mut events: Vec<Event> = (0..20).map(|_| run_event(erased, &["caching"])).collect();
+        events.push(run_event(kept, &["retries"]));
+        store.write(vec![job(events)]).await.unwrap();
+        assert!(contains(&store_bytes(dir.path()), &erased_text));
+
+        let outcome = store
+            .write(vec![job(vec![deletion(erased)])])
+            .await
+            .unwrap();
+        assert_eq!(outcome[0].accepted, 1);
+        let report = store.report(&query(1)).await.unwrap();
+        assert_eq!(report.totals.events, 1);
+        assert_eq!(report.totals.sessions, 1);
+        assert_eq!(report.totals.features["caching"].sessions, 0);
+        assert_eq!(report.erased_sessions, 1);
+
+        // A batch that was in flight when the user opted out arrives late: it stays out.
+        let late = store
+            .write(vec![job(vec![run_event(erased, &["caching"])])])
+            .await
+            .unwrap();
+        assert_eq!(late[0].accepted, 0);
+        assert_eq!(late[0].refused.get(Refusal::Erased), 1);
+        // The request again (a retry): nothing new.
+        let again = store
+            .write(vec![job(vec![deletion(erased)])])
+            .await
+            .unwrap();
+        assert_eq!((again[0].accepted, again[0].duplicates), (0, 1));
+        assert_eq!(store.report(&query(1)).await.unwrap().erased_sessions, 1);
+    });
+    // The erased events are gone from the file itself, not just from queries: only the
+    // tombstone that keeps late events out still names the session.
+    let bytes = store_bytes(dir.path());
+    let connection = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+    let rows: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE session_id = ?1",
+            [&erased_text],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+    let occurrences = bytes
+        .windows(erased_text.len())
+        .filter(|window| *window == erased_text.as_bytes())
+        .count();
+    assert!(
+        occurrences <= 2,
+        "the erased session id appears {occurrences} times in the store's files (the tombstone's row and its index entry at most)"
+    );
+}
+
+#[test]
+fn retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let now = HourTimestamp::now().unix_seconds();
+    let old_session = SessionId::random();
+    let hour = |days_ago: u64| HourTimestamp::from_unix_seconds(now - days_ago * 86_400);
+    let mut old: Vec<Event> = (0..5)
+        .map(|_| {
+            let mut event = run_event(old_session, &["serve"]);
+            event.timestamp = hour(100);
+            event
+        })
+        .collect();
+    let mut erased_old = run_event(SessionId::random(), &[]);
+    erased_old.timestamp = hour(100);
+    old.push(erased_old.clone());
+    let recent = run_event(SessionId::random(), &["retries"]);
+    block_on(async {
+        store.register_catalogs(&catalogs()).await.unwrap();
+        let mut tombstone = deletion(erased_old.session_id);
+        tombstone.timestamp = hour(100);
+        store
+            .write(vec![
+                job(old),
+                job(vec![recent.clone()]),
+                job(vec![tombstone]),
+            ])
+            .await
+            .unwrap();
+        let expired = store.expire(hour(90)).await.unwrap();
+        assert_eq!(expired.events, 5);
+        assert_eq!(expired.days_rolled_up, 1);
+        assert_eq!(
+            store.expire(hour(90)).await.unwrap().events,
+            0,
+            "idempotent"
+        );
+
+        let report = store.report(&query(120)).await.unwrap();
+        assert_eq!(report.totals.events, 6, "5 aggregated + 1 live");
+        let old_day = report.days.iter().find(|day| day.aggregated).unwrap();
+        assert_eq!(old_day.date, hour(100).date().to_string());
+        assert_eq!(old_day.summary.events, 5);
+        assert_eq!(old_day.summary.sessions, 1);
+        assert_eq!(old_day.summary.features["serve"].sessions, 1);
+        assert_eq!(report.days.iter().filter(|day| day.aggregated).count(), 1);
+        assert_eq!(report.days.len(), 120);
+    });
+    let bytes = store_bytes(dir.path());
+    assert!(
+        !contains(&bytes, &old_session.to_string()),
+        "an expired session id is still in the store's files"
+    );
+    assert!(
+        !contains(&bytes, &erased_old.session_id.to_string()),
+        "an old tombstone outlived the retention"
+    );
+    assert!(contains(&bytes, &recent.session_id.to_string()));
+}
+
+#[test]
+fn the_report_counts_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let today = HourTimestamp::now();
+    let yesterday = HourTimestamp::from_unix_seconds(today.unix_seconds() - 86_400);
+    let (a, b, c) = (
+        SessionId::random(),
+        SessionId::random(),
+        SessionId::random(),
+    );
+    let mut events = Vec::new();
+    // Session a: 3 runs today, 2 failed with timeout_error, on macOS with flowkit 0.2.0.
+    for index in 0..3 {
+        let mut event = run_event(a, &["retries", "caching"]);
+        event.os = OsFamily::Macos;
+        event.sdk_version = Version::new("0.2.0").unwrap();
+        if index < 2 {
+            event.outcome = Some(RunOutcome::Failed);
+            event
+                .errors
+                .exception_types
+                .insert(name("timeout_error"), CountBucket::from_count(1));
+        }
+        event.duration = DurationBucket::UnderOneSecond;
+        events.push(event);
+    }
+    // Session b: one run and a summary today.
+    events.push(run_event(b, &["retries"]));
+    let mut summary = run_event(b, &[]);
+    summary.event_type = EventType::SdkUsage;
+    summary.outcome = None;
+    summary.concurrency_peak = Some(CountBucket::from_count(4));
+    events.push(summary);
+    // Session c: one run yesterday.
+    let mut old = run_event(c, &["serve"]);
+    old.timestamp = yesterday;
+    events.push(old);
+    let mut refused = RefusalCounts::default();
+    refused.add(Refusal::UndeclaredName, 7);
+    block_on(async {
+        store.register_catalogs(&catalogs()).await.unwrap();
+        store
+            .write(vec![WriteJob { events, refused }])
+            .await
+            .unwrap();
+        let report = store.report(&query(7)).await.unwrap();
+        let totals = &report.totals;
+        assert_eq!((totals.events, totals.sessions, totals.runs), (6, 3, 5));
+        assert_eq!(totals.features["retries"].sessions, 2);
+        assert!((totals.features["retries"].share - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(totals.features["caching"].sessions, 1);
+        assert_eq!(totals.features["serve"].sessions, 1);
+        assert_eq!(totals.features["schedules"].sessions, 0, "declared, unused");
+        assert_eq!(totals.features.len(), 11, "every feature flowkit declares");
+        assert_eq!(totals.exception_types["timeout_error"], 2);
+        assert_eq!(totals.outcomes["failed"], 2);
+        assert_eq!(totals.outcomes["completed"], 3);
+        assert_eq!(totals.durations["<1s"], 3);
+        assert_eq!(totals.durations["1-10s"], 2);
+        assert_eq!(totals.sdk_versions["0.2.0"], 1);
+        assert_eq!(totals.sdk_versions["0.1.0"], 2);
+        assert_eq!(totals.os["macos"], 1);
+        assert_eq!(totals.os["linux"], 2);
+        assert_eq!(totals.runtimes["rust 1.95"], 3);
+        assert_eq!(report.refused["undeclared_name"], 7);
+
+        let day = |date: HourTimestamp| {
+            report
+                .days
+                .iter()
+                .find(|day| day.date == date.date().to_string())
+                .unwrap()
+        };
+        assert_eq!(day(today).summary.events, 5);
+        assert_eq!(day(today).summary.sessions, 2);
+        assert_eq!(day(yesterday).summary.runs, 1);
+        assert_eq!(day(yesterday).summary.features["serve"].share, 1.0);
+        assert_eq!(report.days.len(), 7);
+        assert_eq!(report.until, UtcDate::today().to_string());
+        // Another SDK's report is empty, and says so.
+        let other = store
+            .report(&ReportQuery {
+                sdk: "acme".to_owned(),
+                ..query(7)
+            })
+            .await
+            .unwrap();
+        assert_eq!(other.totals.events, 0);
+        assert_eq!(store.sdks().await.unwrap(), vec!["flowkit".to_owned()]);
+    });
+}
+
+#[test]
+fn a_store_from_a_newer_collector_is_refused_not_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let connection = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+    connection.pragma_update(None, "user_version", 99).unwrap();
+    drop(connection);
+    let error = SqliteStore::open(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("newer collector"), "{error}");
+    let _unused: Option<Arc<dyn Store>> = None;
+}

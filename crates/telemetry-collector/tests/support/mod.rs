@@ -1,0 +1,304 @@
+//! What the collector's tests share: a private CA, a collector running on its own runtime on
+//! 127.0.0.1, an HTTPS client that trusts the CA, and events of the current hour.
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use telemetry_collector::auth::Token;
+use telemetry_collector::ingest::IngestConfig;
+use telemetry_collector::server::{Server, ServerConfig};
+use telemetry_collector::store::Store;
+use telemetry_collector::validate::{Catalogs, Limits};
+use telemetry_model::{Event, HourTimestamp, Name, SessionId};
+
+/// The report token every test collector uses.
+pub const TOKEN: &str = "test-token-0123456789abcdef0123456789";
+
+/// flowkit's catalog, the one the example SDK compiles in.
+pub fn flowkit_catalog() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flowkit/catalog.toml")
+}
+
+pub fn catalogs() -> Catalogs {
+    let mut catalogs = Catalogs::default();
+    catalogs
+        .load(&format!("flowkit={}", flowkit_catalog().display()))
+        .unwrap();
+    catalogs
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and a client that trusts only it.
+pub struct Pki {
+    pub ca_pem: String,
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl Pki {
+    pub fn generate() -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "collector test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let server = telemetry_collector::tls::from_parts(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            server,
+            client: client_config(ca.der().clone()),
+        }
+    }
+}
+
+/// A rustls client that trusts exactly `ca`.
+pub fn client_config(ca: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A server configuration for tests: flowkit's catalog, 90 days, the test token.
+pub fn server_config(pki: &Pki) -> ServerConfig {
+    ServerConfig {
+        tls: Arc::clone(&pki.server),
+        catalogs: Arc::new(catalogs()),
+        token: Token::new(TOKEN).unwrap(),
+        retention: Duration::from_secs(90 * 86_400),
+        limits: Limits::default(),
+        ingest: IngestConfig::default(),
+        max_connections: 64,
+    }
+}
+
+/// A collector serving on 127.0.0.1 from its own runtime thread.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(store: Arc<dyn Store>, config: ServerConfig) -> Running {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+                    .await
+                    .unwrap();
+                addr_tx.send(server.local_addr().unwrap()).unwrap();
+                server
+                    .run(store, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Running {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Asks the server to stop without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the server and waits until it has finished what it accepted.
+    pub fn stop(mut self) {
+        self.begin_stop();
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.begin_stop();
+    }
+}
+
+/// An answer from the collector.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request over a new TLS connection and reads the whole answer.
+pub async fn send_async(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client)
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body))).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                value.to_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// [`send_async`] from synchronous test code.
+pub fn send(
+    addr: SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(send_async(
+        addr,
+        Arc::clone(client),
+        method,
+        path,
+        headers,
+        body,
+    ))
+}
+
+pub fn name(text: &str) -> Name {
+    Name::new(text).unwrap()
+}
+
+/// A flowkit `run` event of the current hour in `session`, using `features`.
+pub fn run_event(session: SessionId, features: &[&str]) -> Event {
+    let mut event = telemetry_model::fixtures::run_event();
+    event.session_id = session;
+    event.timestamp = HourTimestamp::now();
+    event.features = features.iter().map(|feature| name(feature)).collect();
+    event
+}
+
+/// The wire batch of `events`.
+pub fn batch(events: &[Event]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "schema_version": 1, "events": events })).unwrap()
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Every byte of a SQLite store on disk: the database, its WAL and its shared-memory file.
+pub fn store_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("events.sqlite3"))
+        {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    bytes
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}

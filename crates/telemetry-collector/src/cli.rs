@@ -216,7 +216,6 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let resolved = resolve(args)?;
     let store = SqliteStore::open(&resolved.data_dir)?;
-    store.register_catalogs(&resolved.config.catalogs).await?;
     let catalogs = Arc::clone(&resolved.config.catalogs);
     let server = Server::bind(resolved.listen, resolved.config)
         .await

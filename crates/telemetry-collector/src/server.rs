@@ -102,9 +102,13 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets requests in progress
+    /// Records the catalogs in the store, then serves until `shutdown` completes, then stops accepting, lets requests in progress
     /// finish (at most 30 s) and waits for the writer to commit what they sent.
     pub async fn run(self, store: Arc<dyn Store>, shutdown: impl Future<Output = ()>) {
+        // Reports list every declared feature, used or not.
+        if let Err(error) = store.register_catalogs(&self.config.catalogs).await {
+            tracing::error!(%error, "recording the catalogs failed; reports list only features seen");
+        }
         let (ingest, writer) = Ingest::start(Arc::clone(&store), self.config.ingest);
         let acceptor = TlsAcceptor::from(Arc::clone(&self.config.tls));
         let permits = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
@@ -295,6 +299,12 @@ impl App {
             .map_err(|message| error(StatusCode::BAD_REQUEST, &message))?;
         let sdk = match parameters.sdk {
             Some(sdk) => sdk,
+            None if self.config.catalogs.iter().count() == 1 => self
+                .config
+                .catalogs
+                .iter()
+                .map(|(sdk, _)| sdk.to_owned())
+                .collect(),
             None => {
                 let sdks = self.store.sdks().await.map_err(|error| {
                     tracing::error!(%error, "listing SDKs failed");

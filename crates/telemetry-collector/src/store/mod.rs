@@ -55,7 +55,8 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn new(context: &'static str, error: impl std::fmt::Display) -> StoreError {
+    /// An error of `context` (what the store was doing) with the cause's message.
+    pub fn new(context: &'static str, error: impl std::fmt::Display) -> StoreError {
         StoreError {
             context,
             message: error.to_string(),

@@ -302,3 +302,29 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|window| window == needle.as_bytes())
 }
+
+/// Sends only a request head over TLS and returns the first line of the answer: what a client
+/// sees when the server refuses before reading the body.
+pub fn send_head_only(addr: SocketAddr, client: &Arc<rustls::ClientConfig>, head: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let client = Arc::clone(client);
+    let head = head.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(client)
+                .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+                .await
+                .unwrap();
+            tls.write_all(head.as_bytes()).await.unwrap();
+            let mut line = String::new();
+            tokio::io::BufReader::new(tls)
+                .read_line(&mut line)
+                .await
+                .unwrap();
+            line.trim_end().to_owned()
+        })
+}

@@ -215,6 +215,9 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let resolved = resolve(args)?;
+    // Listening for signals starts before anything is printed: a SIGTERM sent as soon as the
+    // first line appears still stops the collector in order.
+    let shutdown = shutdown_signal()?;
     let store = SqliteStore::open(&resolved.data_dir)?;
     let catalogs = Arc::clone(&resolved.config.catalogs);
     let server = Server::bind(resolved.listen, resolved.config)
@@ -242,25 +245,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         println!("Stop with Ctrl-C. Data: {}", resolved.data_dir.display());
     }
-    server.run(Arc::new(store), shutdown_signal()).await;
+    server.run(Arc::new(store), shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// A future that completes at the first SIGTERM or SIGINT; the handlers are installed now.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM and SIGINT; stop the collector with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => {},
-        _ = interrupt.recv() => {},
-    }
-    tracing::info!("shutting down: finishing requests in progress");
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
+        }
+        tracing::info!("shutting down: finishing requests in progress");
+    })
 }
 
 async fn report(args: ReportArgs) -> anyhow::Result<()> {

@@ -24,6 +24,15 @@ impl ReportQuery {
     /// The most days one report covers.
     pub const MAX_DAYS: u32 = 3_660;
 
+    /// The report on `sdk` over the `days` days that end today (UTC).
+    pub fn ending_today(sdk: &str, days: u32) -> ReportQuery {
+        ReportQuery {
+            sdk: sdk.to_owned(),
+            until: UtcDate::today(),
+            days,
+        }
+    }
+
     /// The first day of the report.
     pub fn from(&self) -> UtcDate {
         let span = u64::from(self.days.saturating_sub(1)) * 86_400;

@@ -48,6 +48,11 @@ pub(crate) struct Pki {
 }
 
 impl Pki {
+    /// The server side: the certificate signed by the CA, and its key.
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.server)
+    }
+
     pub(crate) fn generate(name: &str) -> Pki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -151,25 +151,16 @@ async fn relay(client: TcpStream, upstream: SocketAddr, drop_answer: bool) {
     if drop_answer {
         // Pass the TLS handshake through, then swallow the rest: the answer never arrives.
         let mut buffer = vec![0_u8; 64 * 1024];
-        let mut passed = 0_usize;
-        let mut records_seen = 0_usize;
-        loop {
-            let Ok(read) = server_read.read(&mut buffer).await else {
-                break;
-            };
-            if read == 0 {
-                break;
-            }
-            // The server's handshake flight arrives first; the HTTP answer comes after the
-            // client's request. Forward until the client has sent its request.
-            records_seen += 1;
-            if records_seen <= 2 && passed < 16 * 1024 {
-                passed += read;
-                if client_write.write_all(&buffer[..read]).await.is_err() {
-                    break;
+        // The server's handshake flight comes in the first reads; the HTTP answer comes only
+        // after the client's request. Forward two reads, then stop.
+        for _ in 0..2 {
+            match server_read.read(&mut buffer).await {
+                Ok(read) if read > 0 => {
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
                 }
-            } else {
-                break;
+                _ => break,
             }
         }
         upload.abort();

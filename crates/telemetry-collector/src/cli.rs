@@ -18,7 +18,7 @@ use crate::dev::DevFiles;
 use crate::ingest::IngestConfig;
 use crate::report::{Report, ReportQuery};
 use crate::server::{Server, ServerConfig};
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store};
 use crate::validate::{Catalogs, Limits};
 
 /// The address `--dev` listens on unless `--listen` says otherwise.
@@ -58,6 +58,15 @@ struct ServeArgs {
     /// Where the embedded store (SQLite) keeps its file. [--dev: ./collector-dev]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Store events in PostgreSQL instead, shared by any number of collectors
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TELEMETRY_COLLECTOR_DATABASE",
+        hide_env_values = true
+    )]
+    database: Option<String>,
     /// An SDK to accept and its catalog, the same TOML the SDK compiles in; repeat for each SDK.
     #[arg(long = "catalog", value_name = "SDK=PATH")]
     catalogs: Vec<String>,
@@ -74,9 +83,22 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct ReportArgs {
-    /// The collector's data directory.
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    /// The collector's data directory (SQLite).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "database",
+        conflicts_with = "database"
+    )]
+    data_dir: Option<PathBuf>,
+    /// The collector's PostgreSQL database.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TELEMETRY_COLLECTOR_DATABASE",
+        hide_env_values = true
+    )]
+    database: Option<String>,
     /// The SDK to report on (needed when the store holds several).
     #[arg(long, value_name = "NAME")]
     sdk: Option<String>,
@@ -136,6 +158,7 @@ fn init_logging() {
 struct Resolved {
     listen: SocketAddr,
     data_dir: PathBuf,
+    database: Option<String>,
     config: ServerConfig,
     dev: Option<DevFiles>,
 }
@@ -200,6 +223,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
     Ok(Resolved {
         listen,
         data_dir,
+        database: args.database,
         config: ServerConfig {
             tls,
             catalogs: Arc::new(catalogs),
@@ -218,7 +242,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Listening for signals starts before anything is printed: a SIGTERM sent as soon as the
     // first line appears still stops the collector in order.
     let shutdown = shutdown_signal()?;
-    let store = SqliteStore::open(&resolved.data_dir)?;
+    let store = open_store(resolved.database.as_deref(), &resolved.data_dir).await?;
     let catalogs = Arc::clone(&resolved.config.catalogs);
     let server = Server::bind(resolved.listen, resolved.config)
         .await
@@ -243,9 +267,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "The report: https://{address}/ (any user name; password: {})",
             token.reveal()
         );
-        println!("Stop with Ctrl-C. Data: {}", resolved.data_dir.display());
+        match &resolved.database {
+            Some(_) => println!("Stop with Ctrl-C. Data: the PostgreSQL database given"),
+            None => println!("Stop with Ctrl-C. Data: {}", resolved.data_dir.display()),
+        }
     }
-    server.run(Arc::new(store), shutdown).await;
+    server.run(store, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -264,15 +291,24 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// The store `--database` names, or the SQLite store in `data_dir`.
+async fn open_store(database: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match database {
+        Some(url) => Arc::new(PostgresStore::connect(url).await?),
+        None => Arc::new(SqliteStore::open(data_dir)?),
+    })
+}
+
 async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    if !args.data_dir.join(SqliteStore::FILE_NAME).is_file() {
+    let data_dir = args.data_dir.unwrap_or_default();
+    if args.database.is_none() && !data_dir.join(SqliteStore::FILE_NAME).is_file() {
         bail!(
             "--data-dir {}: no collector data there (expected {})",
-            args.data_dir.display(),
+            data_dir.display(),
             SqliteStore::FILE_NAME
         );
     }
-    let store = SqliteStore::open(&args.data_dir)?;
+    let store = open_store(args.database.as_deref(), &data_dir).await?;
     let sdk = match args.sdk {
         Some(sdk) => sdk,
         None => {

@@ -1,6 +1,8 @@
-//! The SQLite store against a real file: once by `event_id` (also across two collectors on one
-//! file), erasure that leaves no trace of the session, retention with aggregates that carry no
-//! session id, and report numbers equal to what was written.
+//! The store contract, run against both stores: SQLite on a real file and PostgreSQL on a real
+//! private server. Once by `event_id` (also across collectors sharing one store, and under
+//! concurrent writes), erasure that keeps late events out, retention with aggregates that carry
+//! no session id, refusal counts, and report numbers equal to what was written. On SQLite the
+//! files themselves are checked too: erased and expired rows leave the disk.
 
 // Test helpers may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,14 +11,80 @@ mod support;
 
 use std::sync::Arc;
 
+use support::postgres::Database;
+
 use support::{catalogs, contains, name, run_event, store_bytes};
 use telemetry_collector::report::ReportQuery;
-use telemetry_collector::store::{SqliteStore, Store, WriteJob};
+use telemetry_collector::store::{PostgresStore, SqliteStore, Store, WriteJob};
 use telemetry_collector::validate::{Refusal, RefusalCounts};
 use telemetry_model::{
     CountBucket, DurationBucket, Event, EventType, HourTimestamp, OsFamily, RunOutcome, SessionId,
     UtcDate, Version,
 };
+
+/// Where a case's store lives.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(Database),
+}
+
+impl Backend {
+    fn sqlite() -> Option<Backend> {
+        Some(Backend::Sqlite(tempfile::tempdir().unwrap()))
+    }
+
+    fn postgres(test: &str) -> Option<Backend> {
+        Database::create(test).map(Backend::Postgres)
+    }
+
+    /// A store on this backend, as a newly started collector opens it.
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(dir) => Arc::new(SqliteStore::open(dir.path()).unwrap()),
+            Backend::Postgres(database) => {
+                Arc::new(PostgresStore::connect(database.url()).await.unwrap())
+            }
+        }
+    }
+
+    /// Every byte the store keeps on disk, where the test can read it.
+    fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Backend::Sqlite(dir) => Some(store_bytes(dir.path())),
+            Backend::Postgres(_) => None,
+        }
+    }
+}
+
+/// Runs a case against SQLite and PostgreSQL, as two tests.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $case() {
+                if let Some(backend) = super::Backend::sqlite() {
+                    super::$case(&backend);
+                }
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $case() {
+                if let Some(backend) = super::Backend::postgres(stringify!($case)) {
+                    super::$case(&backend);
+                }
+            })*
+        }
+    };
+}
+
+contract!(
+    each_event_is_stored_once_however_often_and_wherever_it_arrives,
+    concurrent_collectors_store_each_event_once,
+    a_deletion_request_erases_its_session_and_keeps_it_out,
+    retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids,
+    the_report_counts_what_was_written,
+);
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_multi_thread()
@@ -50,15 +118,13 @@ fn query(days: u32) -> ReportQuery {
     }
 }
 
-#[test]
-fn each_event_is_stored_once_however_often_and_wherever_it_arrives() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = SqliteStore::open(dir.path()).unwrap();
-    // A second collector on the same data directory.
-    let second = SqliteStore::open(dir.path()).unwrap();
+fn each_event_is_stored_once_however_often_and_wherever_it_arrives(backend: &Backend) {
     let session = SessionId::random();
     let events: Vec<Event> = (0..50).map(|_| run_event(session, &["retries"])).collect();
     block_on(async {
+        let first = backend.open().await;
+        // A second collector on the same store.
+        let second = backend.open().await;
         let outcomes = first
             .write(vec![job(events.clone()), job(events[..10].to_vec())])
             .await
@@ -93,19 +159,19 @@ fn each_event_is_stored_once_however_often_and_wherever_it_arrives() {
     });
 }
 
-#[test]
-fn a_deletion_request_erases_its_session_and_keeps_it_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+fn a_deletion_request_erases_its_session_and_keeps_it_out(backend: &Backend) {
     let erased = SessionId::random();
     let kept = SessionId::random();
     let erased_text = erased.to_string();
     block_on(async {
+        let store = backend.open().await;
         store.register_catalogs(&catalogs()).await.unwrap();
         let mut events: Vec<Event> = (0..20).map(|_| run_event(erased, &["caching"])).collect();
         events.push(run_event(kept, &["retries"]));
         store.write(vec![job(events)]).await.unwrap();
-        assert!(contains(&store_bytes(dir.path()), &erased_text));
+        if let Some(bytes) = backend.bytes() {
+            assert!(contains(&bytes, &erased_text));
+        }
 
         let outcome = store
             .write(vec![job(vec![deletion(erased)])])
@@ -135,16 +201,9 @@ fn a_deletion_request_erases_its_session_and_keeps_it_out() {
     });
     // The erased events are gone from the file itself, not just from queries: only the
     // tombstone that keeps late events out still names the session.
-    let bytes = store_bytes(dir.path());
-    let connection = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
-    let rows: i64 = connection
-        .query_row(
-            "SELECT COUNT(*) FROM events WHERE session_id = ?1",
-            [&erased_text],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(rows, 0);
+    let Some(bytes) = backend.bytes() else {
+        return;
+    };
     let occurrences = bytes
         .windows(erased_text.len())
         .filter(|window| *window == erased_text.as_bytes())
@@ -155,10 +214,7 @@ fn a_deletion_request_erases_its_session_and_keeps_it_out() {
     );
 }
 
-#[test]
-fn retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+fn retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids(backend: &Backend) {
     let now = HourTimestamp::now().unix_seconds();
     let old_session = SessionId::random();
     let hour = |days_ago: u64| HourTimestamp::from_unix_seconds(now - days_ago * 86_400);
@@ -174,6 +230,7 @@ fn retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids() {
     old.push(erased_old.clone());
     let recent = run_event(SessionId::random(), &["retries"]);
     block_on(async {
+        let store = backend.open().await;
         store.register_catalogs(&catalogs()).await.unwrap();
         let mut tombstone = deletion(erased_old.session_id);
         tombstone.timestamp = hour(100);
@@ -204,7 +261,9 @@ fn retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids() {
         assert_eq!(report.days.iter().filter(|day| day.aggregated).count(), 1);
         assert_eq!(report.days.len(), 120);
     });
-    let bytes = store_bytes(dir.path());
+    let Some(bytes) = backend.bytes() else {
+        return;
+    };
     assert!(
         !contains(&bytes, &old_session.to_string()),
         "an expired session id is still in the store's files"
@@ -216,10 +275,7 @@ fn retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids() {
     assert!(contains(&bytes, &recent.session_id.to_string()));
 }
 
-#[test]
-fn the_report_counts_what_was_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+fn the_report_counts_what_was_written(backend: &Backend) {
     let today = HourTimestamp::now();
     let yesterday = HourTimestamp::from_unix_seconds(today.unix_seconds() - 86_400);
     let (a, b, c) = (
@@ -257,6 +313,7 @@ fn the_report_counts_what_was_written() {
     let mut refused = RefusalCounts::default();
     refused.add(Refusal::UndeclaredName, 7);
     block_on(async {
+        let store = backend.open().await;
         store.register_catalogs(&catalogs()).await.unwrap();
         store
             .write(vec![WriteJob { events, refused }])
@@ -306,6 +363,53 @@ fn the_report_counts_what_was_written() {
             .unwrap();
         assert_eq!(other.totals.events, 0);
         assert_eq!(store.sdks().await.unwrap(), vec!["flowkit".to_owned()]);
+    });
+}
+
+/// Four collectors write overlapping batches at once: each event is stored once, and the
+/// answers add up to exactly one `accepted` per event.
+fn concurrent_collectors_store_each_event_once(backend: &Backend) {
+    let events: Vec<Event> = (0..400)
+        .map(|index| {
+            run_event(
+                SessionId::random(),
+                if index % 2 == 0 { &["retries"] } else { &[] },
+            )
+        })
+        .collect();
+    block_on(async {
+        let mut tasks = Vec::new();
+        for collector in 0..4 {
+            let store = backend.open().await;
+            // Each collector gets every event, in batches of 50 in its own order.
+            let mut mine = events.clone();
+            mine.rotate_left(collector * 100);
+            tasks.push(tokio::spawn(async move {
+                let mut accepted = 0;
+                let mut duplicates = 0;
+                for chunk in mine.chunks(50) {
+                    let outcome = store.write(vec![job(chunk.to_vec())]).await.unwrap();
+                    accepted += outcome[0].accepted;
+                    duplicates += outcome[0].duplicates;
+                }
+                (accepted, duplicates)
+            }));
+        }
+        let mut accepted = 0;
+        let mut duplicates = 0;
+        for task in tasks {
+            let (a, d) = task.await.unwrap();
+            accepted += a;
+            duplicates += d;
+        }
+        assert_eq!(
+            accepted, 400,
+            "each event accepted once, on whichever collector"
+        );
+        assert_eq!(duplicates, 3 * 400);
+        let report = backend.open().await.report(&query(1)).await.unwrap();
+        assert_eq!(report.totals.events, 400);
+        assert_eq!(report.totals.sessions, 400);
     });
 }
 

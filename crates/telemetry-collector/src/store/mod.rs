@@ -5,7 +5,9 @@
 //! older than the retention, and answers the report's queries. Everything it is given has
 //! already passed [`crate::validate`].
 
+mod postgres;
 mod sqlite;
+mod summary;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,7 @@ use telemetry_model::{Event, HourTimestamp};
 use crate::report::{Report, ReportQuery};
 use crate::validate::{Catalogs, RefusalCounts};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// One request's share of a group commit: the events to store and the events already refused.

@@ -16,8 +16,9 @@ use serde::Serialize;
 use telemetry_model::catalog::Section;
 use telemetry_model::{Event, EventType, HourTimestamp, UtcDate};
 
-use super::{Counts, Expired, Store, StoreError, WriteJob, WriteOutcome};
-use crate::report::{Day, Report, ReportQuery, Summary, date_of, day_number};
+use super::summary::{self, Dialect, ReportRows};
+use super::{Expired, Store, StoreError, WriteJob, WriteOutcome};
+use crate::report::{Report, ReportQuery, day_number};
 use crate::validate::{Catalogs, Refusal};
 
 /// The schema, applied once per version; `user_version` records what was applied.
@@ -202,6 +203,13 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     transaction.commit().map_err(fail)
 }
 
+/// A transaction that takes the write lock at its start, so that a busy database is waited
+/// for (up to the busy timeout) instead of failing when a read turns into a write while another
+/// collector writes.
+fn write_transaction(connection: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// An enum's name on the wire (`run`, `macos`, `1-10s`).
 fn wire_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
@@ -236,7 +244,7 @@ impl Store for SqliteStore {
         let sdks: Vec<String> = catalogs.iter().map(|(sdk, _)| sdk.to_owned()).collect();
         self.with_writer(move |connection| {
             let fail = |error| StoreError::new("recording the catalogs", error);
-            let transaction = connection.transaction().map_err(fail)?;
+            let transaction = write_transaction(connection).map_err(fail)?;
             for sdk in &sdks {
                 transaction
                     .execute("DELETE FROM catalog_names WHERE sdk = ?1", [sdk])
@@ -260,7 +268,7 @@ impl Store for SqliteStore {
     async fn write(&self, jobs: Vec<WriteJob>) -> Result<Vec<WriteOutcome>, StoreError> {
         self.with_writer(move |connection| {
             let fail = |error| StoreError::new("storing events", error);
-            let transaction = connection.transaction().map_err(fail)?;
+            let transaction = write_transaction(connection).map_err(fail)?;
             let today = today();
             let mut outcomes = Vec::with_capacity(jobs.len());
             for job in &jobs {
@@ -290,7 +298,7 @@ impl Store for SqliteStore {
     async fn expire(&self, oldest: HourTimestamp) -> Result<Expired, StoreError> {
         self.with_writer(move |connection| {
             let fail = |error| StoreError::new("deleting expired events", error);
-            let transaction = connection.transaction().map_err(fail)?;
+            let transaction = write_transaction(connection).map_err(fail)?;
             let oldest_seconds = i64::try_from(oldest.unix_seconds()).unwrap_or(i64::MAX);
             let days: Vec<(String, i64)> = {
                 let mut statement = transaction
@@ -513,94 +521,27 @@ fn count_refusals(
     Ok(())
 }
 
-/// A report dimension: a query giving `(day, key, value)` rows. `{day}` is the day column or a
-/// constant for totals; `{where}` selects the SDK and days.
-struct Dimension {
-    name: &'static str,
-    sql: &'static str,
-}
-
-const DIMENSIONS: &[Dimension] = &[
-    Dimension {
-        name: "events",
-        sql: "SELECT {day}, '', COUNT(*) FROM events e WHERE {where} GROUP BY 1",
-    },
-    Dimension {
-        name: "sessions",
-        sql: "SELECT {day}, '', COUNT(DISTINCT session_id) FROM events e WHERE {where} GROUP BY 1",
-    },
-    Dimension {
-        name: "runs",
-        sql: "SELECT {day}, '', COUNT(*) FROM events e WHERE {where} AND event_type = 'run' GROUP BY 1",
-    },
-    Dimension {
-        name: "feature",
-        sql: "SELECT {day}, n.name, COUNT(DISTINCT e.session_id) FROM events e
-              JOIN event_names n ON n.event = e.id AND n.section = 'feature'
-              WHERE {where} GROUP BY 1, 2",
-    },
-    Dimension {
-        name: "exception_type",
-        sql: "SELECT {day}, n.name, COUNT(*) FROM events e
-              JOIN event_names n ON n.event = e.id AND n.section = 'exception_type'
-              WHERE {where} GROUP BY 1, 2",
-    },
-    Dimension {
-        name: "outcome",
-        sql: "SELECT {day}, outcome, COUNT(*) FROM events e
-              WHERE {where} AND event_type = 'run' GROUP BY 1, 2",
-    },
-    Dimension {
-        name: "duration",
-        sql: "SELECT {day}, duration, COUNT(*) FROM events e
-              WHERE {where} AND event_type = 'run' GROUP BY 1, 2",
-    },
-    Dimension {
-        name: "sdk_version",
-        sql: "SELECT {day}, sdk_version, COUNT(DISTINCT session_id) FROM events e
-              WHERE {where} GROUP BY 1, 2",
-    },
-    Dimension {
-        name: "runtime",
-        sql: "SELECT {day}, runtime || ' ' || runtime_version, COUNT(DISTINCT session_id)
-              FROM events e WHERE {where} GROUP BY 1, 2",
-    },
-    Dimension {
-        name: "os",
-        sql: "SELECT {day}, os, COUNT(DISTINCT session_id) FROM events e
-              WHERE {where} GROUP BY 1, 2",
-    },
-];
-
-/// Rows `(day, dimension, key, value)` for the SDK `?1` over days `?2..=?3`, per day or (with
-/// `per_day` false) for the whole range, day reported as -1. Days that have been rolled up are
-/// left out: their events are partly gone.
+/// The dimension rows of the SDK over days `from..=until`, per day or (with `per_day` false)
+/// for the whole range, day reported as -1. Days already rolled up are left out.
 fn dimension_rows(
     transaction: &Transaction<'_>,
     sdk: &str,
     (from, until): (i64, i64),
     per_day: bool,
-) -> rusqlite::Result<Vec<(i64, &'static str, String, u64)>> {
+) -> rusqlite::Result<Vec<summary::Row>> {
     let mut rows = Vec::new();
-    let filter = "e.sdk = ?1 AND e.day BETWEEN ?2 AND ?3 AND NOT EXISTS
-        (SELECT 1 FROM daily_rollups r WHERE r.sdk = e.sdk AND r.day = e.day)";
-    for dimension in DIMENSIONS {
-        let sql = dimension
-            .sql
-            .replace("{day}", if per_day { "e.day" } else { "-1" })
-            .replace("{where}", filter);
+    for (name, sql) in summary::dimension_queries(Dialect::Sqlite, per_day) {
         let mut statement = transaction.prepare_cached(&sql)?;
         let found = statement.query_map(params![sdk, from, until], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
-                dimension.name,
+                name,
                 row.get::<_, Option<String>>(1)?.unwrap_or_default(),
                 row.get::<_, i64>(2)?,
             ))
         })?;
         for row in found {
-            let (day, name, key, value) = row?;
-            rows.push((day, name, key, u64::try_from(value).unwrap_or(0)));
+            rows.push(row?);
         }
     }
     Ok(rows)
@@ -616,76 +557,24 @@ fn roll_up(transaction: &Transaction<'_>, sdk: &str, day: i64) -> rusqlite::Resu
     // A day with no rows of its own still gets a marker, so it is never rolled up twice.
     insert.execute(params![sdk, day, "events", "", 0])?;
     for (row_day, dimension, key, value) in rows {
-        insert.execute(params![
-            sdk,
-            row_day,
-            dimension,
-            key,
-            i64::try_from(value).unwrap_or(i64::MAX)
-        ])?;
+        insert.execute(params![sdk, row_day, dimension, key, value])?;
     }
     Ok(())
-}
-
-fn add_row(summary: &mut Summary, dimension: &str, key: String, value: u64) {
-    let add = |counts: &mut Counts| *counts.entry(key.clone()).or_default() += value;
-    match dimension {
-        "events" => summary.events += value,
-        "sessions" => summary.sessions += value,
-        "runs" => summary.runs += value,
-        "feature" => summary.features.entry(key.clone()).or_default().sessions += value,
-        "exception_type" => add(&mut summary.exception_types),
-        "outcome" => add(&mut summary.outcomes),
-        "duration" => add(&mut summary.durations),
-        "sdk_version" => add(&mut summary.sdk_versions),
-        "runtime" => add(&mut summary.runtimes),
-        "os" => add(&mut summary.os),
-        _ => {}
-    }
 }
 
 fn report(transaction: &Transaction<'_>, query: &ReportQuery) -> rusqlite::Result<Report> {
     let (from, until) = query.day_numbers();
     let sdk = query.sdk.as_str();
-    let mut days: Vec<Day> = (from..=until)
-        .map(|day| Day {
-            date: date_of(day).to_string(),
-            ..Day::default()
-        })
-        .collect();
-    let index = |day: i64| usize::try_from(day - from).ok();
-    for (day, dimension, key, value) in dimension_rows(transaction, sdk, (from, until), true)? {
-        if let Some(entry) = index(day).and_then(|i| days.get_mut(i)) {
-            add_row(&mut entry.summary, dimension, key, value);
-        }
-    }
-    let mut totals = Summary::default();
-    for (_, dimension, key, value) in dimension_rows(transaction, sdk, (from, until), false)? {
-        add_row(&mut totals, dimension, key, value);
-    }
-    // Days past the retention: their aggregates, added to the totals as they are (a session seen
-    // on two such days counts twice there; the days carry no ids to tell).
-    let mut statement = transaction.prepare_cached(
-        "SELECT day, dimension, key, value FROM daily_rollups WHERE sdk = ?1 AND day BETWEEN ?2 AND ?3",
-    )?;
-    let rolled = statement.query_map(params![sdk, from, until], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, i64>(3)?,
-        ))
-    })?;
-    for row in rolled {
-        let (day, dimension, key, value) = row?;
-        let value = u64::try_from(value).unwrap_or(0);
-        if let Some(entry) = index(day).and_then(|i| days.get_mut(i)) {
-            entry.aggregated = true;
-            add_row(&mut entry.summary, &dimension, key.clone(), value);
-        }
-        add_row(&mut totals, &dimension, key, value);
-    }
-    let features: Vec<String> = transaction
+    let rolled_up = transaction
+        .prepare_cached(
+            "SELECT day, dimension, key, value FROM daily_rollups
+             WHERE sdk = ?1 AND day BETWEEN ?2 AND ?3",
+        )?
+        .query_map(params![sdk, from, until], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let features = transaction
         .prepare_cached(
             "SELECT name FROM catalog_names WHERE sdk = ?1 AND section = 'features' ORDER BY name",
         )?
@@ -695,25 +584,20 @@ fn report(transaction: &Transaction<'_>, query: &ReportQuery) -> rusqlite::Resul
         .prepare_cached(
             "SELECT reason, SUM(count) FROM refusals WHERE day BETWEEN ?1 AND ?2 GROUP BY reason",
         )?
-        .query_map(params![from, until], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?
-        .map(|row| row.map(|(reason, count)| (reason, u64::try_from(count).unwrap_or(0))))
+        .query_map(params![from, until], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let erased_sessions: i64 = transaction
+    let erased_sessions = transaction
         .prepare_cached(
             "SELECT COALESCE(SUM(sessions), 0) FROM erasures WHERE day BETWEEN ?1 AND ?2",
         )?
         .query_row(params![from, until], |row| row.get(0))?;
-    let mut report = Report {
-        sdk: sdk.to_owned(),
-        from: date_of(from).to_string(),
-        until: date_of(until).to_string(),
-        totals,
-        days,
+    let rows = ReportRows {
+        per_day: dimension_rows(transaction, sdk, (from, until), true)?,
+        totals: dimension_rows(transaction, sdk, (from, until), false)?,
+        rolled_up,
+        features,
         refused,
-        erased_sessions: u64::try_from(erased_sessions).unwrap_or(0),
+        erased_sessions,
     };
-    report.finish(&features);
-    Ok(report)
+    Ok(summary::assemble(query, rows))
 }

@@ -3,6 +3,7 @@
 // A command-line tool reports its progress on standard error.
 #![allow(clippy::print_stderr)]
 
+mod postgres;
 mod process_cpu;
 
 use std::process::{Command, ExitCode};
@@ -84,17 +85,22 @@ fn ci() -> anyhow::Result<()> {
         ]),
     )?;
     codegen(true)?;
+    // The collector's store tests run against a real PostgreSQL; one server serves the run.
+    let postgres = postgres::TestPostgres::start()?;
     run(
         "tests",
-        cargo().args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--all-features",
-            "--locked",
-            "--no-fail-fast",
-        ]),
+        cargo()
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--locked",
+                "--no-fail-fast",
+            ])
+            .env(postgres::URL_VARIABLE, postgres.url()),
     )?;
+    drop(postgres);
     run(
         "doc tests",
         cargo().args(["test", "--workspace", "--all-features", "--locked", "--doc"]),

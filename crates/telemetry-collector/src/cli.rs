@@ -164,12 +164,14 @@ struct Resolved {
 }
 
 fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
-    let data_dir = match (&args.data_dir, args.dev) {
-        (Some(dir), _) => dir.clone(),
-        (None, true) => PathBuf::from(DEV_DATA_DIR),
-        (None, false) => {
-            bail!("serve needs --data-dir DIR (where events are stored), or --dev for a first try")
-        }
+    let data_dir = match (&args.data_dir, args.dev, &args.database) {
+        (Some(dir), _, _) => dir.clone(),
+        (None, true, _) => PathBuf::from(DEV_DATA_DIR),
+        // With PostgreSQL nothing is written under the data directory.
+        (None, false, Some(_)) => PathBuf::new(),
+        (None, false, None) => bail!(
+            "serve needs --data-dir DIR (where events are stored) or --database URL, or --dev for a first try"
+        ),
     };
     let listen = match (args.listen, args.dev) {
         (Some(listen), true) if !listen.ip().is_loopback() => {

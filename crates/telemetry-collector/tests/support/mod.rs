@@ -45,6 +45,9 @@ pub fn catalogs() -> Catalogs {
 /// A CA, a server certificate for 127.0.0.1 signed by it, and a client that trusts only it.
 pub struct Pki {
     pub ca_pem: String,
+    /// The server's certificate and key, PEM, for `--tls-cert` and `--tls-key`.
+    pub cert_pem: String,
+    pub key_pem: String,
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
 }
@@ -71,6 +74,8 @@ impl Pki {
         .unwrap();
         Pki {
             ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
             server,
             client: client_config(ca.der().clone()),
         }
@@ -191,15 +196,32 @@ pub async fn send_async(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Reply {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    try_send_async(addr, client, method, path, headers, body)
+        .await
+        .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
+}
+
+/// [`send_async`], with a connection or protocol failure as an error instead of a panic.
+pub async fn try_send_async(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Reply, String> {
+    let fail = |error: &dyn std::fmt::Display| error.to_string();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|error| fail(&error))?;
     let tls = tokio_rustls::TlsConnector::from(client)
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
-        .unwrap();
+        .map_err(|error| fail(&error))?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
-            .unwrap();
+            .map_err(|error| fail(&error))?;
     tokio::spawn(connection);
     let mut request = hyper::Request::builder()
         .method(method)
@@ -209,7 +231,10 @@ pub async fn send_async(
         request = request.header(*name, *value);
     }
     let request = request.body(Full::new(Bytes::from(body))).unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| fail(&error))?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -225,14 +250,37 @@ pub async fn send_async(
         .into_body()
         .collect()
         .await
-        .unwrap()
+        .map_err(|error| fail(&error))?
         .to_bytes()
         .to_vec();
-    Reply {
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
+}
+
+/// [`try_send_async`] from synchronous test code.
+pub fn try_send(
+    addr: SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Reply, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(try_send_async(
+        addr,
+        Arc::clone(client),
+        method,
+        path,
+        headers,
+        body,
+    ))
 }
 
 /// [`send_async`] from synchronous test code.

@@ -199,9 +199,11 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    /// Stops the server (fast: open connections are cut) and starts it again on the same port.
-    pub fn restart(&self) {
+    /// Stops the server (fast: open connections are cut) and starts it again on the same port
+    /// after `down`.
+    pub fn restart(&self, down: std::time::Duration) {
         self.pg_ctl("stop");
+        std::thread::sleep(down);
         self.pg_ctl("start");
     }
 

@@ -12,13 +12,20 @@ use anyhow::{Context, bail};
 use xtask::codegen::generated_files;
 use xtask::workspace_root;
 
-const USAGE: &str = "usage: cargo xtask <ci | codegen [--check] | bench [process-cpu]>
+const USAGE: &str =
+    "usage: cargo xtask <ci | codegen [--check] | bench [process-cpu | collector-ingest]>
 
   ci        what CI runs: fmt, clippy, tests, docs, generated files, cargo-deny
   codegen   rewrite docs/event.schema.json, docs/collected-data.md and the CI vendor table
             (--check: only compare)
-  bench     run the criterion benchmarks and the process CPU benchmark
-            (process-cpu: only flowkit's whole-process CPU per flow run, about two minutes)";
+  bench     run the criterion benchmarks, the collector's ingest benchmark and the process
+            CPU benchmark
+            (process-cpu: only flowkit's whole-process CPU per flow run, about two minutes;
+            collector-ingest: only the collector's ingest rate over HTTPS, under a minute)";
+
+/// The note the collector's ingest benchmark (`crates/telemetry-collector/benches/ingest.rs`)
+/// leaves in `<target>/tmp/bench-notes/`.
+const COLLECTOR_INGEST_NOTE: &str = "collector_ingest";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +36,7 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen(true),
         ["bench"] => bench(),
         ["bench", "process-cpu"] => bench_process_cpu(),
+        ["bench", "collector-ingest"] => bench_collector_ingest(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -214,6 +222,27 @@ fn bench_process_cpu() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&note);
     process_cpu::run(&mut cargo(), &target_dir, &notes_dir)?;
     print_bench_table(process_cpu_rows(&target_dir));
+    print_bench_note(&note);
+    Ok(())
+}
+
+/// Only the collector's ingest benchmark, and only its rows of the table.
+fn bench_collector_ingest() -> anyhow::Result<()> {
+    let target_dir = bench_target_dir();
+    let note = bench_notes_dir(&target_dir).join(format!("{COLLECTOR_INGEST_NOTE}.txt"));
+    let _ = std::fs::remove_file(&note);
+    run(
+        "collector ingest benchmark",
+        cargo().args([
+            "bench",
+            "--package",
+            "telemetry-collector",
+            "--all-features",
+            "--bench",
+            "ingest",
+        ]),
+    )?;
+    print_bench_table(collector_ingest_rows(&target_dir));
     print_bench_note(&note);
     Ok(())
 }
@@ -511,6 +540,7 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
         ),
     ];
     rows.extend(process_cpu_rows(target_dir));
+    rows.extend(collector_ingest_rows(target_dir));
     rows.extend([
         BenchRow::new(
             "scrubber, `run` event",
@@ -600,6 +630,43 @@ fn process_cpu_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
             "process CPU, telemetry's start and stop alone (one run per process, on − off)",
             "report",
             measured("start_stop_").map(|(_, text, _)| (text, "info")),
+        ),
+    ]
+}
+
+/// The rows of the collector's ingest benchmark (issue 14): its rate over HTTPS against plain
+/// rusqlite inserting the same rows in the same run, and the latency of a batch under that
+/// load, from the note the benchmark left. Rates are the medians of its rounds.
+fn collector_ingest_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
+    let note = bench_note_values(target_dir, COLLECTOR_INGEST_NOTE);
+    let value = |key: &str| note_value(&note, key);
+    let against_baseline = |key: &str| {
+        let (rate, baseline) = value(key).zip(value("baseline_events_per_second"))?;
+        let ratio = rate / baseline;
+        Some((
+            format!("{rate:.0} vs {baseline:.0} events/s ({ratio:.2}x)"),
+            ratio,
+        ))
+    };
+    vec![
+        BenchRow::new(
+            "collector ingest over HTTPS (gzip, batches of 100, 8 clients) vs rusqlite inserting the same rows, a transaction per batch",
+            "≥ 0.5 × baseline",
+            against_baseline("collector_events_per_second")
+                .map(|(measured, ratio)| (measured, verdict(ratio >= 0.5))),
+        ),
+        BenchRow::new(
+            "collector ingest, latency of a 100-event batch under that load",
+            "report",
+            value("latency_p50_ms")
+                .zip(value("latency_p99_ms"))
+                .map(|(p50, p99)| (format!("p50 {p50:.1} ms, p99 {p99:.1} ms"), "info")),
+        ),
+        BenchRow::new(
+            "collector's SQLite store alone, one batch of 100 per write, vs the same baseline",
+            "report",
+            against_baseline("store_alone_events_per_second")
+                .map(|(measured, _)| (measured, "info")),
         ),
     ]
 }

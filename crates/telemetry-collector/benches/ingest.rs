@@ -337,7 +337,8 @@ impl Installation {
     fn random(dice: &mut Dice) -> Installation {
         Installation {
             session_id: SessionId::random(),
-            sdk_version: Version::new(*dice.pick(&["0.1.0", "0.2.0", "0.2.1", "0.3.0"])).unwrap(),
+            sdk_version: Version::new(dice.pick::<&str>(&["0.1.0", "0.2.0", "0.2.1", "0.3.0"]))
+                .unwrap(),
             os: *dice.pick(&[
                 OsFamily::Linux,
                 OsFamily::Linux,

@@ -132,7 +132,11 @@ impl Server {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     // The peer's address is dropped here, unread.
-                    Ok((stream, _)) => stream,
+                    Ok((stream, _)) => {
+                        // Answers are small: send them at once instead of waiting for more.
+                        let _ = stream.set_nodelay(true);
+                        stream
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "accepting a connection failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;

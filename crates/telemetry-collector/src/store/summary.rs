@@ -27,7 +27,7 @@ const DIMENSIONS: &[Dimension] = &[
     },
     Dimension {
         name: "sessions",
-        sql: "SELECT {day}, '', COUNT(DISTINCT e.session_id) FROM events e WHERE {where} GROUP BY 1",
+        sql: "SELECT {day}, '', COUNT(DISTINCT {session}) FROM events e WHERE {where} GROUP BY 1",
     },
     Dimension {
         name: "runs",
@@ -35,7 +35,7 @@ const DIMENSIONS: &[Dimension] = &[
     },
     Dimension {
         name: "feature",
-        sql: "SELECT {day}, n.name, COUNT(DISTINCT e.session_id) FROM events e
+        sql: "SELECT {day}, n.name, COUNT(DISTINCT {session}) FROM events e
               JOIN event_names n ON {names} AND n.section = 'feature'
               WHERE {where} GROUP BY 1, 2",
     },
@@ -57,17 +57,17 @@ const DIMENSIONS: &[Dimension] = &[
     },
     Dimension {
         name: "sdk_version",
-        sql: "SELECT {day}, e.sdk_version, COUNT(DISTINCT e.session_id) FROM events e
+        sql: "SELECT {day}, e.sdk_version, COUNT(DISTINCT {session}) FROM events e
               WHERE {where} GROUP BY 1, 2",
     },
     Dimension {
         name: "runtime",
-        sql: "SELECT {day}, e.runtime || ' ' || e.runtime_version, COUNT(DISTINCT e.session_id)
+        sql: "SELECT {day}, e.runtime || ' ' || e.runtime_version, COUNT(DISTINCT {session})
               FROM events e WHERE {where} GROUP BY 1, 2",
     },
     Dimension {
         name: "os",
-        sql: "SELECT {day}, e.os, COUNT(DISTINCT e.session_id) FROM events e
+        sql: "SELECT {day}, e.os, COUNT(DISTINCT {session}) FROM events e
               WHERE {where} GROUP BY 1, 2",
     },
 ];
@@ -77,12 +77,13 @@ pub(crate) type Row = (i64, &'static str, String, i64);
 
 /// The dimension queries in `dialect`, per day or for the whole range, each with its name.
 pub(crate) fn dimension_queries(dialect: Dialect, per_day: bool) -> Vec<(&'static str, String)> {
-    let (parameters, names, day_type) = match dialect {
-        Dialect::Sqlite => (["?1", "?2", "?3"], "n.event = e.id", "e.day"),
+    let (parameters, names, day_type, session) = match dialect {
+        Dialect::Sqlite => (["?1", "?2", "?3"], "n.event = e.id", "e.day", "e.session"),
         Dialect::Postgres => (
             ["$1", "$2", "$3"],
             "n.event_id = e.event_id AND n.day = e.day",
             "e.day::bigint",
+            "e.session_id",
         ),
     };
     let filter = format!(
@@ -107,7 +108,8 @@ pub(crate) fn dimension_queries(dialect: Dialect, per_day: bool) -> Vec<(&'stati
                 .sql
                 .replace("{day}", day)
                 .replace("{where}", &filter)
-                .replace("{names}", names);
+                .replace("{names}", names)
+                .replace("{session}", session);
             (dimension.name, sql)
         })
         .collect()

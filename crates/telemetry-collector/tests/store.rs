@@ -84,6 +84,8 @@ contract!(
     a_deletion_request_erases_its_session_and_keeps_it_out,
     retention_deletes_old_events_and_keeps_day_aggregates_without_session_ids,
     the_report_counts_what_was_written,
+    an_erasure_racing_an_insert_on_another_collector_leaves_nothing,
+    retention_run_by_several_collectors_at_once_deletes_once,
 );
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
@@ -423,4 +425,80 @@ fn a_store_from_a_newer_collector_is_refused_not_rewritten() {
     let error = SqliteStore::open(dir.path()).unwrap_err().to_string();
     assert!(error.contains("newer collector"), "{error}");
     let _unused: Option<Arc<dyn Store>> = None;
+}
+
+/// One collector stores a session's events while another erases that session, at the same
+/// time, twenty times over: whichever commits first, nothing of the session remains.
+fn an_erasure_racing_an_insert_on_another_collector_leaves_nothing(backend: &Backend) {
+    block_on(async {
+        let inserting = backend.open().await;
+        let erasing = backend.open().await;
+        for _ in 0..20 {
+            let session = SessionId::random();
+            let events: Vec<Event> = (0..50).map(|_| run_event(session, &["retries"])).collect();
+            let insert = {
+                let store = Arc::clone(&inserting);
+                tokio::spawn(async move { store.write(vec![job(events)]).await.unwrap() })
+            };
+            let erase = {
+                let store = Arc::clone(&erasing);
+                tokio::spawn(async move {
+                    store
+                        .write(vec![job(vec![deletion(session)])])
+                        .await
+                        .unwrap()
+                })
+            };
+            let inserted = insert.await.unwrap();
+            erase.await.unwrap();
+            // Either the events came first (stored, then erased) or the erasure did (refused).
+            assert_eq!(
+                inserted[0].accepted + inserted[0].refused.get(Refusal::Erased),
+                50
+            );
+        }
+        let report = backend.open().await.report(&query(1)).await.unwrap();
+        assert_eq!(
+            report.totals.events, 0,
+            "an erased session's events survived"
+        );
+        assert_eq!(report.erased_sessions, 20);
+    });
+}
+
+/// Three collectors run the hourly retention pass at the same moment: no error, each old
+/// event deleted once, each day rolled up once.
+fn retention_run_by_several_collectors_at_once_deletes_once(backend: &Backend) {
+    let now = HourTimestamp::now().unix_seconds();
+    let old = |days_ago: u64| {
+        let mut event = run_event(SessionId::random(), &["serve"]);
+        event.timestamp = HourTimestamp::from_unix_seconds(now - days_ago * 86_400);
+        event
+    };
+    block_on(async {
+        let store = backend.open().await;
+        let events: Vec<Event> = (0..30).map(|index| old(95 + index % 3)).collect();
+        store.write(vec![job(events)]).await.unwrap();
+        store.write(vec![job(vec![old(1)])]).await.unwrap();
+        let oldest = HourTimestamp::from_unix_seconds(now - 90 * 86_400);
+        let mut passes = Vec::new();
+        for _ in 0..3 {
+            let store = backend.open().await;
+            passes.push(tokio::spawn(
+                async move { store.expire(oldest).await.unwrap() },
+            ));
+        }
+        let mut deleted = 0;
+        let mut rolled_up = 0;
+        for pass in passes {
+            let expired = pass.await.unwrap();
+            deleted += expired.events;
+            rolled_up += expired.days_rolled_up;
+        }
+        assert_eq!(deleted, 30);
+        assert_eq!(rolled_up, 3);
+        let report = store.report(&query(100)).await.unwrap();
+        assert_eq!(report.totals.events, 31, "30 in aggregates, 1 live");
+        assert_eq!(report.days.iter().filter(|day| day.aggregated).count(), 3);
+    });
 }

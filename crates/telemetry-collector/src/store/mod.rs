@@ -55,6 +55,7 @@ pub struct Expired {
 pub struct StoreError {
     context: &'static str,
     message: String,
+    transient: bool,
 }
 
 impl StoreError {
@@ -63,7 +64,20 @@ impl StoreError {
         StoreError {
             context,
             message: error.to_string(),
+            transient: false,
         }
+    }
+
+    /// The same error, marked as one that the same work may not meet again (a deadlock the
+    /// database broke, a serialization failure): the store retries such a write at once.
+    pub(crate) fn transient(mut self) -> StoreError {
+        self.transient = true;
+        self
+    }
+
+    /// Whether the error is [`transient`](StoreError::transient).
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 }
 

@@ -22,6 +22,7 @@ use serde::Serialize;
 use telemetry_model::catalog::Section;
 use telemetry_model::{Event, EventType, HourTimestamp, UtcDate};
 use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -37,6 +38,9 @@ const RETENTION_LOCK: i64 = 0x746c_6d79_0000_0003;
 
 /// How long a request waits for a pooled connection, or for a new one.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a group commit is tried when the database breaks a deadlock by aborting it.
+const WRITE_ATTEMPTS: usize = 3;
 
 /// Connections per collector: the writer, retention, and reports.
 const POOL_SIZE: usize = 8;
@@ -121,7 +125,23 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 fn fail(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
-    move |error| StoreError::new(context, error)
+    // tokio-postgres says only "db error"; the server's own message (and its SQLSTATE) is in
+    // the source. Neither carries a parameter's value.
+    move |error| match error.as_db_error() {
+        Some(db) => {
+            let failure =
+                StoreError::new(context, format!("{} ({})", db.message(), db.code().code()));
+            let code = db.code();
+            if *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            {
+                failure.transient()
+            } else {
+                failure
+            }
+        }
+        None => StoreError::new(context, error),
+    }
 }
 
 fn pool_fail(context: &'static str) -> impl Fn(deadpool_postgres::PoolError) -> StoreError {
@@ -659,13 +679,25 @@ impl Store for PostgresStore {
     }
 
     async fn write(&self, jobs: Vec<WriteJob>) -> Result<Vec<WriteOutcome>, StoreError> {
-        let result = self.write_group(&jobs).await;
-        if result.is_err() {
-            // A partition another collector's retention dropped, or a database that came back
-            // empty: look again next time.
-            self.forget_partitions();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = self.write_group(&jobs).await;
+            match result {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(error) => {
+                    // A partition another collector's retention dropped, or a database that
+                    // came back empty: look again.
+                    self.forget_partitions();
+                    // A deadlock with another collector's partition or retention work rolled
+                    // the whole group back: do it again, a few times, before answering 503.
+                    if !error.is_transient() || attempts >= WRITE_ATTEMPTS {
+                        return Err(error);
+                    }
+                    tracing::debug!(attempts, %error, "retrying a group commit");
+                }
+            }
         }
-        result
     }
 
     async fn expire(&self, oldest: HourTimestamp) -> Result<Expired, StoreError> {
@@ -778,6 +810,11 @@ impl Store for PostgresStore {
         if !dropped.is_empty() {
             self.forget_partitions();
         }
+        // Every day the window accepts gets its partitions now, at start and hourly, so that
+        // writes almost never create one (creating takes a lock that writes wait for).
+        let today = i32::try_from(day_number(UtcDate::today())).unwrap_or(i32::MAX);
+        let window: BTreeSet<i32> = (oldest_day..=today.saturating_add(2)).collect();
+        self.ensure_partitions(&mut client, &window).await?;
         Ok(Expired {
             events: deleted,
             days_rolled_up: days.len() as u64,

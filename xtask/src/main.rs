@@ -164,7 +164,31 @@ fn ensure_tools() -> anyhow::Result<()> {
             Command::new("python3").args(["-m", "pip", "install", "--quiet", "jsonschema"]),
         )?;
     }
+    // The collector's report page is checked in a real headless browser, and that test fails
+    // under CI without one.
+    if !std::path::Path::new(CHROMIUM).exists() {
+        install_chromium()?;
+    }
     Ok(())
+}
+
+/// Where Debian's `chromium` package puts the browser that the end-to-end tests drive.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn install_chromium() -> anyhow::Result<()> {
+    let apt_get = |args: &[&str]| {
+        let mut command = Command::new("apt-get");
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    let install = ["install", "-y", "chromium"];
+    // The machine's package lists usually know chromium already; refreshing them takes a while,
+    // so only when the install fails without it.
+    if run("install chromium", &mut apt_get(&install)).is_ok() {
+        return Ok(());
+    }
+    run("update the package lists", &mut apt_get(&["update"]))?;
+    run("install chromium", &mut apt_get(&install))
 }
 
 fn codegen(check: bool) -> anyhow::Result<()> {

@@ -2,10 +2,10 @@
 //! adoption, events per day, SDK versions, errors, run durations, runtimes and operating
 //! systems, and the events refused.
 //!
-//! The page loads nothing. Its CSS is inline, its charts are inline SVG drawn by
-//! [`chart`](self::chart), and its Content-Security-Policy forbids every fetch, so it looks the
-//! same served by the collector (`GET /`), written by `report --html`, or opened from an
-//! archive years later, and it tells no one that it was opened.
+//! The page loads nothing. Its CSS is inline, its charts are inline SVG drawn by the `chart`
+//! module, and its Content-Security-Policy forbids every fetch, so it looks the same served by
+//! the collector (`GET /`), written by `report --html`, or opened from an archive years later,
+//! and it tells no one that it was opened.
 //!
 //! The templates are maud's: the HTML and SVG are checked when the crate compiles and every
 //! value is escaped by construction, so a name in a report can never become markup.

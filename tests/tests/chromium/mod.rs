@@ -94,6 +94,12 @@ impl Chromium {
     }
 
     fn run(&self, extra_flags: &[&str], arguments: &[&str]) -> Run {
+        // One browser at a time across the test processes: each takes a core for a second or
+        // two, and a two-core CI machine also runs tests that wait on timers.
+        let lock =
+            std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join("chromium.lock"))
+                .unwrap();
+        lock.lock().unwrap();
         let profile = tempfile::tempdir().unwrap();
         let user_data_dir = format!(
             "--user-data-dir={}",

@@ -33,7 +33,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ use serde::Serialize;
 use telemetry_collector::auth::Token;
 use telemetry_collector::ingest::IngestConfig;
 use telemetry_collector::server::{Server, ServerConfig};
-use telemetry_collector::store::{SqliteStore, Store, WriteJob};
+use telemetry_collector::store::{PostgresStore, SqliteStore, Store, WriteJob};
 use telemetry_collector::validate::{Catalogs, Limits};
 use telemetry_model::wire::{SCHEMA_VERSION, WireBatch};
 use telemetry_model::{
@@ -63,6 +63,11 @@ use telemetry_model::{
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, oneshot};
 use tokio_rustls::TlsConnector;
+
+#[path = "ingest/postgres.rs"]
+mod postgres;
+#[path = "ingest/postgres_server.rs"]
+mod postgres_server;
 
 /// Clients sending at once, each on its own connection.
 const CLIENTS: usize = 8;
@@ -98,6 +103,7 @@ fn main() {
         .unwrap();
     let catalogs = Arc::new(catalogs);
     let pki = Pki::generate();
+    let mut postgres = postgres::PostgresBench::start();
 
     let mut baseline = Vec::new();
     let mut store_alone = Vec::new();
@@ -131,6 +137,9 @@ fn main() {
         store_alone.push(store_run(&workload, &scratch.path().join("store")));
         if round % 2 == 0 {
             run_collector();
+        }
+        if let Some(postgres) = &mut postgres {
+            postgres.round(round, &workload, &pki, &catalogs, &groups);
         }
     }
 
@@ -219,6 +228,10 @@ fn main() {
         millis(percentile(&latencies, 99)),
         groups_total.requests as f64 / groups_total.commits.max(1) as f64
     );
+    match &postgres {
+        Some(postgres) => postgres.report(collector_rate, &mut lines),
+        None => lines.push("postgres_skipped=1".to_owned()),
+    }
     for line in &lines {
         println!("  {line}");
     }
@@ -498,53 +511,102 @@ struct CollectorRun {
     latencies: Vec<Duration>,
 }
 
-/// Starts a collector on its own thread and runtime (as its binary runs, one worker thread per
-/// core), sends the round's batches from eight clients on this thread, and stops it.
+/// Where a collector of the benchmark keeps its events.
+enum StoreAt {
+    /// A [`SqliteStore`] in this directory.
+    Sqlite(PathBuf),
+    /// A [`PostgresStore`] on the database at this URL.
+    Postgres(String),
+}
+
+/// A collector serving on its own thread and runtime (as its binary runs, one worker thread per
+/// core), until [`RunningCollector::stop`].
+struct RunningCollector {
+    address: SocketAddr,
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningCollector {
+    /// Starts a collector and returns once it accepts connections, its store open and the
+    /// catalogs registered.
+    fn start(pki: &Pki, catalogs: &Arc<Catalogs>, store_at: StoreAt) -> RunningCollector {
+        let config = ServerConfig {
+            tls: Arc::clone(&pki.server),
+            catalogs: Arc::clone(catalogs),
+            token: Token::new("benchmark-token-that-nobody-uses").unwrap(),
+            retention: Duration::from_secs(90 * 86_400),
+            limits: Limits::default(),
+            ingest: IngestConfig::default(),
+            max_connections: 64,
+        };
+        let (address_sender, address) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server_catalogs = Arc::clone(catalogs);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+                    .await
+                    .unwrap();
+                let store: Arc<dyn Store> = match store_at {
+                    StoreAt::Sqlite(dir) => Arc::new(SqliteStore::open(&dir).unwrap()),
+                    StoreAt::Postgres(url) => Arc::new(PostgresStore::connect(&url).await.unwrap()),
+                };
+                store.register_catalogs(&server_catalogs).await.unwrap();
+                address_sender.send(server.local_addr().unwrap()).unwrap();
+                server
+                    .run(store, async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        RunningCollector {
+            address: address.recv().unwrap(),
+            stop,
+            thread,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
+/// Starts a collector with a [`SqliteStore`] in `data_dir`, sends the round's batches from eight
+/// clients on this thread, and stops it.
 fn collector_run(
     workload: &Workload,
     pki: &Pki,
     catalogs: &Arc<Catalogs>,
     data_dir: &Path,
 ) -> CollectorRun {
-    let config = ServerConfig {
-        tls: Arc::clone(&pki.server),
-        catalogs: Arc::clone(catalogs),
-        token: Token::new("benchmark-token-that-nobody-uses").unwrap(),
-        retention: Duration::from_secs(90 * 86_400),
-        limits: Limits::default(),
-        ingest: IngestConfig::default(),
-        max_connections: 64,
-    };
-    let (address_sender, address) = std::sync::mpsc::channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server_dir = data_dir.to_path_buf();
-    let server_catalogs = Arc::clone(catalogs);
-    let server = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config)
-                .await
-                .unwrap();
-            let store = SqliteStore::open(&server_dir).unwrap();
-            store.register_catalogs(&server_catalogs).await.unwrap();
-            address_sender.send(server.local_addr().unwrap()).unwrap();
-            server
-                .run(Arc::new(store), async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-    });
-    let address = address.recv().unwrap();
+    let collector = RunningCollector::start(pki, catalogs, StoreAt::Sqlite(data_dir.to_path_buf()));
+    let run = send_round(workload, pki, &[collector.address]);
+    collector.stop();
 
+    // Every event of the round is stored, once.
+    let connection = Connection::open(data_dir.join(SqliteStore::FILE_NAME)).unwrap();
+    let stored: i64 = connection
+        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(stored as usize, workload.events().count());
+    run
+}
+
+/// Sends the round's batches from eight clients on a runtime of this thread, client `i` to
+/// collector `i % collectors.len()`, and times the batches after the warm-up.
+fn send_round(workload: &Workload, pki: &Pki, collectors: &[SocketAddr]) -> CollectorRun {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let run = runtime.block_on(async {
+    runtime.block_on(async {
         let start = Arc::new(Barrier::new(CLIENTS + 1));
         let connector = TlsConnector::from(Arc::clone(&pki.client));
         let clients: Vec<_> = (0..CLIENTS)
@@ -560,7 +622,7 @@ fn collector_run(
                 let warm_up = bodies(0..workload.warm_up_len());
                 let timed = bodies(workload.warm_up_len()..workload.bodies.len());
                 tokio::spawn(send_batches(
-                    address,
+                    collectors[client % collectors.len()],
                     connector.clone(),
                     warm_up,
                     timed,
@@ -578,18 +640,7 @@ fn collector_run(
             elapsed: started.elapsed(),
             latencies,
         }
-    });
-    drop(runtime);
-    stop.send(()).unwrap();
-    server.join().unwrap();
-
-    // Every event of the round is stored, once.
-    let connection = Connection::open(data_dir.join(SqliteStore::FILE_NAME)).unwrap();
-    let stored: i64 = connection
-        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(stored as usize, workload.events().count());
-    run
+    })
 }
 
 /// One client: its own TCP connection, TLS session and HTTP/1.1 connection, kept for every

@@ -21,7 +21,8 @@ const USAGE: &str =
   bench     run the criterion benchmarks, the collector's ingest benchmark and the process
             CPU benchmark
             (process-cpu: only flowkit's whole-process CPU per flow run, about two minutes;
-            collector-ingest: only the collector's ingest rate over HTTPS, under a minute)";
+            collector-ingest: only the collector's ingest rate over HTTPS, on SQLite and on
+            PostgreSQL, one to three minutes)";
 
 /// The note the collector's ingest benchmark (`crates/telemetry-collector/benches/ingest.rs`)
 /// leaves in `<target>/tmp/bench-notes/`.
@@ -660,7 +661,8 @@ fn process_cpu_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
 
 /// The rows of the collector's ingest benchmark (issue 14): its rate over HTTPS against plain
 /// rusqlite inserting the same rows in the same run, and the latency of a batch under that
-/// load, from the note the benchmark left. Rates are the medians of its rounds.
+/// load, and the same through one and two collectors on PostgreSQL against a `COPY` of the same
+/// rows, from the note the benchmark left. Rates are the medians of its rounds.
 fn collector_ingest_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
     let note = bench_note_values(target_dir, COLLECTOR_INGEST_NOTE);
     let value = |key: &str| note_value(&note, key);
@@ -672,7 +674,7 @@ fn collector_ingest_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
             ratio,
         ))
     };
-    vec![
+    let mut rows = vec![
         BenchRow::new(
             "collector ingest over HTTPS (gzip, batches of 100, 8 clients) vs rusqlite inserting the same rows, a transaction per batch",
             "≥ 0.5 × baseline",
@@ -692,7 +694,63 @@ fn collector_ingest_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
             against_baseline("store_alone_events_per_second")
                 .map(|(measured, _)| (measured, "info")),
         ),
-    ]
+    ];
+    // The PostgreSQL half of the same run: its own server, fsync and synchronous_commit on.
+    let skipped = value("postgres_skipped").is_some();
+    let skipped_or = |measured: Option<(String, &'static str)>| {
+        if skipped {
+            Some(("skipped: no PostgreSQL server binaries".to_owned(), "?"))
+        } else {
+            measured
+        }
+    };
+    let against_copy = |key: &str| {
+        let (rate, copy) = value(key).zip(value("postgres_copy_events_per_second"))?;
+        let ratio = rate / copy;
+        Some((
+            format!("{rate:.0} vs {copy:.0} events/s ({ratio:.2}x)"),
+            ratio,
+        ))
+    };
+    let latency = |prefix: &str| {
+        value(&format!("{prefix}_latency_p50_ms"))
+            .zip(value(&format!("{prefix}_latency_p99_ms")))
+            .map(|(p50, p99)| (format!("p50 {p50:.1} ms, p99 {p99:.1} ms"), "info"))
+    };
+    rows.extend([
+        BenchRow::new(
+            "collector ingest on PostgreSQL, 1 collector (same clients and batches) vs a binary COPY per batch of the same rows, one connection",
+            "≥ 0.5 × COPY",
+            skipped_or(
+                against_copy("postgres_one_collector_events_per_second")
+                    .map(|(measured, ratio)| (measured, verdict(ratio >= 0.5))),
+            ),
+        ),
+        BenchRow::new(
+            "collector ingest on PostgreSQL, 2 collectors on one database (4 clients each) vs the same COPY",
+            "≥ 0.5 × COPY",
+            skipped_or(
+                against_copy("postgres_two_collectors_events_per_second")
+                    .map(|(measured, ratio)| (measured, verdict(ratio >= 0.5))),
+            ),
+        ),
+        BenchRow::new(
+            "collector ingest on PostgreSQL, latency of a 100-event batch, 1 collector / 2 collectors",
+            "report",
+            skipped_or(latency("postgres_one_collector").zip(latency("postgres_two_collectors")).map(
+                |((one, _), (two, _))| (format!("{one} / {two}"), "info"),
+            )),
+        ),
+        BenchRow::new(
+            "binary COPY per batch from 8 connections at once, vs the same COPY from one",
+            "report",
+            skipped_or(
+                against_copy("postgres_copy_8_connections_events_per_second")
+                    .map(|(measured, _)| (measured, "info")),
+            ),
+        ),
+    ]);
+    rows
 }
 
 /// Prints the comparison table (Markdown, ready for docs/performance.md) on standard output.

@@ -16,6 +16,11 @@
 //! reports and no table of names. Between the two, the store alone: [`SqliteStore`]'s
 //! [`Store::write`] called with one batch at a time, no HTTPS and no grouping.
 //!
+//! After each round's SQLite runs, the same events go to PostgreSQL (see `ingest/postgres.rs`):
+//! through one collector and through two sharing a database, against a binary `COPY` of the
+//! same rows, on a durable server the benchmark starts itself; without PostgreSQL server binaries
+//! that part is skipped with a printed line.
+//!
 //! Not a criterion benchmark: a rate under concurrency is one long measurement rather than many
 //! short iterations. It alternates the three for a few rounds, each with new events and new
 //! files, prints a table, and writes its numbers to `target/tmp/bench-notes/collector_ingest.txt`,

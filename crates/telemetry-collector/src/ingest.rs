@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use crate::store::{Store, StoreError, WriteJob, WriteOutcome};
 
@@ -104,7 +105,17 @@ async fn write_loop(
     mut receiver: mpsc::Receiver<Pending>,
     group_events: usize,
 ) {
-    while let Some(first) = receiver.recv().await {
+    // A store that takes several transactions at once (PostgreSQL) gets several groups in
+    // flight; SQLite has one writer and gets one.
+    let writers = Arc::new(Semaphore::new(store.concurrent_writes().max(1)));
+    let mut in_flight = JoinSet::new();
+    loop {
+        let Ok(permit) = Arc::clone(&writers).acquire_owned().await else {
+            break;
+        };
+        let Some(first) = receiver.recv().await else {
+            break;
+        };
         let mut events = first.job.events.len();
         let mut group = vec![first];
         while events < group_events {
@@ -116,26 +127,38 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let (jobs, replies): (Vec<WriteJob>, Vec<_>) = group
-            .into_iter()
-            .map(|pending| (pending.job, pending.reply))
-            .unzip();
-        let requests = jobs.len();
-        match store.write(jobs).await {
-            Ok(outcomes) => {
-                let accepted: u64 = outcomes.iter().map(|outcome| outcome.accepted).sum();
-                tracing::debug!(requests, events, accepted, "group committed");
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A request whose client went away still had its events stored.
-                    let _ = reply.send(Ok(outcome));
-                }
+        let store = Arc::clone(&store);
+        in_flight.spawn(async move {
+            commit(store.as_ref(), group, events).await;
+            drop(permit);
+        });
+        // Reap finished commits as we go, so the set stays small.
+        while in_flight.try_join_next().is_some() {}
+    }
+    // The queue is closed: finish every commit still running before the writer stops.
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn commit(store: &dyn Store, group: Vec<Pending>, events: usize) {
+    let (jobs, replies): (Vec<WriteJob>, Vec<_>) = group
+        .into_iter()
+        .map(|pending| (pending.job, pending.reply))
+        .unzip();
+    let requests = jobs.len();
+    match store.write(jobs).await {
+        Ok(outcomes) => {
+            let accepted: u64 = outcomes.iter().map(|outcome| outcome.accepted).sum();
+            tracing::debug!(requests, events, accepted, "group committed");
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A request whose client went away still had its events stored.
+                let _ = reply.send(Ok(outcome));
             }
-            Err(error) => {
-                tracing::warn!(requests, events, %error, "a group commit failed; its requests are answered 503");
-                let error = Arc::new(error);
-                for reply in replies {
-                    let _ = reply.send(Err(Arc::clone(&error)));
-                }
+        }
+        Err(error) => {
+            tracing::warn!(requests, events, %error, "a group commit failed; its requests are answered 503");
+            let error = Arc::new(error);
+            for reply in replies {
+                let _ = reply.send(Err(Arc::clone(&error)));
             }
         }
     }

@@ -104,6 +104,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The SDKs that have catalogs or events, for a report that names none.
     async fn sdks(&self) -> Result<Vec<String>, StoreError>;
+
+    /// How many [`Store::write`] calls the collector may run at once: 1 (the default) for a
+    /// store with a single writer, more for a database that commits transactions side by side.
+    fn concurrent_writes(&self) -> usize {
+        1
+    }
 }
 
 /// Counts by key, as reports show them.

@@ -19,7 +19,8 @@ struct Dimension {
 }
 
 /// `{day}` is the day column or -1 for totals; `{where}` selects the SDK `$1` and days `$2..=$3`
-/// and leaves out days already rolled up; `{names}` joins an event's names.
+/// and leaves out days already rolled up; `{names}` joins an event's names as `n.section` and
+/// `n.name`.
 const DIMENSIONS: &[Dimension] = &[
     Dimension {
         name: "events",
@@ -35,15 +36,13 @@ const DIMENSIONS: &[Dimension] = &[
     },
     Dimension {
         name: "feature",
-        sql: "SELECT {day}, n.name, COUNT(DISTINCT {session}) FROM events e
-              JOIN event_names n ON {names} AND n.section = 'feature'
-              WHERE {where} GROUP BY 1, 2",
+        sql: "SELECT {day}, n.name, COUNT(DISTINCT {session}) FROM events e {names}
+              WHERE {where} AND n.section = 'feature' GROUP BY 1, 2",
     },
     Dimension {
         name: "exception_type",
-        sql: "SELECT {day}, n.name, COUNT(*) FROM events e
-              JOIN event_names n ON {names} AND n.section = 'exception_type'
-              WHERE {where} GROUP BY 1, 2",
+        sql: "SELECT {day}, n.name, COUNT(*) FROM events e {names}
+              WHERE {where} AND n.section = 'exception_type' GROUP BY 1, 2",
     },
     Dimension {
         name: "outcome",
@@ -78,10 +77,17 @@ pub(crate) type Row = (i64, &'static str, String, i64);
 /// The dimension queries in `dialect`, per day or for the whole range, each with its name.
 pub(crate) fn dimension_queries(dialect: Dialect, per_day: bool) -> Vec<(&'static str, String)> {
     let (parameters, names, day_type, session) = match dialect {
-        Dialect::Sqlite => (["?1", "?2", "?3"], "n.event = e.id", "e.day", "e.session"),
+        Dialect::Sqlite => (
+            ["?1", "?2", "?3"],
+            "JOIN event_names n ON n.event = e.id",
+            "e.day",
+            "e.session",
+        ),
+        // The names are an array column of `section:name[:bucket]` words.
         Dialect::Postgres => (
             ["$1", "$2", "$3"],
-            "n.event_id = e.event_id AND n.day = e.day",
+            "CROSS JOIN LATERAL (SELECT split_part(word, ':', 1) AS section,
+                 split_part(word, ':', 2) AS name FROM unnest(e.names) AS word) AS n",
             "e.day::bigint",
             "e.session_id",
         ),

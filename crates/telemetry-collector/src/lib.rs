@@ -8,8 +8,9 @@
 //! - [`validate`]: the body's encoding and limits, the batch, and each event against its
 //!   [`Catalogs`](validate::Catalogs) entry and the time window. Refused events are counted by
 //!   reason and dropped.
-//! - [`store`]: the [`Store`](store::Store) trait and the embedded [`SqliteStore`](store::SqliteStore):
-//!   once by `event_id`, erasure, retention with day aggregates that carry no session ids, reports.
+//! - [`store`]: the [`Store`](store::Store) trait, the embedded [`SqliteStore`](store::SqliteStore)
+//!   and the shared [`PostgresStore`](store::PostgresStore): once by `event_id`, erasure,
+//!   retention with day aggregates that carry no session ids, reports.
 //! - [`ingest`]: the bounded write queue in front of one writer that commits in groups; a full
 //!   queue answers 503 with `Retry-After`.
 //! - [`server`]: TLS (rustls, ring), connection limits, routes and graceful shutdown.

@@ -11,7 +11,7 @@
 //! - [`store`]: the [`Store`](store::Store) trait, the embedded [`SqliteStore`](store::SqliteStore)
 //!   and the shared [`PostgresStore`](store::PostgresStore): once by `event_id`, erasure,
 //!   retention with day aggregates that carry no session ids, reports.
-//! - [`ingest`]: the bounded write queue in front of one writer that commits in groups; a full
+//! - [`ingest`]: the bounded write queue in front of the writer that commits in groups; a full
 //!   queue answers 503 with `Retry-After`.
 //! - [`server`]: TLS (rustls, ring), connection limits, routes and graceful shutdown.
 //! - [`report`] and [`html`]: the report's numbers and its page.

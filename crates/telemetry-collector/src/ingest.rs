@@ -1,6 +1,6 @@
 //! The write path: a bounded queue in front of a writer that commits requests in groups, one
 //! group at a time or, for a store that takes them side by side, several
-//! ([`Store::concurrent_writes`](crate::store::Store::concurrent_writes)).
+//! ([`crate::store::Store::concurrent_writes`]).
 //!
 //! Each request waits for the commit that holds its events before it is answered, so a 200
 //! means stored. When the queue is full the request is answered 503 with `Retry-After` at once

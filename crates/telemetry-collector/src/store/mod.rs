@@ -75,7 +75,8 @@ impl StoreError {
         self
     }
 
-    /// Whether the error is [`transient`](StoreError::transient).
+    /// Whether the same work may succeed when tried again at once (the database broke a
+    /// deadlock by aborting it, or a serialization failure): the store retries such a write.
     pub fn is_transient(&self) -> bool {
         self.transient
     }

@@ -217,7 +217,7 @@ pub(crate) enum Claimed {
 
 /// What the second look at a batch read back dropped.
 #[derive(Clone, Copy, Debug, Default)]
-struct ReadBack {
+pub(crate) struct ReadBack {
     other_session: u64,
     invalid: u64,
     scrubbed: u64,
@@ -232,8 +232,8 @@ impl ReadBack {
 }
 
 /// What one batch's attempt does to the ledger.
-#[derive(Clone, Copy)]
-enum Attempt {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Attempt {
     /// Sent and accepted; the second look dropped the rest of the claim.
     Delivered(u64, ReadBack),
     /// Nothing was sent: the second look dropped the whole claim.
@@ -248,7 +248,7 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn apply(&self, ledger: &mut DeliveryLedger, now: SystemTime) {
+    pub(crate) fn apply(&self, ledger: &mut DeliveryLedger, now: SystemTime) {
         match *self {
             Attempt::Delivered(count, read_back) => {
                 read_back.apply(ledger);
@@ -544,7 +544,7 @@ impl Delivery {
     /// Writes, before the first request, the one-time note that events may have left. It
     /// writes the state file, whose lock another process may hold for a while, so the request
     /// waits for it at most a moment; the note then completes beside the request.
-    async fn note_first_attempt(&self) {
+    pub(crate) async fn note_first_attempt(&self) {
         let once = self
             .first_attempt
             .lock()

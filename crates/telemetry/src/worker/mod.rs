@@ -22,6 +22,7 @@
 
 mod delivery;
 mod events;
+mod fresh;
 mod recheck;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use telemetry_buffer::{Buffer, BufferError, BufferStats, DeliveryLedger};
 use telemetry_policy::ScrubReason;
@@ -38,7 +39,7 @@ use telemetry_transport::Transport;
 use tokio::sync::{Notify, mpsc};
 
 pub(crate) use delivery::ConsentCheck;
-use delivery::{Amount, Backoffs, Delivery, Stopped, on_buffer};
+use delivery::{Amount, Attempt, Backoffs, Delivery, Stopped, on_buffer};
 pub use delivery::{FlushError, FlushReport, PauseReason};
 pub(crate) use delivery::{TimeOfDay, paused_until};
 pub(crate) use events::{EventBuilder, MessageSink};
@@ -212,6 +213,12 @@ struct Worker {
     backoffs: Backoffs,
     /// Events pending in the buffer after the last append, by any process.
     pending: usize,
+    /// Whether full batches of fresh records are sent from memory ([`fresh`]); off for good
+    /// once a request outlasted the time storing may wait.
+    direct_delivery: bool,
+    /// What direct deliveries did and the ledger does not know yet; written with the next
+    /// counts.
+    attempts: Vec<Attempt>,
 }
 
 impl Worker {
@@ -249,6 +256,8 @@ impl Worker {
             round: None,
             backoffs: Backoffs::new(),
             pending: 0,
+            direct_delivery: true,
+            attempts: Vec::new(),
         }
     }
 
@@ -331,13 +340,18 @@ impl Worker {
         self.consent.as_ref().is_some_and(|withdrawn| withdrawn())
     }
 
-    /// Stores what is queued and starts a round of full batches when one is due.
+    /// Sends full batches of what is queued directly (within the time storing may wait), stores
+    /// the rest, and starts a round of full batches from the buffer when one is due.
     async fn collect(&mut self) {
         if self.consent_withdrawn() {
             self.withdraw().await;
         }
         let deadline = Instant::now() + STORE_WAIT;
-        self.store_queued(deadline, MAX_DRAIN, false).await;
+        let unsent = self.deliver_fresh(deadline).await;
+        // Storing what is left gets its own wait: direct delivery may have used up this one.
+        let deadline = deadline.max(Instant::now() + STORE_WAIT / 5);
+        self.store_queued_after(unsent, deadline, MAX_DRAIN, false)
+            .await;
         if self.pending >= self.delivery.batch_size {
             self.start_round(Amount::FullBatches);
         }
@@ -363,8 +377,21 @@ impl Worker {
     /// when it began (and a chunk), so threads that keep recording cannot hold the worker here
     /// for good. With `summary`, the `sdk_usage` summary goes with the last chunk too.
     async fn store_queued(&mut self, deadline: Instant, chunk: usize, summary: bool) -> Drained {
+        self.store_queued_after(Vec::new(), deadline, chunk, summary)
+            .await
+    }
+
+    /// [`store_queued`](Worker::store_queued), with `unsent` (events built already, which
+    /// direct delivery did not deliver) stored ahead of the queued records.
+    async fn store_queued_after(
+        &mut self,
+        mut unsent: Vec<telemetry_model::EncodedEvent>,
+        deadline: Instant,
+        chunk: usize,
+        summary: bool,
+    ) -> Drained {
         self.settle_unsettled(deadline).await;
-        if self.waiting_for_buffer() {
+        if self.waiting_for_buffer() && unsent.is_empty() {
             // The buffer is busy with an earlier write: the records wait in the queue.
             return Drained::Empty;
         }
@@ -374,12 +401,13 @@ impl Worker {
             let drained = self.records.drain(&mut records, chunk.min(budget));
             budget = budget.saturating_sub(records.len());
             let last = !(drained == Drained::More && budget > 0);
-            let mut events = Vec::new();
+            let mut events = std::mem::take(&mut unsent);
             if !self.usage_allowed() {
                 // Recorded before the opt-out reached the worker: deleted, and counted so.
-                self.unrecorded.purged += records.len() as u64;
+                self.unrecorded.purged += (events.len() + records.len()) as u64;
+                events.clear();
             } else {
-                events = self.events.events(records);
+                events.extend(self.events.events(records));
                 if last && summary && self.summary {
                     // Once: a later pass (if this one ran out of budget) adds no second one.
                     self.summary = false;
@@ -419,25 +447,39 @@ impl Worker {
         std::mem::take(&mut self.unrecorded)
     }
 
-    /// Appends events and adds counts to the ledger in one write. What cannot be stored is
-    /// counted: the events as dropped for storage, the counts kept for the next write. A write
-    /// still waiting for the buffer at `deadline` goes on in the background and is settled
-    /// later: it may yet succeed, so it is neither counted as failed nor repeated.
+    /// Appends events and adds counts, and what direct deliveries did, to the ledger in one
+    /// write. What cannot be stored is counted: the events as dropped for storage, the counts
+    /// kept for the next write. A write still waiting for the buffer at `deadline` goes on in
+    /// the background and is settled later: it may yet succeed, so it is neither counted as
+    /// failed nor repeated.
     async fn write(
         &mut self,
         events: Vec<telemetry_model::EncodedEvent>,
         counts: DeliveryLedger,
         deadline: Instant,
     ) {
-        if events.is_empty() && counts.is_empty() {
+        let attempts = std::mem::take(&mut self.attempts);
+        if events.is_empty() && counts.is_empty() && attempts.is_empty() {
             return;
+        }
+        let now = SystemTime::now();
+        // Should the write fail, the attempts' counters are kept like any count; what they did
+        // to the circuit is not, as the next delivery sets it again.
+        let mut kept = counts.clone();
+        for attempt in &attempts {
+            attempt.apply(&mut kept, now);
         }
         let write = Unsettled {
             events: events.len() as u64,
             queue_full_taken: self.queue_full_taken,
-            counts: counts.clone(),
+            counts: kept,
             task: spawn_on_buffer(&self.buffer, move |buffer| {
-                buffer.append_and_record(events, &mut |ledger| ledger.add_counts(&counts))
+                buffer.append_and_record(events, &mut |ledger| {
+                    ledger.add_counts(&counts);
+                    for attempt in &attempts {
+                        attempt.apply(ledger, now);
+                    }
+                })
             }),
         };
         self.settle(write, deadline).await;

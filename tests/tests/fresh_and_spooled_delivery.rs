@@ -1,0 +1,283 @@
+//! Two ways out, one ledger: full batches of fresh events go from memory straight to the
+//! destination, events read back from the spool (left by another process) go after the second
+//! look, and both are counted where `status` in a new process reads them.
+//!
+//! Real parts: flowkit's configuration, the SQLite spool in a temporary home, the file export.
+//! The buffer and the transport are wrapped only to watch them: the wrapper counts what is
+//! appended to the spool (so the test can tell direct delivery from a trip through the spool)
+//! and signals what was exported (so the test waits on the worker instead of sleeping).
+
+// Test helpers may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use flowkit::{Flow, FlowKit, Params, Task};
+use telemetry::internals::buffer::{
+    BufferError, BufferStats, Claim, ClaimId, DeliveryLedger, SPOOL_FILE_NAME, SpoolLimits,
+    SqliteSpool,
+};
+use telemetry::internals::model::{EventId, SessionId};
+use telemetry::internals::transport::SendError;
+use telemetry::{Buffer, EncodedEvent, FileTransport, Name, TelemetryConfig, Transport};
+use telemetry_e2e::{enabled_flowkit_config_with, exported_lines};
+
+const BATCH_SIZE: &str = "10";
+
+/// The spool, with a count of the events appended to it.
+#[derive(Debug)]
+struct CountingBuffer {
+    inner: Arc<dyn Buffer>,
+    appended: AtomicU64,
+}
+
+impl Buffer for CountingBuffer {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn append(&self, events: Vec<EncodedEvent>) -> Result<(), BufferError> {
+        self.appended
+            .fetch_add(events.len() as u64, Ordering::SeqCst);
+        self.inner.append(events)
+    }
+    fn append_and_record(
+        &self,
+        events: Vec<EncodedEvent>,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<BufferStats, BufferError> {
+        self.appended
+            .fetch_add(events.len() as u64, Ordering::SeqCst);
+        self.inner.append_and_record(events, change)
+    }
+    fn claim(&self, max_events: usize) -> Result<Option<Claim>, BufferError> {
+        self.inner.claim(max_events)
+    }
+    fn acknowledge(&self, claim: ClaimId) -> Result<(), BufferError> {
+        self.inner.acknowledge(claim)
+    }
+    fn acknowledge_and_record(
+        &self,
+        claim: ClaimId,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<DeliveryLedger, BufferError> {
+        self.inner.acknowledge_and_record(claim, change)
+    }
+    fn release(&self, claim: ClaimId) -> Result<(), BufferError> {
+        self.inner.release(claim)
+    }
+    fn stats(&self) -> Result<BufferStats, BufferError> {
+        self.inner.stats()
+    }
+    fn purge(&self) -> Result<usize, BufferError> {
+        self.inner.purge()
+    }
+    fn ledger(&self) -> Result<DeliveryLedger, BufferError> {
+        self.inner.ledger()
+    }
+    fn update_ledger(
+        &self,
+        change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<DeliveryLedger, BufferError> {
+        self.inner.update_ledger(change)
+    }
+    fn add_counts_when_full(&self, counts: &DeliveryLedger) -> Result<(), BufferError> {
+        self.inner.add_counts_when_full(counts)
+    }
+}
+
+/// The file export, with a signal for every batch it wrote; or a destination that always fails.
+#[derive(Debug)]
+struct WatchedTransport {
+    inner: Option<FileTransport>,
+    exported: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl WatchedTransport {
+    fn exporting_to(export: &Path) -> WatchedTransport {
+        WatchedTransport {
+            inner: Some(FileTransport::new(export, Name::new("flowkit").unwrap())),
+            exported: Mutex::new(0),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn failing() -> WatchedTransport {
+        WatchedTransport {
+            inner: None,
+            exported: Mutex::new(0),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits until at least `events` were exported, for at most `timeout`.
+    fn wait_for(&self, events: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut exported = self.exported.lock().unwrap();
+        while *exported < events {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            exported = self.changed.wait_timeout(exported, left).unwrap().0;
+        }
+        *exported
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for WatchedTransport {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+    fn destination(&self) -> String {
+        self.inner
+            .as_ref()
+            .map_or_else(|| "nowhere".to_owned(), FileTransport::destination)
+    }
+    async fn send(&self, events: &[EncodedEvent]) -> Result<(), SendError> {
+        let Some(inner) = &self.inner else {
+            return Err(SendError::Retryable {
+                message: "the destination is down".to_owned(),
+                retry_after: None,
+            });
+        };
+        inner.send(events).await?;
+        *self.exported.lock().unwrap() += events.len() as u64;
+        self.changed.notify_all();
+        Ok(())
+    }
+}
+
+fn config(dir: &Path) -> TelemetryConfig {
+    enabled_flowkit_config_with(
+        &dir.join("home"),
+        &dir.join("export"),
+        &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", BATCH_SIZE)],
+    )
+}
+
+fn workload(kit: &FlowKit, runs: usize) {
+    let flow = Flow::new("nightly-report").task(Task::new("load", |_| Ok(1.into())));
+    for _ in 0..runs {
+        kit.run(&flow, &Params::new());
+    }
+}
+
+fn open_spool(dir: &Path) -> Arc<dyn Buffer> {
+    Arc::new(
+        SqliteSpool::open(
+            dir.join("home").join(SPOOL_FILE_NAME),
+            SpoolLimits::default(),
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn fresh_events_delivered_from_memory_and_spooled_ones_from_another_process_are_all_counted() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Another process, earlier: its destination was down, so its runs and summary wait in the
+    // spool.
+    let earlier_runs = 25;
+    let down = Arc::new(WatchedTransport::failing());
+    let kit = FlowKit::start(&config(dir.path()).transport(down)).unwrap();
+    workload(&kit, earlier_runs);
+    drop(kit);
+    let earlier = config(dir.path()).status();
+    let left_by_earlier = earlier_runs as u64 + 1;
+    assert_eq!(
+        earlier.pending_events,
+        Some(left_by_earlier),
+        "{earlier:#?}"
+    );
+    assert_eq!(earlier.delivered_events, 0, "{earlier:#?}");
+
+    // And two rows that the second look must stop: one with a name the catalog does not
+    // declare, one under a session id that is not this one.
+    let spool = open_spool(dir.path());
+    let stored = spool.claim(1).unwrap().unwrap();
+    spool.release(stored.id).unwrap();
+    let template = stored.events[0].decode().unwrap();
+    let mut undeclared = template.clone();
+    undeclared.event_id = EventId::random();
+    undeclared
+        .features
+        .insert(Name::new("undeclared_feature").unwrap());
+    let mut other_session = template;
+    other_session.event_id = EventId::random();
+    other_session.session_id = SessionId::random();
+    let refused: HashSet<String> = [&undeclared, &other_session]
+        .iter()
+        .map(|event| event.event_id.to_string())
+        .collect();
+    spool
+        .append(vec![
+            EncodedEvent::encode(&undeclared).unwrap(),
+            EncodedEvent::encode(&other_session).unwrap(),
+        ])
+        .unwrap();
+    drop(spool);
+
+    // This process: its destination works, and it runs long enough for the worker to collect
+    // full batches while it runs.
+    let runs = 60;
+    let watched_spool = Arc::new(CountingBuffer {
+        inner: open_spool(dir.path()),
+        appended: AtomicU64::new(0),
+    });
+    let export = Arc::new(WatchedTransport::exporting_to(&dir.path().join("export")));
+    let config_now = config(dir.path())
+        .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
+        .transport(Arc::clone(&export) as Arc<dyn Transport>);
+    let kit = FlowKit::start(&config_now).unwrap();
+    workload(&kit, runs);
+    // Everything but the summary and the runs the worker keeps back from a full batch.
+    let expected_while_running = left_by_earlier + runs as u64 - 10;
+    let exported = export.wait_for(expected_while_running, Duration::from_secs(20));
+    assert!(
+        exported >= expected_while_running,
+        "the worker delivered {exported} events while the process ran"
+    );
+    drop(kit);
+
+    let total = left_by_earlier + runs as u64 + 1;
+    let lines = exported_lines(&dir.path().join("export"));
+    let ids: HashSet<String> = lines
+        .iter()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            event["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(lines.len() as u64, total, "each event exported once");
+    assert_eq!(ids.len() as u64, total, "each event exported once");
+    assert!(
+        ids.is_disjoint(&refused),
+        "the second look let a row through"
+    );
+
+    // At least one full batch went straight from memory to the export, never through the spool.
+    let appended = watched_spool.appended.load(Ordering::SeqCst);
+    assert!(
+        appended + 10 <= runs as u64 + 1,
+        "{appended} of this process's {} events were appended to the spool",
+        runs + 1
+    );
+
+    // A new process counts every one of them: delivered directly or from the spool, or
+    // refused by the second look with its reason.
+    let status = config(dir.path()).status();
+    assert_eq!(status.delivered_events, total, "{status:#?}");
+    assert_eq!(status.pending_events, Some(0), "{status:#?}");
+    assert_eq!(status.dropped_by_reason["invalid"], 1, "{status:#?}");
+    assert!(status.last_sent.is_some(), "{status:#?}");
+    // The other session's row is deleted, as an opt-out deletes events, and counted so in the
+    // ledger (`status` shows purges only when `disable` makes them).
+    assert_eq!(open_spool(dir.path()).ledger().unwrap().purged, 1);
+}

@@ -36,18 +36,20 @@ use telemetry_model::EncodedEvent;
 use telemetry_transport::SendError;
 
 use crate::queue::Drained;
+use crate::worker::Worker;
 use crate::worker::delivery::{Attempt, FlushReport, ReadBack, Stopped, on_buffer, paused_until};
-use crate::worker::{MAX_DRAIN, Worker};
 
 impl Worker {
     /// Sends full batches of queued records from memory until `store_by`, and returns the
     /// events that must be stored instead (a batch that failed or ran out of time). What the
     /// attempts did is kept in `attempts`, for the next write to the ledger.
+    ///
+    /// One batch at a time is in memory, and never beside a round's claimed batch (no direct
+    /// request while a round is in flight), so memory stays within what a round takes.
     pub(super) async fn deliver_fresh(&mut self, store_by: Instant) -> Vec<EncodedEvent> {
         let batch_size = self.delivery.batch_size;
         let queued = self.records.len();
         if !self.direct_delivery
-            || batch_size > MAX_DRAIN
             || queued < batch_size
             || self.round.is_some()
             || !self.backoffs.due()

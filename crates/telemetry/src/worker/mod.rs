@@ -267,7 +267,12 @@ impl Worker {
             self.batch_interval,
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut drain = tokio::time::interval(DRAIN_INTERVAL.min(self.batch_interval));
+        // The first drain comes one period after the start, not at once: at once the queue holds
+        // a few records at most, and storing them would cost a transaction that the next drain
+        // shares with hundreds.
+        let drain_period = DRAIN_INTERVAL.min(self.batch_interval);
+        let mut drain =
+            tokio::time::interval_at(tokio::time::Instant::now() + drain_period, drain_period);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -550,7 +555,7 @@ impl Worker {
         if !self.usage_allowed() {
             return Err(FlushError::ConsentWithdrawn);
         }
-        self.store_queued_all(deadline, false).await;
+        self.store_queued_all(Vec::new(), deadline, false).await;
         // A round in flight finishes first (or is dropped at the deadline); what it sent is
         // its own, and the flush reports what it sends itself.
         let result = match self.finish_round(deadline).await {
@@ -564,11 +569,19 @@ impl Worker {
         }
     }
 
-    /// Everything queued, not only what was queued when storing began.
-    async fn store_queued_all(&mut self, deadline: Instant, summary: bool) {
-        while self.store_queued(deadline, FINAL_CHUNK, summary).await == Drained::More
-            && Instant::now() < deadline
-        {}
+    /// Everything queued, not only what was queued when storing began, after `unsent`.
+    async fn store_queued_all(
+        &mut self,
+        unsent: Vec<telemetry_model::EncodedEvent>,
+        deadline: Instant,
+        summary: bool,
+    ) {
+        let mut drained = self
+            .store_queued_after(unsent, deadline, FINAL_CHUNK, summary)
+            .await;
+        while drained == Drained::More && Instant::now() < deadline {
+            drained = self.store_queued(deadline, FINAL_CHUNK, summary).await;
+        }
     }
 
     /// Waits for the round in flight until `deadline`, then drops it (which abandons its
@@ -612,7 +625,10 @@ impl Worker {
         }
         let now = Instant::now();
         let storing = now + deadline.saturating_duration_since(now) * 3 / 4;
-        self.store_queued_all(storing, true).await;
+        // Full batches still queued go straight out, within the wait any store may take; what
+        // is left is stored, and delivered with the rest.
+        let unsent = self.deliver_fresh(storing.min(now + STORE_WAIT)).await;
+        self.store_queued_all(unsent, storing, true).await;
         let mut left = Vec::new();
         while self.records.drain(&mut left, MAX_DRAIN) == Drained::More {
             self.unrecorded.dropped_storage += left.len() as u64;

@@ -93,14 +93,17 @@ impl Buffer for CountingBuffer {
 #[derive(Debug)]
 struct WatchedTransport {
     inner: Option<FileTransport>,
+    /// Whether it takes several batches in one send, as the file export does.
+    merged: bool,
     exported: Mutex<u64>,
     changed: Condvar,
 }
 
 impl WatchedTransport {
-    fn exporting_to(export: &Path) -> WatchedTransport {
+    fn exporting_to(export: &Path, merged: bool) -> WatchedTransport {
         WatchedTransport {
             inner: Some(FileTransport::new(export, Name::new("flowkit").unwrap())),
+            merged,
             exported: Mutex::new(0),
             changed: Condvar::new(),
         }
@@ -109,6 +112,7 @@ impl WatchedTransport {
     fn failing() -> WatchedTransport {
         WatchedTransport {
             inner: None,
+            merged: false,
             exported: Mutex::new(0),
             changed: Condvar::new(),
         }
@@ -133,6 +137,9 @@ impl WatchedTransport {
 impl Transport for WatchedTransport {
     fn kind(&self) -> &'static str {
         "file"
+    }
+    fn takes_merged_batches(&self) -> bool {
+        self.merged
     }
     fn destination(&self) -> String {
         self.inner
@@ -180,6 +187,13 @@ fn open_spool(dir: &Path) -> Arc<dyn Buffer> {
 
 #[test]
 fn fresh_events_delivered_from_memory_and_spooled_ones_from_another_process_are_all_counted() {
+    // A destination that takes one batch per request, and one that takes several at once.
+    for merged in [false, true] {
+        fresh_and_spooled_events_are_all_counted(merged);
+    }
+}
+
+fn fresh_and_spooled_events_are_all_counted(merged: bool) {
     let dir = tempfile::tempdir().unwrap();
 
     // Another process, earlier: its destination was down, so its runs and summary wait in the
@@ -231,7 +245,10 @@ fn fresh_events_delivered_from_memory_and_spooled_ones_from_another_process_are_
         inner: open_spool(dir.path()),
         appended: AtomicU64::new(0),
     });
-    let export = Arc::new(WatchedTransport::exporting_to(&dir.path().join("export")));
+    let export = Arc::new(WatchedTransport::exporting_to(
+        &dir.path().join("export"),
+        merged,
+    ));
     let config_now = config(dir.path())
         .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
         .transport(Arc::clone(&export) as Arc<dyn Transport>);
@@ -255,8 +272,16 @@ fn fresh_events_delivered_from_memory_and_spooled_ones_from_another_process_are_
             event["event_id"].as_str().unwrap().to_owned()
         })
         .collect();
-    assert_eq!(lines.len() as u64, total, "each event exported once");
-    assert_eq!(ids.len() as u64, total, "each event exported once");
+    assert_eq!(
+        lines.len() as u64,
+        total,
+        "each event once (merged: {merged})"
+    );
+    assert_eq!(
+        ids.len() as u64,
+        total,
+        "each event once (merged: {merged})"
+    );
     assert!(
         ids.is_disjoint(&refused),
         "the second look let a row through"
@@ -266,14 +291,17 @@ fn fresh_events_delivered_from_memory_and_spooled_ones_from_another_process_are_
     let appended = watched_spool.appended.load(Ordering::SeqCst);
     assert!(
         appended + 10 <= runs as u64 + 1,
-        "{appended} of this process's {} events were appended to the spool",
+        "{appended} of this process's {} events were appended to the spool (merged: {merged})",
         runs + 1
     );
 
     // A new process counts every one of them: delivered directly or from the spool, or
     // refused by the second look with its reason.
     let status = config(dir.path()).status();
-    assert_eq!(status.delivered_events, total, "{status:#?}");
+    assert_eq!(
+        status.delivered_events, total,
+        "merged: {merged}: {status:#?}"
+    );
     assert_eq!(status.pending_events, Some(0), "{status:#?}");
     assert_eq!(status.dropped_by_reason["invalid"], 1, "{status:#?}");
     assert!(status.last_sent.is_some(), "{status:#?}");

@@ -143,6 +143,12 @@ impl Transport for FileTransport {
         format!("file://{}", self.dir.display())
     }
 
+    /// A file has no request size: several batches appended at once are one write and one
+    /// sync, which is most of what appending costs.
+    fn takes_merged_batches(&self) -> bool {
+        true
+    }
+
     async fn send(&self, events: &[EncodedEvent]) -> Result<(), SendError> {
         if events.is_empty() {
             return Ok(());

@@ -95,6 +95,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Delivers one batch, oldest event first.
     async fn send(&self, events: &[EncodedEvent]) -> Result<(), SendError>;
 
+    /// Whether several batches may go in one `send`, as one larger batch. A destination that
+    /// takes requests has limits of its own, which the batch size setting is there to respect,
+    /// so the default is no; a local file has none, and appending several batches in one
+    /// write costs one sync instead of one per batch.
+    fn takes_merged_batches(&self) -> bool {
+        false
+    }
+
     /// Pushes out anything the transport itself still holds. Most transports hold nothing.
     async fn flush(&self) -> Result<(), FlushError> {
         Ok(())

@@ -36,16 +36,17 @@ use telemetry_model::EncodedEvent;
 use telemetry_transport::SendError;
 
 use crate::queue::Drained;
-use crate::worker::Worker;
 use crate::worker::delivery::{Attempt, FlushReport, ReadBack, Stopped, on_buffer, paused_until};
+use crate::worker::{FINAL_CHUNK, Worker};
 
 impl Worker {
     /// Sends full batches of queued records from memory until `store_by`, and returns the
     /// events that must be stored instead (a batch that failed or ran out of time). What the
     /// attempts did is kept in `attempts`, for the next write to the ledger.
     ///
-    /// One batch at a time is in memory, and never beside a round's claimed batch (no direct
-    /// request while a round is in flight), so memory stays within what a round takes.
+    /// One send's events at a time are in memory, never beside a round's claimed batch (no
+    /// direct request while a round is in flight): a batch, or for a transport that takes
+    /// merged batches at most what a flush stores at once.
     pub(super) async fn deliver_fresh(&mut self, store_by: Instant) -> Vec<EncodedEvent> {
         let batch_size = self.delivery.batch_size;
         let queued = self.records.len();
@@ -65,11 +66,19 @@ impl Worker {
             Ok(Ok(ledger)) if paused_until(&ledger, SystemTime::now()).is_none() => {}
             _ => return Vec::new(),
         }
+        // A transport that takes several batches at once (a file) gets them in one send, up to
+        // the size a flush writes at once.
+        let per_send = if self.delivery.transport.takes_merged_batches() {
+            batch_size.max(FINAL_CHUNK / batch_size * batch_size)
+        } else {
+            batch_size
+        };
         let mut budget = queued;
         // An opt-out through a running handle stops the next request, not only the next drain.
         while budget >= batch_size && Instant::now() < store_by && self.usage_allowed() {
-            let mut records = Vec::with_capacity(batch_size);
-            let drained = self.records.drain(&mut records, batch_size);
+            let take = per_send.min(budget / batch_size * batch_size);
+            let mut records = Vec::with_capacity(take);
+            let drained = self.records.drain(&mut records, take);
             budget = budget.saturating_sub(records.len());
             let events = self.events.events(records);
             if !events.is_empty()

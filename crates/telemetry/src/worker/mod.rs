@@ -151,7 +151,7 @@ pub(crate) const MAX_DRAIN: usize = 256;
 /// How many events a flush or a shutdown writes at once: fewer, larger writes than the steady
 /// state's, because then every process of the user may be writing to one spool and each write
 /// waits for its lock; 2,048 events of a few hundred bytes are under a megabyte.
-const FINAL_CHUNK: usize = 2_048;
+pub(crate) const FINAL_CHUNK: usize = 2_048;
 
 /// How often the worker collects queued records when no handle has signalled.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(1_000);

@@ -1228,6 +1228,37 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      ALTER TABLE events_v3 RENAME TO events;",
 ];
 
+/// The schema [`MIGRATIONS`] arrive at, written in one step into a new file.
+///
+/// A new file used to be taken through every migration, and rebuilding its tables twice was
+/// most of what opening a spool cost the first process of a user (or of a fresh CI home). A test
+/// holds the two to the same tables, columns, indexes and rows.
+const NEW_FILE_SCHEMA: &str = "CREATE TABLE events (
+         seq INTEGER PRIMARY KEY,
+         event_id TEXT NOT NULL,
+         json TEXT NOT NULL,
+         byte_len INTEGER NOT NULL,
+         inserted_at INTEGER NOT NULL
+     );
+     CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO meta (key, value) VALUES
+         ('dropped_full', 0), ('dropped_age', 0), ('dropped_invalid', 0);
+     CREATE TABLE totals (
+         id INTEGER PRIMARY KEY CHECK (id = 0),
+         events INTEGER NOT NULL,
+         bytes INTEGER NOT NULL,
+         next_seq INTEGER NOT NULL DEFAULT 1
+     );
+     INSERT INTO totals (id, events, bytes, next_seq) VALUES (0, 0, 0, 1);
+     CREATE TABLE claims (
+         claim_id INTEGER PRIMARY KEY,
+         first_seq INTEGER NOT NULL,
+         last_seq INTEGER NOT NULL,
+         events INTEGER NOT NULL,
+         bytes INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL
+     );";
+
 /// Why [`open_connection`] failed: the file is damaged (move it aside), or something else.
 enum OpenFailure {
     Damaged(String),
@@ -1348,8 +1379,12 @@ fn migrate(connection: &mut Connection, now: i64) -> Result<(), MigrateError> {
     if found > SCHEMA_VERSION {
         return Err(MigrateError::Newer(found));
     }
-    for migration in &MIGRATIONS[start..] {
-        tx.execute_batch(migration)?;
+    if found == 0 {
+        tx.execute_batch(NEW_FILE_SCHEMA)?;
+    } else {
+        for migration in &MIGRATIONS[start..] {
+            tx.execute_batch(migration)?;
+        }
     }
     if found == 0 {
         tx.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2)")?

@@ -874,6 +874,78 @@ const VERSION_1_SCHEMA: &str = "
     END;
     PRAGMA user_version = 1;";
 
+/// What a spool file's schema is made of: every table's columns and indexes, the other
+/// indexes and triggers, and the rows a new file starts with (`created_at` aside, which a
+/// migrated file from before it was recorded does not have).
+fn schema_of(raw: &rusqlite::Connection) -> Vec<String> {
+    use rusqlite::types::ValueRef;
+    let rows = |sql: &str| -> Vec<String> {
+        let mut statement = raw.prepare(sql).unwrap();
+        let columns = statement.column_count();
+        statement
+            .query_map([], |row| {
+                let values: Vec<String> = (0..columns)
+                    .map(|column| match row.get_ref(column).unwrap() {
+                        ValueRef::Null => "NULL".to_owned(),
+                        ValueRef::Integer(value) => value.to_string(),
+                        ValueRef::Real(value) => value.to_string(),
+                        ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+                        ValueRef::Blob(bytes) => format!("{bytes:?}"),
+                    })
+                    .collect();
+                Ok(values.join(" "))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let mut schema = Vec::new();
+    for table in rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") {
+        schema.push(format!("table {table}"));
+        schema.extend(rows(&format!("PRAGMA table_info({table})")));
+        schema.extend(rows(&format!(
+            "SELECT name, \"unique\", origin, partial FROM pragma_index_list('{table}') ORDER BY name"
+        )));
+    }
+    schema.extend(rows(
+        "SELECT type, name, tbl_name FROM sqlite_master WHERE type IN ('index', 'trigger') ORDER BY name",
+    ));
+    schema.extend(rows(
+        "SELECT key, value FROM meta WHERE key != 'created_at' ORDER BY key",
+    ));
+    schema.extend(rows("SELECT * FROM totals"));
+    schema.extend(rows("PRAGMA auto_vacuum"));
+    schema
+}
+
+#[test]
+fn a_new_file_gets_in_one_step_the_schema_a_migrated_file_ends_with() {
+    let migrated = SpoolDir::new();
+    {
+        let raw = migrated.raw();
+        raw.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .unwrap();
+        let mode: String = raw
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        raw.execute_batch(VERSION_1_SCHEMA).unwrap();
+    }
+    drop(migrated.open(SpoolLimits::default()));
+    let new = SpoolDir::new();
+    drop(new.open(SpoolLimits::default()));
+
+    let new_schema = schema_of(&new.raw());
+    assert!(new_schema.len() > 10, "{new_schema:#?}");
+    assert_eq!(new_schema, schema_of(&migrated.raw()));
+    let version = |dir: &SpoolDir| -> i64 {
+        dir.raw()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    };
+    assert_eq!((version(&new), version(&migrated)), (3, 3));
+}
+
 #[test]
 fn a_version_1_file_is_migrated_keeping_events_order_and_counters() {
     let dir = SpoolDir::new();

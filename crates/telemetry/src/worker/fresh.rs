@@ -39,6 +39,16 @@ use crate::queue::Drained;
 use crate::worker::delivery::{Attempt, FlushReport, ReadBack, Stopped, on_buffer, paused_until};
 use crate::worker::{FINAL_CHUNK, Worker};
 
+/// What direct delivery does with the records that do not fill a batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leftover {
+    /// Left for storing: a partial batch waits for the batch interval, as in the buffer.
+    Store,
+    /// Sent as a last, smaller batch with the `sdk_usage` summary: at shutdown everything is
+    /// delivered now in any case, and sending it directly spares a trip through the buffer.
+    SendWithSummary,
+}
+
 impl Worker {
     /// Sends full batches of queued records from memory until `store_by`, and returns the
     /// events that must be stored instead (a batch that failed or ran out of time). What the
@@ -48,10 +58,31 @@ impl Worker {
     /// direct request while a round is in flight): a batch, or for a transport that takes
     /// merged batches at most what a flush stores at once.
     pub(super) async fn deliver_fresh(&mut self, store_by: Instant) -> Vec<EncodedEvent> {
+        self.deliver_fresh_leaving(store_by, Leftover::Store).await
+    }
+
+    /// At shutdown: [`deliver_fresh`](Worker::deliver_fresh), then what is left in the queue
+    /// and the `sdk_usage` summary as one last batch, which then no longer needs storing.
+    pub(super) async fn deliver_fresh_and_summary(
+        &mut self,
+        store_by: Instant,
+    ) -> Vec<EncodedEvent> {
+        self.deliver_fresh_leaving(store_by, Leftover::SendWithSummary)
+            .await
+    }
+
+    async fn deliver_fresh_leaving(
+        &mut self,
+        store_by: Instant,
+        leftover: Leftover,
+    ) -> Vec<EncodedEvent> {
         let batch_size = self.delivery.batch_size;
         let queued = self.records.len();
+        let summary_due = leftover == Leftover::SendWithSummary && self.summary;
+        let enough = queued >= batch_size
+            || (leftover == Leftover::SendWithSummary && (queued > 0 || summary_due));
         if !self.direct_delivery
-            || queued < batch_size
+            || !enough
             || self.round.is_some()
             || !self.backoffs.due()
             || self.waiting_for_buffer()
@@ -75,18 +106,35 @@ impl Worker {
         };
         let mut budget = queued;
         // An opt-out through a running handle stops the next request, not only the next drain.
-        while budget >= batch_size && Instant::now() < store_by && self.usage_allowed() {
-            let take = per_send.min(budget / batch_size * batch_size);
+        while Instant::now() < store_by && self.usage_allowed() {
+            let last = budget < batch_size;
+            if last && leftover == Leftover::Store {
+                break;
+            }
+            let take = if last {
+                budget
+            } else {
+                per_send.min(budget / batch_size * batch_size)
+            };
             let mut records = Vec::with_capacity(take);
-            let drained = self.records.drain(&mut records, take);
-            budget = budget.saturating_sub(records.len());
-            let events = self.events.events(records);
+            if take > 0 && self.records.drain(&mut records, take) != Drained::More {
+                // The queue is empty (or closed): whatever it seemed to hold is taken.
+                budget = 0;
+            } else {
+                budget = budget.saturating_sub(records.len());
+            }
+            let mut events = self.events.events(records);
+            if last && self.summary {
+                // Once: should this batch be stored instead, it carries the summary there.
+                self.summary = false;
+                events.extend(self.events.summary());
+            }
             if !events.is_empty()
                 && let Some(unsent) = self.send_fresh(events, store_by).await
             {
                 return unsent;
             }
-            if drained == Drained::Empty {
+            if last {
                 break;
             }
         }

@@ -625,9 +625,11 @@ impl Worker {
         }
         let now = Instant::now();
         let storing = now + deadline.saturating_duration_since(now) * 3 / 4;
-        // Full batches still queued go straight out, within the wait any store may take; what
-        // is left is stored, and delivered with the rest.
-        let unsent = self.deliver_fresh(storing.min(now + STORE_WAIT)).await;
+        // What is queued and the summary go straight out, within the wait any store may take
+        // and at most half the time for storing; what did not go is stored, and delivered with
+        // what the buffer holds.
+        let direct_by = (now + storing.saturating_duration_since(now) / 2).min(now + STORE_WAIT);
+        let unsent = self.deliver_fresh_and_summary(direct_by).await;
         self.store_queued_all(unsent, storing, true).await;
         let mut left = Vec::new();
         while self.records.drain(&mut left, MAX_DRAIN) == Drained::More {

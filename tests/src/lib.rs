@@ -24,15 +24,11 @@ pub fn enabled_flowkit_config_with(
     export: &Path,
     vars: &[(&str, &str)],
 ) -> TelemetryConfig {
-    // The endpoint parser decodes `%XX`, and trims the value as it does every setting, so `%`
-    // and spaces (which may end a generated path) are escaped; everything else is taken as is.
+    // The endpoint parser decodes `%XX`, and trims the value as it does every setting (Unicode
+    // whitespace included), so every byte but plain path characters is escaped.
     let endpoint = format!(
         "file://{}",
-        export
-            .display()
-            .to_string()
-            .replace('%', "%25")
-            .replace(' ', "%20")
+        percent_encode_path(&export.display().to_string())
     );
     let mut pairs = vec![
         ("FLOWKIT_SDK_TELEMETRY_ENABLED", "1"),
@@ -42,6 +38,19 @@ pub fn enabled_flowkit_config_with(
     flowkit::telemetry_config(Some(home.to_path_buf()), Interface::Programmatic)
         .map(|config| config.env(EnvSnapshot::from_pairs(pairs)))
         .unwrap_or_else(|error| panic!("flowkit's configuration is invalid: {error}"))
+}
+
+/// `path` with every byte other than ASCII letters, digits and `/._-~` written as `%XX`.
+pub fn percent_encode_path(path: &str) -> String {
+    let mut encoded = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/._-~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// Every line of every file in an export directory.

@@ -61,10 +61,10 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args, &env, &stop),
         Command::Telemetry(command) => {
             let home = flowkit::default_home(&env);
-            flowkit::telemetry_config(home, telemetry::Interface::Cli)
-                .map(|config| config.env(env))
-                .map_err(anyhow::Error::from)
-                .map(|config| command.run_with_stdio(&config))
+            match flowkit::telemetry_config(home, telemetry::Interface::Cli) {
+                Ok(config) => return command.run_with_stdio(&config.env(env)),
+                Err(error) => Err(anyhow::Error::from(error)),
+            }
         }
     };
     match result {

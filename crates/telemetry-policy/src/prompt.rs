@@ -1,5 +1,5 @@
 //! The consent prompt's logic: when to ask, what to say, how to read the answer.
-//! The terminal interaction itself lives in the facade (feature `prompt`).
+//! The terminal interaction itself lives in the facade (`TelemetryConfig::prompt_if_needed`).
 
 use std::time::Duration;
 

@@ -12,8 +12,10 @@
 //! }
 //!
 //! # fn config() -> telemetry::TelemetryConfig { unimplemented!() }
-//! let MyCli::Telemetry(command) = MyCli::parse();
-//! std::process::exit(command.run_with_stdio(&config()));
+//! fn main() -> std::process::ExitCode {
+//!     let MyCli::Telemetry(command) = MyCli::parse();
+//!     command.run_with_stdio(&config())
+//! }
 //! ```
 
 use std::io::{self, Write};
@@ -65,12 +67,15 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 
 impl TelemetryCommand {
-    /// Runs the command, writing to standard output and error; returns the exit code.
-    pub fn run_with_stdio(&self, config: &TelemetryConfig) -> i32 {
-        self.run(config, &mut io::stdout().lock(), &mut io::stderr().lock())
+    /// Runs the command, writing to standard output and error; returns the exit code for
+    /// `main` to return.
+    pub fn run_with_stdio(&self, config: &TelemetryConfig) -> std::process::ExitCode {
+        let code = self.run(config, &mut io::stdout().lock(), &mut io::stderr().lock());
+        std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
     }
 
-    /// Runs the command, writing its output to `out` and errors to `err`; returns the exit code.
+    /// Runs the command, writing its output to `out` and errors to `err`; returns the exit code
+    /// ([`EXIT_OK`] or [`EXIT_FAILED`]).
     pub fn run(&self, config: &TelemetryConfig, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         let result = match self {
             TelemetryCommand::Status { json } => {

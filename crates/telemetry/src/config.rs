@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use telemetry_buffer::Buffer;
@@ -93,6 +93,8 @@ pub struct TelemetryConfig {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) prefix: EnvPrefix,
     pub(crate) state_dir: Option<PathBuf>,
+    /// The command users type to run the SDK's CLI, as the prompt tells them.
+    pub(crate) command_name: Option<String>,
     pub(crate) default_endpoint: Option<Endpoint>,
     pub(crate) interface: Interface,
     pub(crate) deployment: DeploymentStage,
@@ -157,6 +159,7 @@ impl TelemetryConfig {
             catalog: Arc::new(Catalog::from_toml(catalog_toml)?),
             prefix: EnvPrefix::new(env_prefix)?,
             state_dir: None,
+            command_name: None,
             default_endpoint: None,
             interface: Interface::Programmatic,
             deployment: DeploymentStage::Unknown,
@@ -180,6 +183,23 @@ impl TelemetryConfig {
             #[cfg(feature = "sqlite")]
             spool_limits: telemetry_buffer::SpoolLimits::default(),
         })
+    }
+
+    /// The configuration behind [`Telemetry::disabled`](crate::Telemetry::disabled): an SDK
+    /// named `disabled` with an empty catalog, no state directory, no environment and no
+    /// policy file, so everything that reads it decides off and touches no file.
+    pub(crate) fn disabled() -> TelemetryConfig {
+        static DISABLED: OnceLock<TelemetryConfig> = OnceLock::new();
+        DISABLED
+            .get_or_init(|| {
+                TelemetryConfig::new("disabled", "0.0.0", "", "TELEMETRY_DISABLED")
+                    .unwrap_or_else(|_| unreachable!("the disabled configuration is valid"))
+                    .env(EnvSnapshot::from_pairs(Vec::<(String, String)>::new()))
+                    // A path below a file: no policy can be found there.
+                    .policy_path("/dev/null/telemetry-policy.toml")
+                    .warnings(Arc::new(|_: &str| {}))
+            })
+            .clone()
     }
 
     /// The bounds of the SQLite spool: events, bytes and age (defaults: 100,000 events,
@@ -496,6 +516,28 @@ impl TelemetryConfig {
     pub fn warnings(mut self, sink: WarningSink) -> TelemetryConfig {
         self.warnings = sink;
         self
+    }
+
+    /// The command users type to run the SDK's CLI (`acme-jobs`), which the consent prompt
+    /// shows in `acme-jobs telemetry enable`; the SDK's name when not set. Only visible ASCII
+    /// characters are kept, and at most 64 of them.
+    #[must_use]
+    pub fn command_name(mut self, command: &str) -> TelemetryConfig {
+        let kept: String = command
+            .chars()
+            .filter(char::is_ascii_graphic)
+            .take(64)
+            .collect();
+        self.command_name = (!kept.is_empty()).then_some(kept);
+        self
+    }
+
+    /// The command the prompt names: [`command_name`](TelemetryConfig::command_name), or the
+    /// SDK's name.
+    pub fn cli_command(&self) -> &str {
+        self.command_name
+            .as_deref()
+            .unwrap_or(self.sdk_name.as_str())
     }
 
     /// The SDK's name.
@@ -936,7 +978,6 @@ impl Resolution {
         }
     }
 
-    #[cfg(feature = "prompt")]
     /// Whether a policy file allows the consent prompt.
     pub(crate) fn policy_allows_prompt(&self) -> bool {
         match &self.policy {

@@ -20,7 +20,7 @@ use crate::status::Status;
 use crate::usage::UsageAccumulator;
 use crate::worker::{
     BufferSource, ConsentCheck, Control, EventBuilder, FlushError, FlushReport, MessageSink,
-    ReadBackCheck, WorkerSettings, WorkerStats,
+    ReadBackCheck, Reply, WorkerSettings, WorkerStats,
 };
 
 /// How much longer than its deadline a caller waits for the worker's answer: the worker keeps
@@ -33,10 +33,30 @@ const REPLY_MARGIN: Duration = Duration::from_millis(100);
 /// The worker thread stops when [`shutdown`](Telemetry::shutdown) is called or the last clone
 /// is dropped, after storing what was recorded and delivering what it can within the
 /// configured shutdown timeout.
+///
+/// # In async code
+///
+/// Recording never blocks. [`flush`](Telemetry::flush) and [`shutdown`](Telemetry::shutdown)
+/// block the calling thread for at most their timeout; from a task, use
+/// [`flush_async`](Telemetry::flush_async) and [`shutdown_async`](Telemetry::shutdown_async),
+/// which wait without holding the runtime's thread. Dropping the last clone shuts down too,
+/// blocking for at most the configured shutdown timeout (2 s by default): in a task, call
+/// `shutdown_async` first, and the drop then returns at once.
+///
+/// # Panics
+///
+/// None of its methods panic, and a panic elsewhere leaves it usable: it is `UnwindSafe` and
+/// `RefUnwindSafe`, so a host can hold it across `catch_unwind` to report a crashed run.
 #[derive(Clone)]
 pub struct Telemetry {
     inner: Arc<Inner>,
 }
+
+// Every piece of state a handle shares is an atomic, a mutex, a channel or set once; none is
+// left half-updated by a panic elsewhere (recording itself never panics), so observing it after
+// an unwind is sound. The buffer trait object is the one field the compiler cannot see through.
+impl std::panic::UnwindSafe for Telemetry {}
+impl std::panic::RefUnwindSafe for Telemetry {}
 
 pub(crate) struct Inner {
     /// Checked by every recording call; kept inline, as one load is all that recording costs
@@ -230,8 +250,14 @@ impl TelemetryConfig {
 }
 
 impl Telemetry {
+    /// A handle that records nothing and starts nothing: for tests, and for callers that
+    /// want no telemetry at all. Every method works and does nothing; `status` says off.
+    pub fn disabled() -> Telemetry {
+        Telemetry::off(TelemetryConfig::disabled())
+    }
+
     /// A handle that records nothing, for the given configuration.
-    fn off(config: TelemetryConfig) -> Telemetry {
+    pub(crate) fn off(config: TelemetryConfig) -> Telemetry {
         Telemetry {
             inner: Arc::new(Inner {
                 enabled: AtomicBool::new(false),
@@ -251,6 +277,16 @@ impl Telemetry {
                 config,
             }),
         }
+    }
+
+    /// Whether two handles are clones of one instance (one worker).
+    pub fn same_instance(&self, other: &Telemetry) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Shuts down within the configured shutdown timeout, as dropping the last clone does.
+    pub(crate) fn shutdown_in_time(&self) {
+        self.inner.shutdown(self.inner.shutdown_timeout);
     }
 
     /// Whether events are being collected.
@@ -436,13 +472,43 @@ impl Telemetry {
         let deadline = Instant::now() + timeout;
         let (reply, answer) = std_mpsc::channel();
         control
-            .send(Control::Flush { deadline, reply })
+            .send(Control::Flush {
+                deadline,
+                reply: Reply::Blocking(reply),
+            })
             .map_err(|_| FlushError::WorkerGone)?;
         match answer.recv_timeout(timeout + REPLY_MARGIN) {
             Ok(result) => result,
             Err(std_mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout),
             Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(FlushError::WorkerGone),
         }
+    }
+
+    /// [`flush`](Telemetry::flush) for async code: the same work and deadline, awaited without
+    /// blocking the runtime's thread. Works on any async runtime: the worker keeps the
+    /// deadline on its own thread and answers by then (an abandoned request stays buffered).
+    pub async fn flush_async(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
+        let control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(control) = control else {
+            return if self.inner.records.is_some() {
+                Err(FlushError::WorkerGone)
+            } else {
+                Ok(FlushReport::default())
+            };
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        control
+            .send(Control::Flush {
+                deadline: Instant::now() + timeout,
+                reply: Reply::Awaited(reply),
+            })
+            .map_err(|_| FlushError::WorkerGone)?;
+        answer.await.unwrap_or(Err(FlushError::WorkerGone))
     }
 
     /// Stops recording in this handle and every clone, stores what was recorded, and delivers
@@ -452,6 +518,40 @@ impl Telemetry {
     /// What is not delivered by then stays in a durable buffer for the next process.
     pub fn shutdown(&self, timeout: Duration) {
         self.inner.shutdown(timeout);
+    }
+
+    /// [`shutdown`](Telemetry::shutdown) for async code: awaited without blocking the
+    /// runtime's thread; dropping the handles afterwards returns at once.
+    pub async fn shutdown_async(&self, timeout: Duration) {
+        self.inner.enabled.store(false, Ordering::Relaxed);
+        let control = self
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(control) = control else {
+            return;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = control
+            .send(Control::Shutdown {
+                deadline: Instant::now() + timeout,
+                reply: Reply::Awaited(reply),
+            })
+            .is_ok();
+        drop(control);
+        if asked {
+            let _ = answer.await;
+        }
+        // The worker has answered and is returning; it is not joined here, which would block.
+        // Its thread ends on its own within moments.
+        let _ = self
+            .inner
+            .worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// The current status: the decision and its reason, where events go, what is pending,
@@ -489,7 +589,12 @@ impl Inner {
         };
         let deadline = Instant::now() + timeout;
         let (reply, answer) = std_mpsc::channel();
-        let asked = control.send(Control::Shutdown { deadline, reply }).is_ok();
+        let asked = control
+            .send(Control::Shutdown {
+                deadline,
+                reply: Reply::Blocking(reply),
+            })
+            .is_ok();
         drop(control);
         let finished = asked && answer.recv_timeout(timeout + REPLY_MARGIN).is_ok();
         let worker = self

@@ -39,7 +39,7 @@
 //! | `sqlite` | yes    | the durable SQLite spool, the default buffer when the SDK has a state directory |
 //! | `bundled-sqlite` | yes | `sqlite` with SQLite compiled in, for systems without libsqlite3 |
 //! | `cli`   | no      | [`cli::TelemetryCommand`], the management commands as a clap subcommand (requires `clap`) |
-//! | `prompt` | no     | `TelemetryConfig::prompt_if_needed`, the consent prompt for CLIs |
+//! | `prompt` | no     | nothing: the consent prompt, `TelemetryConfig::prompt_if_needed`, is always available; the feature is kept so that manifests naming it still build |
 //!
 //! # Supported Rust versions
 //!
@@ -50,9 +50,9 @@ pub mod cli;
 mod config;
 mod consent_watch;
 mod erasure;
+mod global;
 mod handle;
 mod preview;
-#[cfg(feature = "prompt")]
 mod prompt;
 mod queue;
 mod record;
@@ -65,9 +65,9 @@ pub use config::{
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SESSION_MAX_AGE, DEFAULT_SHUTDOWN_TIMEOUT, ManageError,
     SetupError, TelemetryConfig, WarningSink,
 };
+pub use global::{TelemetryGuard, current, init};
 pub use handle::Telemetry;
 pub use preview::Preview;
-#[cfg(feature = "prompt")]
 pub use prompt::PromptOutcome;
 pub use record::RunRecord;
 pub use status::Status;

@@ -1,4 +1,4 @@
-//! The consent prompt (feature `prompt`): asked once per environment, only of a person at a
+//! The consent prompt: asked once per environment, only of a person at a
 //! terminal, and "no" unless they answer "y" in time.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -71,7 +71,7 @@ impl TelemetryConfig {
         let _ = write!(
             output,
             "{}",
-            prompt_text(self.sdk_name.as_str(), self.docs_url.as_deref())
+            prompt_text(self.cli_command(), self.docs_url.as_deref())
         );
         let _ = output.flush();
 
@@ -97,7 +97,7 @@ impl TelemetryConfig {
             },
             AuditSource::Prompt,
         );
-        let name = &self.sdk_name;
+        let name = self.cli_command();
         let message = match (outcome, recorded) {
             (_, Err(error)) => {
                 format!("Your answer could not be saved ({error}); telemetry stays off.")

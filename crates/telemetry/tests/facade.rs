@@ -585,7 +585,6 @@ fn preview_shows_the_exact_bytes_and_sends_nothing() {
     assert!(!fixture.export().exists(), "a preview writes nothing");
 }
 
-#[cfg(feature = "prompt")]
 #[test]
 fn a_new_consent_version_asks_again_and_old_consent_stops_counting() {
     use telemetry::PromptOutcome;

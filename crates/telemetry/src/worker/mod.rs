@@ -51,12 +51,34 @@ use crate::queue::{Drained, RecordReceivers};
 pub(crate) enum Control {
     Flush {
         deadline: Instant,
-        reply: std_mpsc::Sender<Result<FlushReport, FlushError>>,
+        reply: Reply<Result<FlushReport, FlushError>>,
     },
     Shutdown {
         deadline: Instant,
-        reply: std_mpsc::Sender<()>,
+        reply: Reply<()>,
     },
+}
+
+/// Where the worker sends an answer: to a thread that blocks on it, or to a task that awaits
+/// it (and must not block its runtime's thread).
+pub(crate) enum Reply<T> {
+    /// A thread blocks on it with a timeout.
+    Blocking(std_mpsc::Sender<T>),
+    Awaited(tokio::sync::oneshot::Sender<T>),
+}
+
+impl<T> Reply<T> {
+    /// Sends the answer; a caller that stopped waiting is not an error.
+    pub(crate) fn send(self, value: T) {
+        match self {
+            Reply::Blocking(sender) => {
+                let _ = sender.send(value);
+            }
+            Reply::Awaited(sender) => {
+                let _ = sender.send(value);
+            }
+        }
+    }
 }
 
 /// What the worker knows that only this process can: events its checks refused, by reason.
@@ -280,11 +302,11 @@ impl Worker {
                 control = self.control.recv() => match control {
                     Some(Control::Flush { deadline, reply }) => {
                         let result = self.flush(deadline).await;
-                        let _ = reply.send(result);
+                        reply.send(result);
                     }
                     Some(Control::Shutdown { deadline, reply }) => {
                         self.finish(deadline).await;
-                        let _ = reply.send(());
+                        reply.send(());
                         return;
                     }
                     None => {

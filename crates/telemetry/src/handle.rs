@@ -34,6 +34,17 @@ const REPLY_MARGIN: Duration = Duration::from_millis(100);
 /// is dropped, after storing what was recorded and delivering what it can within the
 /// configured shutdown timeout.
 ///
+/// # What the `sdk_usage` summary reports
+///
+/// One summary per process (per [`init`](crate::init)ed instance), sent when it stops: the
+/// features of every [`record_run`](Telemetry::record_run) and every
+/// [`feature_used`](Telemetry::feature_used); the block types, commands and configuration
+/// errors noted; each metric's total from [`count`](Telemetry::count), bucketed; each
+/// exception type from runs and from [`exception`](Telemetry::exception), with how often,
+/// bucketed; the integrations installed and those that failed to import; the highest
+/// concurrency observed; and how long the process ran, bucketed. A management command
+/// (`status`, `flush`, ...) sends none.
+///
 /// # In async code
 ///
 /// Recording never blocks. [`flush`](Telemetry::flush) and [`shutdown`](Telemetry::shutdown)
@@ -311,7 +322,8 @@ impl Telemetry {
         &self.inner.config
     }
 
-    /// Records one finished run; it becomes a `run` event.
+    /// Records one finished run; it becomes a `run` event. Its features and its exception
+    /// type also count in the process's `sdk_usage` summary (see [`Telemetry`]).
     #[inline]
     pub fn record_run(&self, run: RunRecord) {
         if !self.on() {

@@ -110,6 +110,7 @@ pub(crate) enum Summary {
     /// A use of the SDK: it reports what it used.
     Send,
     /// A management command such as `flush`: not a use of the SDK.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     Skip,
 }
 
@@ -124,6 +125,7 @@ impl TelemetryConfig {
     }
 
     /// Starts telemetry for a management command, which sends no `sdk_usage` summary.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub(crate) fn start_for_management(&self) -> Telemetry {
         self.start_reporting(Summary::Skip)
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flowkit::{ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner};
-use support::Pki;
+use support::TestPki;
 use telemetry::{EnvSnapshot, Interface, TelemetryConfig};
 use telemetry_collector::auth::Token;
 use telemetry_collector::ingest::IngestConfig;
@@ -42,7 +42,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(pki: &Pki) -> Collector {
+    fn start(pki: &TestPki) -> Collector {
         let data = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(data.path()).unwrap();
         let mut catalogs = Catalogs::default();
@@ -171,7 +171,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, drop_answer: bool) {
     }
 }
 
-fn config(dir: &Path, endpoint: &str, pki: &Pki, enabled_by_env: bool) -> TelemetryConfig {
+fn config(dir: &Path, endpoint: &str, pki: &TestPki, enabled_by_env: bool) -> TelemetryConfig {
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
     let ca_file = ca_file.display().to_string();
@@ -225,7 +225,7 @@ fn flush_until_delivered(kit: &FlowKit) {
 
 #[test]
 fn every_run_is_stored_once_however_often_it_is_sent_and_the_report_says_what_ran() {
-    let pki = Pki::generate("collector");
+    let pki = TestPki::generate("collector");
     let collector = Collector::start(&pki);
     // The first three answers are lost on the way back: the client sends those batches again.
     let relay = LossyRelay::start(collector.addr, 3);
@@ -283,7 +283,7 @@ fn every_run_is_stored_once_however_often_it_is_sent_and_the_report_says_what_ra
 
 #[test]
 fn opting_out_erases_the_session_at_the_collector() {
-    let pki = Pki::generate("collector");
+    let pki = TestPki::generate("collector");
     let collector = Collector::start(&pki);
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("https://{}/v1/events", collector.addr);

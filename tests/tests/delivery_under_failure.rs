@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flowkit::{Flow, FlowKit, Params, Task};
-use support::{Pki, Script, TestServer};
+use support::{Script, TestPki, TestServer};
 use telemetry::{FlushError, TelemetryConfig};
 use telemetry_e2e::{enabled_flowkit_config_with, exported_lines};
 
@@ -23,7 +23,7 @@ use telemetry_e2e::{enabled_flowkit_config_with, exported_lines};
 fn https_config(
     dir: &Path,
     server: &TestServer,
-    pki: &Pki,
+    pki: &TestPki,
     vars: &[(&str, &str)],
 ) -> TelemetryConfig {
     let ca_file = dir.join("ca.pem");
@@ -51,7 +51,7 @@ fn workload(kit: &FlowKit, runs: usize) {
 
 #[test]
 fn a_destination_that_hangs_costs_no_event() {
-    let pki = Pki::generate("hanging");
+    let pki = TestPki::generate("hanging");
     // Answers nothing; never finishes the TLS handshake; sends its answer a byte a second.
     for script in [
         Script::NeverAnswer,
@@ -90,7 +90,7 @@ fn a_destination_that_hangs_costs_no_event() {
 
 #[test]
 fn a_flush_keeps_its_deadline_whatever_the_destination_does() {
-    let pki = Pki::generate("slow");
+    let pki = TestPki::generate("slow");
     for script in [
         Script::NeverAnswer,
         Script::CloseMidResponse,
@@ -121,7 +121,7 @@ fn a_flush_keeps_its_deadline_whatever_the_destination_does() {
 
 #[test]
 fn status_in_a_new_process_shows_what_earlier_ones_delivered_and_dropped() {
-    let pki = Pki::generate("counting");
+    let pki = TestPki::generate("counting");
     let server = TestServer::start(&pki, Script::status(200));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server, &pki, &[]).queue_capacity(1);
@@ -175,7 +175,7 @@ fn the_summary_is_never_lost_at_exit() {
 
 #[test]
 fn a_flush_reports_a_wait_the_server_asked_for_instead_of_posting() {
-    let pki = Pki::generate("busy");
+    let pki = TestPki::generate("busy");
     let server = TestServer::start(
         &pki,
         Script::Answer {

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use flowkit::{ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner};
-use support::{Pki, Recorded, Script, TestServer, endpoint};
+use support::{Recorded, Script, TestPki, TestServer, endpoint};
 use telemetry::{FlushError, PauseReason, Status, Telemetry, TelemetryConfig};
 use telemetry_e2e::{enabled_flowkit_config_with, validate_with_python};
 
@@ -171,7 +171,7 @@ fn delivery_error(result: Result<telemetry::FlushReport, FlushError>) -> String 
 
 #[test]
 fn every_run_arrives_once_in_batches_of_the_configured_size_and_in_the_wire_format() {
-    let pki = Pki::generate("trusted");
+    let pki = TestPki::generate("trusted");
     let server = TestServer::start(&pki, Script::status(200));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(
@@ -236,7 +236,7 @@ fn every_run_arrives_once_in_batches_of_the_configured_size_and_in_the_wire_form
 
 #[test]
 fn events_recorded_while_the_endpoint_is_down_arrive_once_it_is_up() {
-    let pki = Pki::generate("trusted");
+    let pki = TestPki::generate("trusted");
     let port = dead_port();
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &endpoint(port), &pki.ca_pem, &[]);
@@ -272,7 +272,7 @@ fn events_recorded_while_the_endpoint_is_down_arrive_once_it_is_up() {
 
 #[test]
 fn repeated_server_errors_lose_nothing_and_everything_arrives_once_after() {
-    let pki = Pki::generate("trusted");
+    let pki = TestPki::generate("trusted");
     let server = TestServer::start(&pki, Script::status(500));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server.endpoint(), &pki.ca_pem, &[]);
@@ -312,7 +312,7 @@ fn repeated_server_errors_lose_nothing_and_everything_arrives_once_after() {
 
 #[test]
 fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back() {
-    let pki = Pki::generate("trusted");
+    let pki = TestPki::generate("trusted");
     let busy = Script::Answer {
         status: 503,
         retry_after: Some("3"),
@@ -385,7 +385,7 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
 
 #[test]
 fn a_server_that_never_answers_or_cuts_the_answer_off_fails_the_flush_without_hanging() {
-    let pki = Pki::generate("trusted");
+    let pki = TestPki::generate("trusted");
     // (how the server misbehaves, the error the flush must report, what its message names)
     let cases = [
         (Script::NeverAnswer, FlushError::Timeout, "deadline"),
@@ -432,7 +432,7 @@ fn a_server_that_never_answers_or_cuts_the_answer_off_fails_the_flush_without_ha
 
 #[test]
 fn a_413_splits_batches_until_they_fit() {
-    let pki = Pki::generate("trusted");
+    let pki = TestPki::generate("trusted");
     let server = TestServer::start(&pki, Script::TooLargeAbove(2));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(
@@ -474,8 +474,8 @@ fn a_413_splits_batches_until_they_fit() {
 
 #[test]
 fn an_untrusted_certificate_sends_nothing_and_says_why() {
-    let trusted = Pki::generate("trusted");
-    let other = Pki::generate("someone else's");
+    let trusted = TestPki::generate("trusted");
+    let other = TestPki::generate("someone else's");
     let server = TestServer::start(&other, Script::status(200));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server.endpoint(), &trusted.ca_pem, &[]);
@@ -497,7 +497,7 @@ fn an_untrusted_certificate_sends_nothing_and_says_why() {
 fn a_flood_against_a_dead_endpoint_stays_within_the_buffer_bound() {
     const RUNS: u64 = 50_000;
     const CAPACITY: u64 = 1_000;
-    let pki = Pki::generate("trusted");
+    let pki = TestPki::generate("trusted");
     let dir = tempfile::tempdir().unwrap();
     // The capacity bounds the in-memory buffer; the SQLite spool has its own limits.
     let config = https_config(

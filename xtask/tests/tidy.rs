@@ -11,10 +11,19 @@ use xtask::workspace_root;
 
 /// Which workspace crates each workspace crate may depend on (normal, dev and build).
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("telemetry-model", &[]),
-    ("telemetry-policy", &["telemetry-model"]),
-    ("telemetry-buffer", &["telemetry-model"]),
-    ("telemetry-transport", &["telemetry-model"]),
+    ("telemetry-model", &["telemetry-testkit"]),
+    (
+        "telemetry-policy",
+        &["telemetry-model", "telemetry-testkit"],
+    ),
+    (
+        "telemetry-buffer",
+        &["telemetry-model", "telemetry-testkit"],
+    ),
+    (
+        "telemetry-transport",
+        &["telemetry-model", "telemetry-testkit"],
+    ),
     (
         "telemetry",
         &[
@@ -22,16 +31,30 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry-policy",
             "telemetry-buffer",
             "telemetry-transport",
+            "telemetry-testkit",
         ],
     ),
-    ("flowkit", &["telemetry"]),
-    ("telemetry-collector", &["telemetry-model"]),
+    ("flowkit", &["telemetry", "telemetry-testkit"]),
+    (
+        "telemetry-collector",
+        &["telemetry-model", "telemetry-testkit"],
+    ),
+    ("telemetry-testkit", &["telemetry-model"]),
     (
         "telemetry-e2e",
-        &["telemetry", "flowkit", "telemetry-collector"],
+        &[
+            "telemetry",
+            "flowkit",
+            "telemetry-collector",
+            "telemetry-testkit",
+        ],
     ),
     ("xtask", &["telemetry-model"]),
 ];
+
+/// The crate that only tests and benchmarks may use: a dev-dependency, never a normal or build
+/// one, so that nothing in it reaches a build of the libraries.
+const DEV_ONLY: &str = "telemetry-testkit";
 
 fn metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -75,9 +98,13 @@ fn crates_depend_only_on_what_the_layering_allows() {
     for package in packages {
         let name = package["name"].as_str().unwrap();
         for dependency in package["dependencies"].as_array().unwrap() {
+            let kind = dependency["kind"].as_str().unwrap_or("normal");
             let dependency = dependency["name"].as_str().unwrap();
             if members.contains(dependency) && !allowed[name].contains(dependency) {
                 violations.push(format!("{name} -> {dependency}"));
+            }
+            if dependency == DEV_ONLY && kind != "dev" {
+                violations.push(format!("{name} -> {dependency} ({kind}, not dev)"));
             }
         }
     }

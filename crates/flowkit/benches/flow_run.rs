@@ -184,16 +184,9 @@ fn flowkit_command(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = telemetry_testkit::bench::short(Duration::from_secs(2));
     targets = flow_run, flowkit_command
 }
 criterion_main!(benches);

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use rusqlite::{Connection, TransactionBehavior, params};
 use telemetry_buffer::{Buffer, SPOOL_FILE_NAME, SpoolLimits, SqliteSpool};
-use telemetry_model::{EncodedEvent, EventId, fixtures::encoded_events};
+use telemetry_model::{EncodedEvent, EventId};
+use telemetry_testkit::fixtures::encoded_events;
 
 const BATCH: usize = 100;
 
@@ -179,16 +180,9 @@ fn validate(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = telemetry_testkit::bench::short(Duration::from_secs(3));
     targets = append, claim_acknowledge, validate
 }
 criterion_main!(benches);

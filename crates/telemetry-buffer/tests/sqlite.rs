@@ -15,7 +15,8 @@ use telemetry_buffer::{
     BUSY_TIMEOUT, Buffer, BufferError, DeliveryLedger, SCHEMA_VERSION, SPOOL_FILE_NAME, SpoolError,
     SpoolLimits, SqliteSpool,
 };
-use telemetry_model::{EncodedEvent, EventId, fixtures::encoded_events};
+use telemetry_model::{EncodedEvent, EventId};
+use telemetry_testkit::fixtures::encoded_events;
 
 fn ids(events: &[EncodedEvent]) -> Vec<EventId> {
     events.iter().map(EncodedEvent::id).collect()
@@ -109,6 +110,33 @@ fn claim_rows(dir: &SpoolDir) -> Vec<(i64, i64)> {
         .unwrap()
 }
 
+/// A spool in a directory of its own, for the contract suite.
+struct OpenSpool {
+    dir: SpoolDir,
+    spool: SqliteSpool,
+}
+
+impl std::ops::Deref for OpenSpool {
+    type Target = SqliteSpool;
+
+    fn deref(&self) -> &SqliteSpool {
+        &self.spool
+    }
+}
+
+fn open(max_events: usize) -> OpenSpool {
+    let dir = SpoolDir::new();
+    let spool = dir.open(limits(max_events));
+    OpenSpool { dir, spool }
+}
+
+/// The spool's running totals agree with its rows after every step of the contract.
+fn check(open: &OpenSpool) {
+    assert_totals_match(&open.dir, &open.spool);
+}
+
+telemetry_testkit::buffer_contract!(open: open, check: check);
+
 fn limits(max_events: usize) -> SpoolLimits {
     SpoolLimits {
         max_events,
@@ -127,106 +155,6 @@ fn defaults_are_documented_values() {
     assert_eq!(spool.kind(), "sqlite");
     assert_eq!(spool.claim_lease(), Duration::from_secs(60));
     assert_eq!(spool.path(), dir.path());
-}
-
-#[test]
-fn claim_acknowledge_release_keep_order() {
-    let dir = SpoolDir::new();
-    let spool = dir.open(limits(10));
-    let events = encoded_events(5);
-    spool.append(events.clone()).unwrap();
-    assert_eq!(spool.stats().unwrap().pending, 5);
-
-    let first = spool.claim(2).unwrap().unwrap();
-    assert_eq!(ids(&first.events), ids(&events[..2]));
-    let second = spool.claim(2).unwrap().unwrap();
-    assert_eq!(ids(&second.events), ids(&events[2..4]));
-    assert_ne!(first.id, second.id);
-    assert_eq!(
-        spool.stats().unwrap().pending,
-        5,
-        "claimed events are still pending"
-    );
-
-    spool.release(first.id).unwrap();
-    spool.acknowledge(second.id).unwrap();
-    assert_eq!(spool.stats().unwrap().pending, 3);
-
-    let rest = spool.claim(10).unwrap().unwrap();
-    let expected: Vec<EventId> = ids(&events[..2])
-        .into_iter()
-        .chain(ids(&events[4..]))
-        .collect();
-    assert_eq!(
-        ids(&rest.events),
-        expected,
-        "released events come back first, in order"
-    );
-    assert_eq!(
-        rest.events,
-        expected_events(&events, &expected),
-        "the bytes come back unchanged"
-    );
-    assert_totals_match(&dir, &spool);
-    spool.acknowledge(rest.id).unwrap();
-    assert!(spool.claim(10).unwrap().is_none());
-    assert!(spool.claim(0).unwrap().is_none());
-    assert_totals_match(&dir, &spool);
-    assert!(matches!(
-        spool.acknowledge(rest.id),
-        Err(BufferError::UnknownClaim(_))
-    ));
-    assert!(matches!(
-        spool.release(rest.id),
-        Err(BufferError::UnknownClaim(_))
-    ));
-}
-
-fn expected_events(events: &[EncodedEvent], wanted: &[EventId]) -> Vec<EncodedEvent> {
-    wanted
-        .iter()
-        .map(|id| {
-            events
-                .iter()
-                .find(|event| event.id() == *id)
-                .unwrap()
-                .clone()
-        })
-        .collect()
-}
-
-#[test]
-fn overflow_drops_the_oldest_and_counts_them() {
-    // (max events, claimed before the append, appended, expected pending, expected dropped)
-    let cases = [
-        (3, 0, 5, 3, 2),
-        (3, 0, 3, 3, 0),
-        (3, 2, 3, 3, 2),
-        (3, 3, 4, 3, 4),
-        (1, 0, 1_000, 1, 999),
-        (0, 0, 2, 1, 1),
-    ];
-    for (max_events, claimed, appended, pending, dropped) in cases {
-        let dir = SpoolDir::new();
-        let spool = dir.open(limits(max_events));
-        spool.append(encoded_events(claimed)).unwrap();
-        if claimed > 0 {
-            spool.claim(claimed).unwrap().unwrap();
-        }
-        let events = encoded_events(appended);
-        spool.append(events.clone()).unwrap();
-        let stats = spool.stats().unwrap();
-        let case = (max_events, claimed, appended);
-        assert_eq!(stats.pending, pending, "{case:?}");
-        assert_eq!(stats.dropped_full, dropped, "{case:?}");
-        assert_eq!(stats.dropped_total(), dropped, "{case:?}");
-        assert_totals_match(&dir, &spool);
-        // The newest events are the ones kept.
-        if let Some(kept) = spool.claim(usize::MAX).unwrap() {
-            let newest = &events[events.len() - kept.events.len()..];
-            assert_eq!(ids(&kept.events), ids(newest), "{case:?}");
-        }
-    }
 }
 
 #[test]
@@ -398,23 +326,6 @@ fn events_claims_and_counters_persist_across_reopen() {
         1,
         "purge is not a drop"
     );
-}
-
-#[test]
-fn purge_forgets_everything_pending() {
-    let dir = SpoolDir::new();
-    let spool = dir.open(limits(10));
-    spool.append(encoded_events(4)).unwrap();
-    let claim = spool.claim(2).unwrap().unwrap();
-    assert_eq!(spool.purge().unwrap(), 4);
-    assert_eq!(spool.stats().unwrap().pending, 0);
-    assert!(spool.claim(10).unwrap().is_none());
-    assert!(spool.release(claim.id).is_err(), "a purged claim is gone");
-    let rows: i64 = dir
-        .raw()
-        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(rows, 0);
 }
 
 #[test]

@@ -24,7 +24,8 @@ use telemetry_buffer::{
     BUSY_TIMEOUT, Buffer, BufferError, DeliveryLedger, SPOOL_FILE_NAME, SpoolError, SpoolLimits,
     SqliteSpool,
 };
-use telemetry_model::{Event, EventId, fixtures::encoded_events};
+use telemetry_model::{Event, EventId};
+use telemetry_testkit::fixtures::encoded_events;
 
 const WRITER_PATH: &str = "SPOOL_TEST_WRITER_PATH";
 const DRAINER_PATH: &str = "SPOOL_TEST_DRAINER_PATH";

@@ -51,9 +51,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rusqlite::{Connection, params};
-use rustls_pki_types::{PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde::Serialize;
 use telemetry_collector::auth::Token;
 use telemetry_collector::ingest::IngestConfig;
@@ -63,8 +62,10 @@ use telemetry_collector::validate::{Catalogs, Limits};
 use telemetry_model::wire::{SCHEMA_VERSION, WireBatch};
 use telemetry_model::{
     Arch, Catalog, CountBucket, DeploymentStage, DurationBucket, Event, EventType, HourTimestamp,
-    Interface, Name, OsFamily, RunOutcome, Section, SessionId, Version, fixtures,
+    Interface, Name, OsFamily, RunOutcome, Section, SessionId, Version,
 };
+use telemetry_testkit::fixtures;
+use telemetry_testkit::pki::TestPki;
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, oneshot};
 use tokio_rustls::TlsConnector;
@@ -477,35 +478,13 @@ struct Pki {
 
 impl Pki {
     fn generate() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "collector benchmark CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .unwrap();
-        let server = telemetry_collector::tls::from_parts(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let pki = TestPki::generate("collector benchmark");
+        let server =
+            telemetry_collector::tls::from_parts(vec![pki.cert_der.clone()], pki.key_der())
+                .unwrap();
         Pki {
             server,
-            client: Arc::new(client),
+            client: pki.client_config(),
         }
     }
 }

@@ -471,8 +471,8 @@ mod tests {
 
     use flate2::Compression;
     use flate2::write::GzEncoder;
-    use telemetry_model::fixtures::run_event;
     use telemetry_model::{CountBucket, RunOutcome};
+    use telemetry_testkit::fixtures::run_event;
 
     use super::*;
 

@@ -12,8 +12,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{batch, client_config, run_event, send};
+use support::{batch, run_event, send};
 use telemetry_model::SessionId;
+use telemetry_testkit::pki::client_config_trusting;
 
 fn collector() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_telemetry-collector"));
@@ -104,7 +105,7 @@ fn serve_dev_prints_what_a_client_needs_and_stops_in_order_on_sigterm() {
 
     // A client that trusts only the printed CA file reaches the collector.
     let ca = rustls_pki_types::pem::PemObject::from_pem_file(ca_file).unwrap();
-    let client = client_config(ca);
+    let client = client_config_trusting(ca);
     let addr = address.parse().unwrap();
     let session = SessionId::random();
     let events: Vec<_> = (0..20).map(|_| run_event(session, &["caching"])).collect();

@@ -22,8 +22,6 @@
 mod bucket;
 pub mod catalog;
 mod event;
-#[doc(hidden)]
-pub mod fixtures;
 mod name;
 mod stored;
 mod time;

@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
-use telemetry_model::fixtures::run_event;
 use telemetry_model::{
     CountBucket, DurationBucket, EncodedEvent, Event, EventId, HourTimestamp, Name, RunOutcome,
 };
+use telemetry_testkit::fixtures::run_event;
 
 fn names(prefix: &str, count: usize) -> impl Iterator<Item = Name> {
     (0..count).map(move |index| Name::new(&format!("{prefix}_{index}")).unwrap())

@@ -20,9 +20,10 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use telemetry_model::{
     Catalog, CountBucket, DurationBucket, EncodedEvent, EventType, Name, RunOutcome, Section,
-    Version, fixtures,
+    Version,
 };
 use telemetry_policy::{EnvSnapshot, MachineIdentity, Scrubber};
+use telemetry_testkit::fixtures;
 
 const FLOWKIT_CATALOG: &str = include_str!("../../flowkit/catalog.toml");
 
@@ -167,16 +168,9 @@ fn check_json(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = telemetry_testkit::bench::short(Duration::from_secs(2));
     targets = check_json
 }
 criterion_main!(benches);

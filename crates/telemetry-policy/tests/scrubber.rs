@@ -5,10 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
-use telemetry_model::{
-    Catalog, CountBucket, DurationBucket, EncodedEvent, HourTimestamp, Name, fixtures,
-};
+use telemetry_model::{Catalog, CountBucket, DurationBucket, EncodedEvent, HourTimestamp, Name};
 use telemetry_policy::{MachineIdentity, ScrubReason, Scrubber};
+use telemetry_testkit::fixtures;
 
 const FLOWKIT_CATALOG: &str = include_str!("../../flowkit/catalog.toml");
 

@@ -29,44 +29,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-use rustls_pki_types::PrivateKeyDer;
 use telemetry_model::Name;
-use telemetry_model::fixtures::encoded_events;
+use telemetry_testkit::fixtures::encoded_events;
+use telemetry_testkit::pki::TestPki;
 use telemetry_transport::{ExtraCa, FileTransport, HttpsConfig, HttpsTransport, Transport};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 const BATCH: usize = 100;
-
-/// A CA made for this run, and a server configuration with a certificate for 127.0.0.1 that
-/// it signed.
-fn pki() -> (String, Arc<rustls::ServerConfig>) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "transport benchmark CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-    (ca.pem(), Arc::new(server))
-}
 
 /// An HTTPS server on 127.0.0.1, on its own thread and runtime, that reads every request's
 /// body and answers 202. Returns its URL and a count of the requests it answered.
@@ -122,10 +92,11 @@ fn start_server(tls: Arc<rustls::ServerConfig>) -> (String, Arc<AtomicUsize>) {
 }
 
 fn send_100(c: &mut Criterion) {
-    let (ca_pem, server_tls) = pki();
-    let (url, answered) = start_server(server_tls);
-    let config =
-        || HttpsConfig::new(&url, "bench/0.1.0").with_extra_ca(ExtraCa::Pem(ca_pem.clone().into()));
+    let pki = TestPki::generate("transport benchmark");
+    let (url, answered) = start_server(pki.server_config());
+    let config = || {
+        HttpsConfig::new(&url, "bench/0.1.0").with_extra_ca(ExtraCa::Pem(pki.ca_pem.clone().into()))
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -168,16 +139,9 @@ fn send_100(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = telemetry_testkit::bench::short(Duration::from_secs(3));
     targets = send_100
 }
 criterion_main!(benches);

@@ -6,8 +6,8 @@
 use std::fs;
 use std::path::Path;
 
-use telemetry_model::fixtures::encoded_events;
 use telemetry_model::{EncodedEvent, Name, UtcDate};
+use telemetry_testkit::fixtures::encoded_events;
 use telemetry_transport::{FileTransport, NullTransport, SendError, Transport};
 
 fn transport(dir: &Path) -> FileTransport {
@@ -110,7 +110,7 @@ mod full_file_system {
     use std::collections::HashSet;
 
     use telemetry_model::Event;
-    use telemetry_model::fixtures::run_event;
+    use telemetry_testkit::fixtures::run_event;
 
     use super::*;
 

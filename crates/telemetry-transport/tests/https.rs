@@ -18,14 +18,10 @@ use hyper::header::HeaderMap;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls_pki_types::PrivateKeyDer;
 use telemetry_model::EncodedEvent;
-use telemetry_model::fixtures::encoded_events;
 use telemetry_model::wire::encode_batch;
+use telemetry_testkit::fixtures::encoded_events;
+use telemetry_testkit::pki::TestPki;
 use telemetry_transport::{
     ExtraCa, HttpsConfig, HttpsConfigError, HttpsTransport, SendError, Transport,
 };
@@ -42,68 +38,20 @@ const HANG_GUARD: Duration = Duration::from_secs(10);
 /// A server opens at most this many connections before it stops accepting.
 const MAX_CONNECTIONS: usize = 16;
 
-/// A test CA and a server configuration whose certificate for `localhost` and `127.0.0.1` it
-/// signed.
-struct Pki {
-    ca_pem: String,
-    server: Arc<rustls::ServerConfig>,
+/// The PKI the transports under test trust through the extra-CA option.
+fn trusted() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| TestPki::generate("trusted"))
 }
 
-impl Pki {
-    fn generate(name: &str) -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
+/// A PKI nobody trusts.
+fn untrusted() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| TestPki::generate("untrusted"))
+}
 
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .unwrap();
-        Pki {
-            ca_pem: ca.pem(),
-            server: Arc::new(server),
-        }
-    }
-
-    /// The PKI the transports under test trust through the extra-CA option.
-    fn trusted() -> &'static Pki {
-        static PKI: OnceLock<Pki> = OnceLock::new();
-        PKI.get_or_init(|| Pki::generate("trusted"))
-    }
-
-    /// A PKI nobody trusts.
-    fn untrusted() -> &'static Pki {
-        static PKI: OnceLock<Pki> = OnceLock::new();
-        PKI.get_or_init(|| Pki::generate("untrusted"))
-    }
-
-    fn extra_ca(&self) -> ExtraCa {
-        ExtraCa::Pem(self.ca_pem.clone().into_bytes())
-    }
+fn extra_ca(pki: &TestPki) -> ExtraCa {
+    ExtraCa::Pem(pki.ca_pem.clone().into_bytes())
 }
 
 /// What the server does with each connection.
@@ -184,10 +132,10 @@ struct TestServer {
 }
 
 impl TestServer {
-    async fn start(pki: &Pki, behaviour: Behaviour) -> TestServer {
+    async fn start(pki: &TestPki, behaviour: Behaviour) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let acceptor = TlsAcceptor::from(Arc::clone(&pki.server));
+        let acceptor = TlsAcceptor::from(pki.server_config());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handshakes = Arc::new(AtomicUsize::new(0));
         let accept_task = tokio::spawn({
@@ -226,7 +174,7 @@ impl TestServer {
 
     /// A transport for this server that trusts the test CA.
     fn config(&self) -> HttpsConfig {
-        HttpsConfig::new(&self.url, USER_AGENT).with_extra_ca(Pki::trusted().extra_ca())
+        HttpsConfig::new(&self.url, USER_AGENT).with_extra_ca(extra_ca(trusted()))
     }
 }
 
@@ -420,7 +368,7 @@ fn ids(events: &[EncodedEvent]) -> Vec<String> {
 
 #[tokio::test]
 async fn delivers_batches_in_the_wire_format() {
-    let server = TestServer::start(Pki::trusted(), answer(200)).await;
+    let server = TestServer::start(trusted(), answer(200)).await;
     let transport = HttpsTransport::new(server.config()).unwrap();
     // (events in the batch, compressed?) — one event stays under the 1 KiB threshold, a hundred
     // go over it; both go over the same pooled connection or a new one, as the client likes.
@@ -534,7 +482,7 @@ async fn every_status_maps_to_the_documented_outcome() {
         ),
     ];
     for (name, behaviour, expected) in cases {
-        let server = TestServer::start(Pki::trusted(), behaviour).await;
+        let server = TestServer::start(trusted(), behaviour).await;
         let transport = HttpsTransport::new(server.config()).unwrap();
         let events = encoded_events(2);
         let outcome = send(&transport, &events).await;
@@ -640,7 +588,7 @@ async fn the_response_head_decides_whatever_the_body_does_next() {
         ),
     ];
     for (name, behaviour, expected) in cases {
-        let server = TestServer::start(Pki::trusted(), behaviour).await;
+        let server = TestServer::start(trusted(), behaviour).await;
         // A request timeout far past the caller's deadline: only the body's own bound can end
         // these sends in time.
         let transport = HttpsTransport::new(
@@ -676,7 +624,7 @@ async fn broken_and_silent_servers_are_retryable_within_the_request_timeout() {
         (Behaviour::PartialThenReset, "the connection was reset"),
     ];
     for (behaviour, needle) in cases {
-        let server = TestServer::start(Pki::trusted(), behaviour.clone()).await;
+        let server = TestServer::start(trusted(), behaviour.clone()).await;
         let transport = HttpsTransport::new(
             server
                 .config()
@@ -698,9 +646,9 @@ async fn broken_and_silent_servers_are_retryable_within_the_request_timeout() {
 
 #[tokio::test]
 async fn untrusted_certificates_are_retryable_and_nothing_is_sent() {
-    let server = TestServer::start(Pki::untrusted(), answer(200)).await;
+    let server = TestServer::start(untrusted(), answer(200)).await;
     // (what the client trusts besides the web roots)
-    let cases = [None, Some(Pki::trusted().extra_ca())];
+    let cases = [None, Some(extra_ca(trusted()))];
     for extra_ca in cases {
         let mut config = HttpsConfig::new(&server.url, USER_AGENT);
         config.extra_ca = extra_ca.clone();
@@ -727,7 +675,7 @@ async fn an_endpoint_that_is_down_is_retryable() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let config = HttpsConfig::new(format!("https://127.0.0.1:{port}/v1/events"), USER_AGENT)
-        .with_extra_ca(Pki::trusted().extra_ca());
+        .with_extra_ca(extra_ca(trusted()));
     let transport = HttpsTransport::new(config).unwrap();
     match send(&transport, &encoded_events(1)).await {
         Err(SendError::Retryable {
@@ -743,7 +691,7 @@ async fn an_endpoint_that_is_down_is_retryable() {
 
 #[tokio::test]
 async fn batches_over_the_size_limit_are_too_large_and_nothing_is_sent() {
-    let server = TestServer::start(Pki::trusted(), answer(200)).await;
+    let server = TestServer::start(trusted(), answer(200)).await;
     let twenty = encoded_events(20);
     let one = encoded_events(1);
     let twenty_len = encode_batch(&twenty).len();
@@ -770,7 +718,7 @@ async fn batches_over_the_size_limit_are_too_large_and_nothing_is_sent() {
 
 #[tokio::test]
 async fn an_empty_batch_sends_nothing() {
-    let server = TestServer::start(Pki::trusted(), answer(500)).await;
+    let server = TestServer::start(trusted(), answer(500)).await;
     let transport = HttpsTransport::new(server.config()).unwrap();
     send(&transport, &[]).await.unwrap();
     assert_eq!(server.handshakes(), 0);
@@ -884,7 +832,7 @@ fn invalid_settings_are_refused_with_clear_messages() {
 fn a_valid_ca_file_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ca.pem");
-    std::fs::write(&path, &Pki::trusted().ca_pem).unwrap();
+    std::fs::write(&path, &trusted().ca_pem).unwrap();
     let config = HttpsConfig::new("https://127.0.0.1:1/v1/events", USER_AGENT)
         .with_extra_ca(ExtraCa::File(path));
     let transport = HttpsTransport::new(config).unwrap();

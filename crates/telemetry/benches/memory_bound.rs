@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use telemetry::EncodedEvent;
-use telemetry::internals::model::fixtures;
+use telemetry_testkit::fixtures;
 
 const RUNS: u64 = 10_000_000;
 const PACED_RUNS: u64 = 1_000_000;

@@ -538,13 +538,6 @@ fn enqueue_breakdown(c: &mut Criterion) {
     drop(receiver);
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 /// Starts the notes of this run afresh.
 fn clear_notes() {
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -559,7 +552,7 @@ fn notes_start(_: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = short();
+    config = telemetry_testkit::bench::short(Duration::from_secs(2));
     targets = notes_start, record_disabled, start_disabled, record_enabled,
         record_enabled_accepted, record_enabled_idle_worker, record_enabled_two_threads,
         wake_breakdown, enqueue_breakdown

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use rusqlite::{Connection, TransactionBehavior, params};
 use telemetry::internals::buffer::{SPOOL_FILE_NAME, SpoolLimits, SqliteSpool};
-use telemetry::internals::model::fixtures;
 use telemetry::internals::policy::{MachineIdentity, Scrubber};
 use telemetry::{Catalog, EncodedEvent, MemoryBuffer, NullTransport, RunRecord, Telemetry};
+use telemetry_testkit::fixtures;
 
 /// Runs recorded per iteration through the in-memory path.
 const MEMORY_RUNS: u64 = 200_000;
@@ -307,16 +307,9 @@ fn throughput_sqlite(c: &mut Criterion) {
     group.finish();
 }
 
-fn short() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = short();
+    config = telemetry_testkit::bench::short(Duration::from_secs(3));
     targets = throughput_memory, throughput_sqlite
 }
 criterion_main!(benches);

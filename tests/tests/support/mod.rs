@@ -18,11 +18,6 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls_pki_types::PrivateKeyDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -39,59 +34,7 @@ const MAX_CONNECTIONS: usize = 1_024;
 /// The largest request the hand-written (cut-off) path reads.
 const MAX_RAW_REQUEST: usize = 4 * 1024 * 1024;
 
-/// A test CA and a server configuration whose certificate for `127.0.0.1` and `localhost` it
-/// signed.
-pub(crate) struct Pki {
-    /// The CA certificate, PEM: what a client must trust to talk to this server.
-    pub(crate) ca_pem: String,
-    server: Arc<rustls::ServerConfig>,
-}
-
-impl Pki {
-    /// The server side: the certificate signed by the CA, and its key.
-    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        Arc::clone(&self.server)
-    }
-
-    pub(crate) fn generate(name: &str) -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .unwrap();
-        Pki {
-            ca_pem: ca.pem(),
-            server: Arc::new(server),
-        }
-    }
-}
+pub(crate) use telemetry_testkit::pki::TestPki;
 
 /// How the server answers. The test can change it between requests with [`TestServer::set`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,12 +192,12 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     /// A server on a free port.
-    pub(crate) fn start(pki: &Pki, script: Script) -> TestServer {
+    pub(crate) fn start(pki: &TestPki, script: Script) -> TestServer {
         TestServer::bind(pki, script, 0).unwrap()
     }
 
     /// A server on `port`, which must be free.
-    pub(crate) fn bind(pki: &Pki, script: Script, port: u16) -> std::io::Result<TestServer> {
+    pub(crate) fn bind(pki: &TestPki, script: Script, port: u16) -> std::io::Result<TestServer> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -265,7 +208,7 @@ impl TestServer {
             script: Mutex::new(Some(script)),
             ..Shared::default()
         });
-        let acceptor = TlsAcceptor::from(Arc::clone(&pki.server));
+        let acceptor = TlsAcceptor::from(pki.server_config());
         runtime.spawn({
             let shared = Arc::clone(&shared);
             async move {

@@ -14,17 +14,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use telemetry_collector::auth::Token;
 use telemetry_collector::ingest::IngestConfig;
 use telemetry_collector::server::{Server, ServerConfig};
 use telemetry_collector::store::Store;
 use telemetry_collector::validate::{Catalogs, Limits};
 use telemetry_model::{Event, HourTimestamp, Name, SessionId};
+use telemetry_testkit::pki::TestPki;
 
 /// The report token every test collector uses.
 pub const TOKEN: &str = "test-token-0123456789abcdef0123456789";
@@ -42,9 +39,10 @@ pub fn catalogs() -> Catalogs {
     catalogs
 }
 
-/// A CA, a server certificate for 127.0.0.1 signed by it, and a client that trusts only it.
+/// A test PKI with the server configuration the collector builds itself from a certificate and
+/// a key (`tls::from_parts`, which also announces HTTP/1.1 by ALPN), and a client that trusts
+/// only its CA.
 pub struct Pki {
-    pub ca_pem: String,
     /// The server's certificate and key, PEM, for `--tls-cert` and `--tls-key`.
     pub cert_pem: String,
     pub key_pem: String,
@@ -54,46 +52,17 @@ pub struct Pki {
 
 impl Pki {
     pub fn generate() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "collector test CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-        let server = telemetry_collector::tls::from_parts(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
+        let pki = TestPki::generate("collector");
+        let server =
+            telemetry_collector::tls::from_parts(vec![pki.cert_der.clone()], pki.key_der())
+                .unwrap();
         Pki {
-            ca_pem: ca.pem(),
-            cert_pem: leaf.pem(),
-            key_pem: leaf_key.serialize_pem(),
+            cert_pem: pki.cert_pem.clone(),
+            key_pem: pki.key_pem.clone(),
             server,
-            client: client_config(ca.der().clone()),
+            client: pki.client_config(),
         }
     }
-}
-
-/// A rustls client that trusts exactly `ca`.
-pub fn client_config(ca: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 /// A server configuration for tests: flowkit's catalog, 90 days, the test token.
@@ -312,7 +281,7 @@ pub fn name(text: &str) -> Name {
 
 /// A flowkit `run` event of the current hour in `session`, using `features`.
 pub fn run_event(session: SessionId, features: &[&str]) -> Event {
-    let mut event = telemetry_model::fixtures::run_event();
+    let mut event = telemetry_testkit::fixtures::run_event();
     event.session_id = session;
     event.timestamp = HourTimestamp::now();
     event.features = features.iter().map(|feature| name(feature)).collect();

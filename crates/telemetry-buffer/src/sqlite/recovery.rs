@@ -1,0 +1,143 @@
+//! Opening a file, and what happens to a damaged one: it is moved aside and a new spool is
+//! started (see "Damage" on [`SqliteSpool`]).
+
+use super::migrations::MigrateError;
+use super::*;
+
+/// How many prepared statements a connection keeps: more than the spool has, so that at a
+/// steady rate no statement is compiled again (compiling was a fifth of the spool's CPU when
+/// it appended a few dozen events every 100 ms).
+pub(super) const STATEMENT_CACHE: usize = 64;
+
+/// Why [`open_connection`] failed: the file is damaged (move it aside), or something else.
+pub(super) enum OpenFailure {
+    Damaged(String),
+    Fatal(SpoolError),
+}
+
+/// Opens (or creates) the file and brings it to [`SCHEMA_VERSION`]; `now` is recorded as the
+/// spool's creation time when this creates it.
+pub(super) fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenFailure> {
+    let open_error = |error: rusqlite::Error| {
+        if is_damage(&error) {
+            OpenFailure::Damaged(error.to_string())
+        } else {
+            let detail = if is_busy(&error) {
+                busy_detail(BUSY_TIMEOUT)
+            } else {
+                error.to_string()
+            };
+            OpenFailure::Fatal(SpoolError::Open {
+                path: path.to_path_buf(),
+                detail,
+            })
+        }
+    };
+    // No SQLITE_OPEN_URI: the path is a file name, never a `file:` URI with options.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut connection = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+    // Room for every statement the spool runs, so none is compiled twice.
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // SQLite falls back to reading when it cannot write; a spool that cannot write is no use.
+    if connection
+        .is_readonly(rusqlite::MAIN_DB)
+        .map_err(open_error)?
+    {
+        return Err(OpenFailure::Fatal(SpoolError::ReadOnly {
+            path: path.to_path_buf(),
+        }));
+    }
+    // Check before anything writes: a damaged file is moved aside exactly as it was found.
+    let check: String = connection
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(open_error)?;
+    if check != "ok" {
+        let problem = check.trim_start_matches("*** in database main ***").trim();
+        return Err(OpenFailure::Damaged(format!(
+            "quick_check: {}",
+            problem.replace('\n', "; ")
+        )));
+    }
+    let pages: i64 = connection
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .map_err(open_error)?;
+    if pages == 0 {
+        // Only possible before the first table exists; lets `purge` give freed pages back.
+        connection
+            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(open_error)?;
+    }
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(open_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenFailure::Fatal(SpoolError::NotWal {
+            path: path.to_path_buf(),
+            mode,
+        }));
+    }
+    connection
+        .execute_batch("PRAGMA synchronous = NORMAL")
+        .map_err(open_error)?;
+    migrate(&mut connection, now).map_err(|error| match error {
+        MigrateError::Sql(error) => open_error(error),
+        MigrateError::Newer(found) => OpenFailure::Fatal(SpoolError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+    })?;
+    Ok(connection)
+}
+
+/// SQLite's verdict that the file is not a database, or a damaged one.
+pub(super) fn is_damage(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Moves a damaged spool (and its write-ahead log or journal) aside; returns the new path.
+pub(super) fn move_aside(path: &Path, reason: &str, now: i64) -> Result<PathBuf, SpoolError> {
+    // Only ever rename a regular file: the path could name a device or a directory by mistake.
+    let is_file = fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_file());
+    if !is_file {
+        return Err(SpoolError::NotAFile {
+            path: path.to_path_buf(),
+            reason: reason.to_owned(),
+        });
+    }
+    let mut target = sibling(path, &format!(".corrupt-{now}"));
+    let mut attempt = 1;
+    while target.exists() {
+        target = sibling(path, &format!(".corrupt-{now}-{attempt}"));
+        attempt += 1;
+    }
+    fs::rename(path, &target).map_err(|source| SpoolError::MoveAside {
+        path: path.to_path_buf(),
+        to: target.clone(),
+        reason: reason.to_owned(),
+        source,
+    })?;
+    // A log or journal left beside the path would be replayed into the new file: move it with
+    // the damaged file, under the name SQLite looks for next to it, so the pair can be inspected.
+    for suffix in ["-wal", "-journal"] {
+        let side = sibling(path, suffix);
+        if side.exists() {
+            let _ = fs::rename(&side, sibling(&target, suffix));
+        }
+    }
+    let _ = fs::remove_file(sibling(path, "-shm"));
+    Ok(target)
+}
+
+/// `path` with `suffix` appended to its file name.
+pub(super) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}

@@ -69,11 +69,6 @@ pub enum SendError {
     },
 }
 
-/// Why a flush of the transport's own buffers failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("flushing the transport failed: {0}")]
-pub struct FlushError(pub String);
-
 /// Delivers batches of serialized events somewhere.
 ///
 /// Rules for implementations:
@@ -101,10 +96,5 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// write costs one sync instead of one per batch.
     fn takes_merged_batches(&self) -> bool {
         false
-    }
-
-    /// Pushes out anything the transport itself still holds. Most transports hold nothing.
-    async fn flush(&self) -> Result<(), FlushError> {
-        Ok(())
     }
 }

@@ -55,6 +55,5 @@ pub use settings::{
 };
 pub use state::{
     ConsentState, LOCK_FILE_NAME, STATE_FILE_NAME, SessionReplaced, StateError, StateStore,
-    create_private_dir, write_atomically,
+    create_private_dir,
 };
-pub use state_lock::StateLock;

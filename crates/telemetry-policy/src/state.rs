@@ -200,6 +200,10 @@ pub enum StateError {
 }
 
 /// The state file of one state directory.
+///
+/// The file is written only under the directory's lock, so that concurrent processes never lose
+/// each other's decisions: [`update`](StateStore::update) is the one way to write it, and the
+/// lock and the write it is made of are private to this module.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateStore {
     path: PathBuf,
@@ -292,7 +296,7 @@ impl StateStore {
     /// Another process may hold the lock for as long as it likes, so this waits at most about
     /// two seconds and then fails with [`StateError::Locked`] rather than block the SDK without
     /// bound. A lock file that is a symbolic link is refused.
-    pub fn lock(&self) -> Result<StateLock, StateError> {
+    fn lock(&self) -> Result<StateLock, StateError> {
         state_lock::lock_state_dir(self.path.parent().unwrap_or(Path::new(".")))
     }
 
@@ -300,7 +304,7 @@ impl StateStore {
     ///
     /// Refuses when the state file is a symbolic link: renaming over it would quietly replace
     /// a link the user (or someone else) made, and following it would write elsewhere.
-    pub fn save(&self, state: &ConsentState) -> Result<(), StateError> {
+    fn save(&self, state: &ConsentState) -> Result<(), StateError> {
         let write_error = |source| StateError::Write {
             path: self.path.clone(),
             source,
@@ -325,7 +329,7 @@ impl StateStore {
 /// (O_CREAT | O_EXCL, which fails on a link, even a dangling one), and the rename replaces
 /// a link at `path` rather than following it. Callers that must not replace a link either
 /// check for one first, as [`StateStore::save`] does.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())

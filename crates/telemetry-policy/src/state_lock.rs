@@ -38,7 +38,7 @@ static RELEASED: Condvar = Condvar::new();
 
 /// The exclusive lock of a state directory, held until dropped.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     /// Declared first so that it is dropped first: the file lock is released before the next
     /// thread of this process is let in to take it.
     _file: File,

@@ -5,7 +5,7 @@
 //! paths have no way in: no method here accepts a string that could reach an event.
 
 use telemetry::{
-    BlockType, Catalog, CatalogError, Command, ConfigError, ExceptionType, Feature, Metric,
+    BlockType, Catalog, CatalogError, CommandName, ConfigErrorKind, ExceptionType, Feature, Metric,
     UnknownName,
 };
 
@@ -60,17 +60,17 @@ pub struct Metrics {
 #[derive(Clone, Copy, Debug)]
 #[allow(missing_docs)] // Each field is named after the catalog entry it stands for.
 pub struct ConfigErrors {
-    pub invalid_parameter: ConfigError,
-    pub unknown_block: ConfigError,
-    pub invalid_schedule: ConfigError,
+    pub invalid_parameter: ConfigErrorKind,
+    pub unknown_block: ConfigErrorKind,
+    pub invalid_schedule: ConfigErrorKind,
 }
 
 /// The CLI commands flowkit reports.
 #[derive(Clone, Copy, Debug)]
 #[allow(missing_docs)] // Each field is named after the catalog entry it stands for.
 pub struct Commands {
-    pub demo: Command,
-    pub simulate: Command,
+    pub demo: CommandName,
+    pub simulate: CommandName,
 }
 
 /// Every catalog handle flowkit uses, resolved once.
@@ -143,7 +143,7 @@ impl Instruments {
             "cancelled_error",
             "crash",
         ]
-        .map(|name| catalog.exception_type(name));
+        .map(|name| catalog.exception_type(name).unwrap_or(ExceptionType::OTHER));
         Ok(Instruments {
             catalog,
             features,

@@ -74,7 +74,11 @@ impl FlowKit {
     /// Reports whether an integration package loaded. Names outside flowkit's catalog are
     /// reported as `other`.
     pub fn integration_loaded(&self, name: &str, loaded: bool) {
-        let integration = self.instruments.catalog.integration(name);
+        let integration = self
+            .instruments
+            .catalog
+            .integration(name)
+            .unwrap_or(telemetry::Integration::OTHER);
         if loaded {
             self.telemetry.integration_installed(integration);
         } else {
@@ -89,7 +93,7 @@ impl FlowKit {
     }
 
     /// Reports that a CLI command ran.
-    pub fn command_used(&self, command: telemetry::Command) {
+    pub fn command_used(&self, command: telemetry::CommandName) {
         self.telemetry.command_used(command);
     }
 

@@ -15,8 +15,7 @@ use flate2::read::GzDecoder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use telemetry_model::{
-    Catalog, CatalogError, Event, EventType, ExceptionType, HourTimestamp, Integration, Name,
-    SCHEMA_VERSION,
+    Catalog, CatalogError, Event, EventType, HourTimestamp, Name, SCHEMA_VERSION,
 };
 
 /// Why an event was refused. Each reason is counted; the events themselves are never kept.
@@ -425,9 +424,8 @@ fn check_names(event: &Event, catalog: &Catalog) -> Result<(), Refusal> {
             Err(Refusal::UndeclaredName)
         }
     };
-    let allowlisted_integration = |name: &Name| {
-        name.as_str() == "other" || catalog.integration(name.as_str()) != Integration::OTHER
-    };
+    let allowlisted_integration =
+        |name: &Name| name.as_str() == "other" || catalog.integration(name.as_str()).is_ok();
     for name in &event.features {
         declared(catalog.feature(name.as_str()).is_ok())?;
     }
@@ -451,10 +449,7 @@ fn check_names(event: &Event, catalog: &Catalog) -> Result<(), Refusal> {
         declared(allowlisted_integration(name))?;
     }
     for name in event.errors.exception_types.keys() {
-        declared(
-            name.as_str() == "other"
-                || catalog.exception_type(name.as_str()) != ExceptionType::OTHER,
-        )?;
+        declared(name.as_str() == "other" || catalog.exception_type(name.as_str()).is_ok())?;
     }
     Ok(())
 }

@@ -1,8 +1,12 @@
 //! The catalog: everything an SDK declares it may collect, each item with a description.
 //!
-//! An SDK embeds its catalog as TOML (usually with `include_str!`), parses it once at start-up
-//! and resolves the names it records into typed handles such as [`Feature`]. Recording APIs take
-//! those handles, so a name that is not in the catalog can never reach an event.
+//! An SDK declares its catalog in TOML. The facade's `catalog!` macro reads that file when the
+//! SDK compiles and turns every name into a typed handle constant such as a [`Feature`], so a
+//! misspelt name is a compile error. Recording APIs take those handles, so a name that is not in
+//! the catalog can never reach an event.
+//!
+//! Every handle carries the [`CatalogId`] of the catalog it was made from: the facade refuses a
+//! handle of another catalog instead of recording whatever name sits at the same position.
 //!
 //! ```toml
 //! [features]
@@ -174,76 +178,206 @@ struct CatalogFile {
 /// What an SDK may collect. Parse it with [`Catalog::from_toml`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Catalog {
+    id: CatalogId,
     sections: [Vec<CatalogEntry>; 7],
 }
 
+/// The identity of a catalog: a fingerprint of every section's names in order.
+///
+/// Two catalogs share an id exactly when each handle stands for the same name in both, so a
+/// handle is valid for every catalog with its id and refused by every other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CatalogId(u64);
+
+impl CatalogId {
+    /// No catalog: the id of an empty [`FeatureSet`] and of the `OTHER` handles, which every
+    /// catalog accepts.
+    const NONE: CatalogId = CatalogId(0);
+    /// More than one catalog: the id of a [`FeatureSet`] that mixes them, which none accepts.
+    const MIXED: CatalogId = CatalogId(u64::MAX);
+
+    /// The id the facade's `catalog!` macro computed for a catalog at compile time.
+    ///
+    /// For generated code only: a made-up id matches no catalog, so it records nothing.
+    #[doc(hidden)]
+    pub const fn __from_generated(fingerprint: u64) -> CatalogId {
+        CatalogId(fingerprint)
+    }
+
+    /// The fingerprint, as generated code writes it.
+    pub const fn fingerprint(self) -> u64 {
+        self.0
+    }
+
+    /// The id of sections with these names (FNV-1a over each section's key and names).
+    fn of(sections: &[Vec<CatalogEntry>; 7]) -> CatalogId {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut hash = OFFSET;
+        let mut feed = |bytes: &[u8]| {
+            for &byte in bytes {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+            }
+        };
+        for (section, entries) in Section::ALL.iter().zip(sections) {
+            feed(section.key().as_bytes());
+            for entry in entries {
+                // Names never hold these bytes, so no two different catalogs feed the same text.
+                feed(&[0xff]);
+                feed(entry.name.as_str().as_bytes());
+            }
+            feed(&[0xfe]);
+        }
+        // The two reserved values mean "no catalog" and "several catalogs".
+        match hash {
+            0 | u64::MAX => CatalogId(1),
+            hash => CatalogId(hash),
+        }
+    }
+}
+
 macro_rules! handles {
-    ($($(#[$doc:meta])* $handle:ident => $section:ident, $lookup:ident;)*) => {
+    ($($(#[$doc:meta])* $handle:ident => $section:ident, $lookup:ident, $name_of:ident;)*) => {
         $(
             $(#[$doc])*
             ///
-            /// A handle is an index into the catalog it came from; use it only with that catalog.
+            /// A handle is a position in the catalog it came from, with that catalog's
+            /// [`CatalogId`]; any other catalog refuses it.
             #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-            pub struct $handle(u16);
+            pub struct $handle {
+                catalog: CatalogId,
+                index: u16,
+            }
 
             impl $handle {
+                /// The handle the facade's `catalog!` macro generates for a declared name.
+                ///
+                /// For generated code only: a handle made up here names nothing in any other
+                /// catalog, which refuses it.
+                #[doc(hidden)]
+                pub const fn __from_generated(catalog: CatalogId, index: u16) -> $handle {
+                    $handle { catalog, index }
+                }
+
                 /// The position of the name in its catalog section.
                 pub fn index(self) -> usize {
-                    usize::from(self.0)
+                    usize::from(self.index)
+                }
+
+                /// The catalog this handle belongs to.
+                pub fn catalog_id(self) -> CatalogId {
+                    self.catalog
+                }
+
+                /// Whether a catalog with this id accepts the handle.
+                pub fn is_from(self, catalog: CatalogId) -> bool {
+                    self.catalog == catalog
+                }
+            }
+
+            impl Catalog {
+                #[doc = concat!("Resolves a name declared in the `", stringify!($lookup), "` section at run time.")]
+                ///
+                /// SDKs use the constants the `catalog!` macro generates instead, which are
+                /// checked when the SDK compiles; this is for tools that read catalogs.
+                pub fn $lookup(&self, name: &str) -> Result<$handle, UnknownName> {
+                    self.position(Section::$section, name)
+                        .map(|index| $handle { catalog: self.id, index })
+                }
+
+                #[doc = concat!("The name behind a `", stringify!($handle), "` handle; `None` for a handle of another catalog.")]
+                pub fn $name_of(&self, handle: $handle) -> Option<&Name> {
+                    if handle.catalog != self.id {
+                        return None;
+                    }
+                    self.name_at(Section::$section, handle.index())
                 }
             }
         )*
-
-        impl Catalog {
-            $(
-                #[doc = concat!("Resolves a name declared in the `", stringify!($lookup), "` section.")]
-                pub fn $lookup(&self, name: &str) -> Result<$handle, UnknownName> {
-                    self.position(Section::$section, name).map($handle)
-                }
-            )*
-        }
     };
 }
 
 handles! {
     /// A feature declared in the catalog's `features` section.
-    Feature => Features, feature;
+    Feature => Features, feature, feature_name;
     /// A metric declared in the catalog's `metrics` section.
-    Metric => Metrics, metric;
+    Metric => Metrics, metric, metric_name;
     /// A kind of configuration error declared in the `config_errors` section.
-    ConfigError => ConfigErrors, config_error;
+    ///
+    /// Named for what it is, a kind, so that it does not collide with an SDK's own
+    /// `ConfigError` type.
+    ConfigErrorKind => ConfigErrors, config_error, config_error_name;
     /// A block type declared in the `block_types` section.
-    BlockType => BlockTypes, block_type;
+    BlockType => BlockTypes, block_type, block_type_name;
     /// A command declared in the `commands` section.
-    Command => Commands, command;
+    ///
+    /// Named `CommandName` so that it does not collide with the `enum Command` of a clap CLI.
+    CommandName => Commands, command, command_name;
 }
 
-/// An exception type from the `exception_types` allowlist, or [`ExceptionType::OTHER`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ExceptionType(u16);
-
-/// An integration from the `integrations` allowlist, or [`Integration::OTHER`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Integration(u16);
-
 macro_rules! allowlist_handles {
-    ($($handle:ident => $section:ident, $lookup:ident;)*) => {
+    ($($(#[$doc:meta])* $handle:ident => $section:ident, $lookup:ident, $name_of:ident;)*) => {
         $(
+            $(#[$doc])*
+            ///
+            /// A declared name is a position in the catalog it came from, with that catalog's
+            /// [`CatalogId`]; any other catalog refuses it. `OTHER` belongs to every catalog.
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+            pub struct $handle {
+                catalog: CatalogId,
+                index: u16,
+            }
+
             impl $handle {
                 /// Everything not declared in the catalog; reported as `other`.
-                pub const OTHER: $handle = $handle(u16::MAX);
+                ///
+                /// The only way to report an undeclared value: lookups of undeclared names
+                /// fail, so reporting `other` is always written out.
+                pub const OTHER: $handle = $handle { catalog: CatalogId::NONE, index: u16::MAX };
+
+                /// The handle the facade's `catalog!` macro generates for a declared name.
+                ///
+                /// For generated code only: a handle made up here names nothing in any other
+                /// catalog, which refuses it.
+                #[doc(hidden)]
+                pub const fn __from_generated(catalog: CatalogId, index: u16) -> $handle {
+                    $handle { catalog, index }
+                }
 
                 /// The position of the name in its catalog section, or `None` for `other`.
                 pub fn index(self) -> Option<usize> {
-                    (self != $handle::OTHER).then_some(usize::from(self.0))
+                    (self != $handle::OTHER).then_some(usize::from(self.index))
+                }
+
+                /// The catalog this handle belongs to; `None` for `OTHER`, which belongs to all.
+                pub fn catalog_id(self) -> Option<CatalogId> {
+                    (self != $handle::OTHER).then_some(self.catalog)
+                }
+
+                /// Whether a catalog with this id accepts the handle.
+                pub fn is_from(self, catalog: CatalogId) -> bool {
+                    self == $handle::OTHER || self.catalog == catalog
                 }
             }
 
             impl Catalog {
-                #[doc = concat!("Resolves a name from the `", stringify!($lookup), "s` allowlist; ")]
-                #[doc = "anything not declared there becomes `OTHER`."]
-                pub fn $lookup(&self, name: &str) -> $handle {
-                    self.position(Section::$section, name).map_or($handle::OTHER, $handle)
+                #[doc = concat!("Resolves a name from the `", stringify!($lookup), "s` allowlist at run time.")]
+                ///
+                #[doc = concat!("A name not declared there is an error, never a silent `other`: a caller that")]
+                #[doc = concat!("means `other` writes `.unwrap_or(", stringify!($handle), "::OTHER)`.")]
+                pub fn $lookup(&self, name: &str) -> Result<$handle, UnknownName> {
+                    self.position(Section::$section, name)
+                        .map(|index| $handle { catalog: self.id, index })
+                }
+
+                #[doc = concat!("The name behind a `", stringify!($handle), "` handle: `other` for `OTHER`, `None` for")]
+                /// a handle of another catalog.
+                pub fn $name_of(&self, handle: $handle) -> Option<Name> {
+                    match handle.index() {
+                        None => Some(other_name()),
+                        Some(_) if handle.catalog != self.id => None,
+                        Some(index) => self.name_at(Section::$section, index).cloned(),
+                    }
                 }
             }
         )*
@@ -251,8 +385,10 @@ macro_rules! allowlist_handles {
 }
 
 allowlist_handles! {
-    ExceptionType => ExceptionTypes, exception_type;
-    Integration => Integrations, integration;
+    /// An exception type from the `exception_types` allowlist, or [`ExceptionType::OTHER`].
+    ExceptionType => ExceptionTypes, exception_type, exception_type_name;
+    /// An integration from the `integrations` allowlist, or [`Integration::OTHER`].
+    Integration => Integrations, integration, integration_name;
 }
 
 /// A name that the catalog does not declare.
@@ -292,47 +428,20 @@ impl Catalog {
         for ((section, table), entries) in Section::ALL.into_iter().zip(tables).zip(&mut sections) {
             *entries = validate_section(section, table)?;
         }
-        Ok(Catalog { sections })
+        Ok(Catalog {
+            id: CatalogId::of(&sections),
+            sections,
+        })
+    }
+
+    /// The catalog's identity, which every handle made from it carries.
+    pub fn id(&self) -> CatalogId {
+        self.id
     }
 
     /// The declared entries of one section, sorted by name.
     pub fn entries(&self, section: Section) -> &[CatalogEntry] {
         &self.sections[section as usize]
-    }
-
-    /// The name behind a feature handle.
-    pub fn feature_name(&self, feature: Feature) -> Option<&Name> {
-        self.name_at(Section::Features, feature.index())
-    }
-
-    /// The name behind a metric handle.
-    pub fn metric_name(&self, metric: Metric) -> Option<&Name> {
-        self.name_at(Section::Metrics, metric.index())
-    }
-
-    /// The name behind a configuration error handle.
-    pub fn config_error_name(&self, kind: ConfigError) -> Option<&Name> {
-        self.name_at(Section::ConfigErrors, kind.index())
-    }
-
-    /// The name behind a block type handle.
-    pub fn block_type_name(&self, block_type: BlockType) -> Option<&Name> {
-        self.name_at(Section::BlockTypes, block_type.index())
-    }
-
-    /// The name behind a command handle.
-    pub fn command_name(&self, command: Command) -> Option<&Name> {
-        self.name_at(Section::Commands, command.index())
-    }
-
-    /// The name behind an exception type handle; `other` when it is not declared.
-    pub fn exception_type_name(&self, exception: ExceptionType) -> Name {
-        self.allowlisted_name(Section::ExceptionTypes, exception.index())
-    }
-
-    /// The name behind an integration handle; `other` when it is not declared.
-    pub fn integration_name(&self, integration: Integration) -> Name {
-        self.allowlisted_name(Section::Integrations, integration.index())
     }
 
     /// How many names a section declares.
@@ -347,13 +456,6 @@ impl Catalog {
 
     fn name_at(&self, section: Section, index: usize) -> Option<&Name> {
         self.entries(section).get(index).map(|entry| &entry.name)
-    }
-
-    fn allowlisted_name(&self, section: Section, index: Option<usize>) -> Name {
-        index
-            .and_then(|index| self.name_at(section, index))
-            .cloned()
-            .unwrap_or_else(other_name)
     }
 
     fn position(&self, section: Section, name: &str) -> Result<u16, UnknownName> {
@@ -417,19 +519,36 @@ fn validate_section(
 }
 
 /// A set of features, such as those one flow run used. Copy, allocation-free.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FeatureSet(u128);
+///
+/// The set takes the [`CatalogId`] of its first feature. Adding a feature of another catalog
+/// marks the set as mixed, and no catalog accepts a mixed set, so a run that mixes catalogs is
+/// refused rather than reported under the wrong names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FeatureSet {
+    bits: u128,
+    catalog: CatalogId,
+}
+
+impl Default for FeatureSet {
+    fn default() -> FeatureSet {
+        FeatureSet::new()
+    }
+}
 
 impl FeatureSet {
     /// The empty set.
     pub const fn new() -> FeatureSet {
-        FeatureSet(0)
+        FeatureSet {
+            bits: 0,
+            catalog: CatalogId::NONE,
+        }
     }
 
     /// Adds a feature.
     pub fn insert(&mut self, feature: Feature) {
-        if let Some(bit) = 1u128.checked_shl(u32::from(feature.0)) {
-            self.0 |= bit;
+        self.adopt(feature.catalog);
+        if let Some(bit) = 1u128.checked_shl(u32::from(feature.index)) {
+            self.bits |= bit;
         }
     }
 
@@ -442,37 +561,52 @@ impl FeatureSet {
 
     /// Whether the set holds `feature`.
     pub fn contains(self, feature: Feature) -> bool {
-        1u128
-            .checked_shl(u32::from(feature.0))
-            .is_some_and(|bit| self.0 & bit != 0)
+        feature.catalog == self.catalog
+            && 1u128
+                .checked_shl(u32::from(feature.index))
+                .is_some_and(|bit| self.bits & bit != 0)
     }
 
     /// Whether the set is empty.
     pub fn is_empty(self) -> bool {
-        self.0 == 0
+        self.bits == 0
+    }
+
+    /// Whether a catalog with this id accepts the set: it is empty or all its features are
+    /// that catalog's.
+    pub fn is_from(self, catalog: CatalogId) -> bool {
+        self.catalog == CatalogId::NONE || self.catalog == catalog
     }
 
     /// The features in the set, in catalog order.
     pub fn iter(self) -> impl Iterator<Item = Feature> {
+        let catalog = self.catalog;
         (0..MAX_FEATURES as u16)
-            .map(Feature)
+            .map(move |index| Feature { catalog, index })
             .filter(move |&feature| self.contains(feature))
     }
 
-    /// The union of two sets.
+    /// The union of two sets; mixed when they belong to different catalogs.
     #[must_use]
-    pub fn union(self, other: FeatureSet) -> FeatureSet {
-        FeatureSet(self.0 | other.0)
+    pub fn union(mut self, other: FeatureSet) -> FeatureSet {
+        if other.catalog != CatalogId::NONE {
+            self.adopt(other.catalog);
+        }
+        self.bits |= other.bits;
+        self
     }
 
     /// The raw bits, one per feature index.
     pub fn bits(self) -> u128 {
-        self.0
+        self.bits
     }
 
-    /// A set from raw bits, one per feature index.
-    pub fn from_bits(bits: u128) -> FeatureSet {
-        FeatureSet(bits)
+    fn adopt(&mut self, catalog: CatalogId) {
+        if self.catalog == CatalogId::NONE {
+            self.catalog = catalog;
+        } else if self.catalog != catalog {
+            self.catalog = CatalogId::MIXED;
+        }
     }
 }
 
@@ -526,22 +660,65 @@ mod tests {
     }
 
     #[test]
-    fn allowlists_fall_back_to_other() {
+    fn allowlists_refuse_undeclared_names_and_name_other_explicitly() {
         let catalog = Catalog::from_toml(EXAMPLE).unwrap();
-        let known = catalog.exception_type("timeout_error");
-        assert_eq!(catalog.exception_type_name(known).as_str(), "timeout_error");
+        let known = catalog.exception_type("timeout_error").unwrap();
+        assert_eq!(
+            catalog.exception_type_name(known).unwrap().as_str(),
+            "timeout_error"
+        );
         for unknown in ["ValueError", "alice@example.com", "", "other"] {
-            let handle = catalog.exception_type(unknown);
-            assert_eq!(handle, ExceptionType::OTHER);
-            assert_eq!(catalog.exception_type_name(handle).as_str(), "other");
+            assert_eq!(
+                catalog.exception_type(unknown).unwrap_err().section,
+                Section::ExceptionTypes
+            );
         }
-        assert_eq!(catalog.integration("gcp"), Integration::OTHER);
         assert_eq!(
             catalog
-                .integration_name(catalog.integration("aws"))
+                .exception_type_name(ExceptionType::OTHER)
+                .unwrap()
                 .as_str(),
-            "aws"
+            "other"
         );
+        assert!(catalog.integration("gcp").is_err());
+        let aws = catalog.integration("aws").unwrap();
+        assert_eq!(catalog.integration_name(aws).unwrap().as_str(), "aws");
+    }
+
+    const OTHER_CATALOG: &str = r#"
+        [features]
+        dry_run = "Runs that only print what they would do"
+        zzz = "A feature sorted last"
+
+        [exception_types]
+        value_error = "A bad value"
+    "#;
+
+    #[test]
+    fn handles_of_another_catalog_name_nothing() {
+        let ours = Catalog::from_toml(EXAMPLE).unwrap();
+        let theirs = Catalog::from_toml(OTHER_CATALOG).unwrap();
+        assert_ne!(ours.id(), theirs.id());
+        let dry_run = theirs.feature("dry_run").unwrap();
+        // The same position in `ours` is `caching`; the handle must not be read as it.
+        assert_eq!(dry_run.index(), 0);
+        assert_eq!(ours.feature_name(dry_run), None);
+        let value_error = theirs.exception_type("value_error").unwrap();
+        assert_eq!(ours.exception_type_name(value_error), None);
+        assert!(!value_error.is_from(ours.id()));
+        assert!(ExceptionType::OTHER.is_from(ours.id()));
+    }
+
+    #[test]
+    fn ids_follow_the_names_not_the_text() {
+        let id = |text| Catalog::from_toml(text).unwrap().id();
+        let described_differently = EXAMPLE.replace("A task timed out", "Took too long");
+        assert_eq!(id(EXAMPLE), id(&described_differently));
+        let renamed = EXAMPLE.replace("caching", "cashing");
+        assert_ne!(id(EXAMPLE), id(&renamed));
+        // The same name in another section is another catalog.
+        assert_ne!(id("[features]\nx = \"x\""), id("[metrics]\nx = \"x\""));
+        assert_ne!(id(""), id("[features]\nx = \"x\""));
     }
 
     #[test]
@@ -594,6 +771,25 @@ mod tests {
         let set = FeatureSet::new().with(retries);
         assert!(set.contains(retries) && !set.contains(caching));
         assert_eq!(set.union(FeatureSet::new().with(caching)).iter().count(), 2);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [retries]);
         assert!(FeatureSet::new().is_empty());
+        assert!(set.is_from(catalog.id()) && FeatureSet::new().is_from(catalog.id()));
+    }
+
+    #[test]
+    fn feature_sets_that_mix_catalogs_belong_to_none() {
+        let ours = Catalog::from_toml(EXAMPLE).unwrap();
+        let theirs = Catalog::from_toml(OTHER_CATALOG).unwrap();
+        let retries = ours.feature("retries").unwrap();
+        let dry_run = theirs.feature("dry_run").unwrap();
+        let mixed = FeatureSet::new().with(retries).with(dry_run);
+        assert!(!mixed.is_from(ours.id()) && !mixed.is_from(theirs.id()));
+        let united = FeatureSet::new()
+            .with(retries)
+            .union(FeatureSet::new().with(dry_run));
+        assert!(!united.is_from(ours.id()) && !united.is_from(theirs.id()));
+        // A union with an empty set keeps the catalog.
+        let kept = FeatureSet::new().union(FeatureSet::new().with(retries));
+        assert!(kept.is_from(ours.id()));
     }
 }

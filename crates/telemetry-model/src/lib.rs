@@ -29,8 +29,8 @@ pub mod wire;
 
 pub use bucket::{CountBucket, DurationBucket};
 pub use catalog::{
-    BlockType, Catalog, CatalogEntry, CatalogError, Command, ConfigError, ExceptionType, Feature,
-    FeatureSet, Integration, Metric, Section, UnknownName,
+    BlockType, Catalog, CatalogEntry, CatalogError, CatalogId, CommandName, ConfigErrorKind,
+    ExceptionType, Feature, FeatureSet, Integration, Metric, Section, UnknownName,
 };
 pub use event::{
     Arch, DeploymentStage, ErrorSummary, Event, EventId, EventType, Interface, InvalidId, OsFamily,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use telemetry_buffer::Buffer;
 use telemetry_model::{
-    BlockType, Catalog, Command, ConfigError, ExceptionType, Feature, Integration, Metric, Section,
+    BlockType, Catalog, CommandName, ConfigErrorKind, ExceptionType, Feature, Integration, Metric,
+    Section,
 };
 use tokio::sync::mpsc;
 
@@ -159,12 +160,17 @@ impl TelemetryConfig {
             .transport_for(resolution)
             .map_err(std::io::Error::other)?;
         let buffer = self.buffer_source(resolution);
-        let usage = Arc::new(UsageAccumulator::new(&self.catalog));
-        for integration in &self.installed_integrations {
-            usage.integrations_installed.insert(allowlist_slot(
-                integration.index(),
-                self.catalog.len(Section::Integrations),
-            ));
+        let usage = Arc::new(UsageAccumulator::new(
+            &self.catalog,
+            Arc::clone(&self.warnings) as MessageSink,
+        ));
+        for &integration in &self.installed_integrations {
+            if usage.accepts(integration) {
+                usage.integrations_installed.insert(allowlist_slot(
+                    integration.index(),
+                    self.catalog.len(Section::Integrations),
+                ));
+            }
         }
         let stats = Arc::new(WorkerStats::default());
         let debug: Option<MessageSink> = resolution
@@ -328,7 +334,7 @@ impl Telemetry {
     /// type also count in the process's `sdk_usage` summary (see [`Telemetry`]).
     #[inline]
     pub fn record_run(&self, run: RunRecord) {
-        if !self.on() {
+        if !self.on() || !self.inner.usage.accepts(run) {
             return;
         }
         self.send(Record::Run(run));
@@ -337,7 +343,7 @@ impl Telemetry {
     /// Notes that the program used a feature (reported in the `sdk_usage` summary).
     #[inline]
     pub fn feature_used(&self, feature: Feature) {
-        if self.on() {
+        if self.on() && self.inner.usage.accepts(feature) {
             self.inner.usage.features.insert(feature.index());
         }
     }
@@ -345,15 +351,15 @@ impl Telemetry {
     /// Notes that the program used a block type.
     #[inline]
     pub fn block_type_used(&self, block_type: BlockType) {
-        if self.on() {
+        if self.on() && self.inner.usage.accepts(block_type) {
             self.inner.usage.block_types.insert(block_type.index());
         }
     }
 
     /// Notes that a CLI command was run.
     #[inline]
-    pub fn command_used(&self, command: Command) {
-        if self.on() {
+    pub fn command_used(&self, command: CommandName) {
+        if self.on() && self.inner.usage.accepts(command) {
             self.inner.usage.commands.insert(command.index());
         }
     }
@@ -361,7 +367,7 @@ impl Telemetry {
     /// Adds `amount` to a metric (reported as a bucket of the total).
     #[inline]
     pub fn count(&self, metric: Metric, amount: u64) {
-        if self.on() {
+        if self.on() && self.inner.usage.accepts(metric) {
             self.inner.usage.metrics.add(metric.index(), amount);
         }
     }
@@ -379,8 +385,8 @@ impl Telemetry {
 
     /// Notes a configuration error of a declared kind.
     #[inline]
-    pub fn config_error(&self, kind: ConfigError) {
-        if self.on() {
+    pub fn config_error(&self, kind: ConfigErrorKind) {
+        if self.on() && self.inner.usage.accepts(kind) {
             self.inner.usage.config_errors.insert(kind.index());
         }
     }
@@ -388,7 +394,7 @@ impl Telemetry {
     /// Notes an error of an allowlisted type outside a run (`other` when not declared).
     #[inline]
     pub fn exception(&self, exception: ExceptionType) {
-        if self.on() {
+        if self.on() && self.inner.usage.accepts(exception) {
             let declared = self.inner.catalog.len(Section::ExceptionTypes);
             self.inner
                 .usage
@@ -400,7 +406,7 @@ impl Telemetry {
     /// Notes that an integration is installed.
     #[inline]
     pub fn integration_installed(&self, integration: Integration) {
-        if self.on() {
+        if self.on() && self.inner.usage.accepts(integration) {
             let declared = self.inner.catalog.len(Section::Integrations);
             self.inner
                 .usage
@@ -412,7 +418,7 @@ impl Telemetry {
     /// Notes that an installed integration failed to import or load.
     #[inline]
     pub fn integration_import_failed(&self, integration: Integration) {
-        if self.on() {
+        if self.on() && self.inner.usage.accepts(integration) {
             let declared = self.inner.catalog.len(Section::Integrations);
             self.inner
                 .usage
@@ -434,6 +440,12 @@ impl Telemetry {
             let _ = buffer.purge();
         }
         Ok(status)
+    }
+
+    /// How many recording calls this handle refused because a catalog handle in them came from
+    /// another catalog (the first one is also reported through the warning sink).
+    pub fn refused_records(&self) -> u64 {
+        self.inner.usage.refused()
     }
 
     /// How many records this process dropped because the queue to the worker was full.

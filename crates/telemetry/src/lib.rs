@@ -75,9 +75,10 @@ pub use status::Status;
 pub use telemetry_buffer::{Buffer, MemoryBuffer};
 #[doc(inline)]
 pub use telemetry_model::{
-    BlockType, Catalog, CatalogError, Command, ConfigError, CountBucket, DeploymentStage,
-    DurationBucket, EncodedEvent, Event, EventType, ExceptionType, Feature, FeatureSet,
-    HourTimestamp, Integration, Interface, Metric, Name, RunOutcome, Section, UnknownName,
+    BlockType, Catalog, CatalogError, CatalogId, CommandName, ConfigErrorKind, CountBucket,
+    DeploymentStage, DurationBucket, EncodedEvent, Event, EventType, ExceptionType, Feature,
+    FeatureSet, HourTimestamp, Integration, Interface, Metric, Name, RunOutcome, Section,
+    UnknownName,
 };
 #[doc(inline)]
 pub use telemetry_policy::{

@@ -35,7 +35,7 @@ impl TelemetryConfig {
         event.integrations = self
             .installed_integrations
             .iter()
-            .map(|integration| self.catalog.integration_name(*integration))
+            .filter_map(|integration| self.catalog.integration_name(*integration))
             .collect();
         event.concurrency_peak = Some(CountBucket::Zero);
         let bytes = match EncodedEvent::encode(&event) {

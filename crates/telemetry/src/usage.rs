@@ -1,6 +1,12 @@
 //! Lock-free accumulators for the `sdk_usage` summary, updated on the recording thread.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use telemetry_model::CatalogId;
+
+use crate::record::FromCatalog;
+use crate::worker::MessageSink;
 
 /// A fixed-size set of small integers, safe to update from many threads.
 #[derive(Debug)]
@@ -90,8 +96,14 @@ impl AtomicCounters {
 /// Everything the `sdk_usage` summary reports, accumulated since start.
 ///
 /// Allowlist sections (exception types, integrations) have one extra slot at the end for `other`.
-#[derive(Debug)]
 pub(crate) struct UsageAccumulator {
+    /// The catalog whose handles may be recorded; a handle of any other is refused.
+    catalog: Option<CatalogId>,
+    /// Recording calls refused for a handle of another catalog.
+    refused: AtomicU64,
+    /// Where the first refusal is reported: a foreign handle is a bug in the SDK, which its
+    /// author should hear about, and the user may pass on.
+    warnings: Option<MessageSink>,
     pub(crate) features: AtomicBitSet,
     pub(crate) block_types: AtomicBitSet,
     pub(crate) commands: AtomicBitSet,
@@ -107,6 +119,9 @@ impl UsageAccumulator {
     /// An accumulator with no slots, for handles that never record.
     pub(crate) fn empty() -> UsageAccumulator {
         UsageAccumulator {
+            catalog: None,
+            refused: AtomicU64::new(0),
+            warnings: None,
             features: AtomicBitSet::new(0),
             block_types: AtomicBitSet::new(0),
             commands: AtomicBitSet::new(0),
@@ -119,10 +134,16 @@ impl UsageAccumulator {
         }
     }
 
-    pub(crate) fn new(catalog: &telemetry_model::Catalog) -> UsageAccumulator {
+    pub(crate) fn new(
+        catalog: &telemetry_model::Catalog,
+        warnings: MessageSink,
+    ) -> UsageAccumulator {
         use telemetry_model::Section;
         let len = |section| catalog.len(section);
         UsageAccumulator {
+            catalog: Some(catalog.id()),
+            refused: AtomicU64::new(0),
+            warnings: Some(warnings),
             features: AtomicBitSet::new(len(Section::Features)),
             block_types: AtomicBitSet::new(len(Section::BlockTypes)),
             commands: AtomicBitSet::new(len(Section::Commands)),
@@ -133,6 +154,46 @@ impl UsageAccumulator {
             exception_types: AtomicCounters::new(len(Section::ExceptionTypes) + 1),
             concurrency_peak: AtomicU64::new(0),
         }
+    }
+}
+
+impl UsageAccumulator {
+    /// Whether `handle` belongs to this accumulator's catalog; counts (and reports the first
+    /// time) the refusal of one that does not.
+    #[inline]
+    pub(crate) fn accepts(&self, handle: impl FromCatalog) -> bool {
+        let Some(catalog) = self.catalog else {
+            return false;
+        };
+        if handle.is_from(catalog) {
+            return true;
+        }
+        if self.refused.fetch_add(1, Ordering::Relaxed) == 0
+            && let Some(warn) = &self.warnings
+        {
+            warn(
+                "telemetry refused a record: a catalog handle came from another catalog than \
+                 this SDK's (make handles with `telemetry::catalog!` from the catalog this \
+                 configuration was built with)",
+            );
+        }
+        false
+    }
+
+    /// How many recording calls were refused for a handle of another catalog.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for UsageAccumulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageAccumulator")
+            .field("catalog", &self.catalog)
+            .field("refused", &self.refused)
+            .field("features", &self.features)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
     }
 }
 

@@ -233,11 +233,12 @@ impl EventBuilder {
             .filter_map(|feature| self.catalog.feature_name(feature).cloned())
             .collect();
         event.integrations = integrations;
-        if let Some(exception) = run.exception {
-            event.errors.exception_types.insert(
-                self.catalog.exception_type_name(exception),
-                CountBucket::One,
-            );
+        // The recording call refused handles of other catalogs; these lookups cannot fail.
+        if let Some(name) = run
+            .exception
+            .and_then(|exception| self.catalog.exception_type_name(exception))
+        {
+            event.errors.exception_types.insert(name, CountBucket::One);
         }
         event
     }

@@ -128,6 +128,6 @@ pub(crate) fn run(telemetry: &Telemetry, outcome: RunOutcome) {
         duration: Duration::from_millis(2_500),
         outcome,
         exception: (outcome == RunOutcome::Failed)
-            .then(|| telemetry.catalog().exception_type("value_error")),
+            .then(|| telemetry.catalog().exception_type("value_error").unwrap()),
     });
 }

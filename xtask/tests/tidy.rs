@@ -12,6 +12,8 @@ use xtask::workspace_root;
 /// Which workspace crates each workspace crate may depend on (normal, dev and build).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry-model", &["telemetry-testkit"]),
+    // The proc macro runs inside the SDK's build: it parses with the model, never the facade.
+    ("telemetry-macros", &["telemetry-model"]),
     (
         "telemetry-policy",
         &["telemetry-model", "telemetry-testkit"],
@@ -28,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "telemetry",
         &[
             "telemetry-model",
+            "telemetry-macros",
             "telemetry-policy",
             "telemetry-buffer",
             "telemetry-transport",

@@ -45,6 +45,7 @@
 //!
 //! The workspace's `rust-version` (1.89) and newer.
 
+mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
@@ -61,6 +62,8 @@ mod template;
 mod usage;
 mod worker;
 
+#[doc(hidden)]
+pub use catalog::__private;
 pub use config::{
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SESSION_MAX_AGE, DEFAULT_SHUTDOWN_TIMEOUT, ManageError,
     SetupError, TelemetryConfig, WarningSink,

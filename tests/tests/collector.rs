@@ -232,7 +232,7 @@ fn every_run_is_stored_once_however_often_it_is_sent_and_the_report_says_what_ra
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("https://{}/v1/events", relay.addr);
     let config = config(dir.path(), &endpoint, &pki, true);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     assert!(kit.telemetry().is_enabled());
     let runs = 30;
     workload(&kit, runs);
@@ -289,7 +289,7 @@ fn opting_out_erases_the_session_at_the_collector() {
     let endpoint = format!("https://{}/v1/events", collector.addr);
     let config = config(dir.path(), &endpoint, &pki, false);
     config.enable().unwrap();
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     assert!(kit.telemetry().is_enabled());
     workload(&kit, 12);
     flush_until_delivered(&kit);

@@ -68,7 +68,7 @@ fn a_destination_that_hangs_costs_no_event() {
             &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "10")],
         )
         .shutdown_timeout(Duration::from_millis(500));
-        let kit = FlowKit::start(&config).unwrap();
+        let kit = FlowKit::start(&config);
         workload(&kit, 3_000);
         drop(kit);
         assert!(
@@ -100,7 +100,7 @@ fn a_flush_keeps_its_deadline_whatever_the_destination_does() {
         let server = TestServer::start(&pki, script.clone());
         let dir = tempfile::tempdir().unwrap();
         let config = https_config(dir.path(), &server, &pki, &[]);
-        let kit = FlowKit::start(&config).unwrap();
+        let kit = FlowKit::start(&config);
         workload(&kit, 5);
         let timeout = Duration::from_secs(1);
         let started = Instant::now();
@@ -125,7 +125,7 @@ fn status_in_a_new_process_shows_what_earlier_ones_delivered_and_dropped() {
     let server = TestServer::start(&pki, Script::status(200));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server, &pki, &[]).queue_capacity(1);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     // A queue of one record: a burst drops most runs, and each drop is counted.
     workload(&kit, 2_000);
     let dropped = kit.telemetry().dropped_records();
@@ -160,7 +160,7 @@ fn the_summary_is_never_lost_at_exit() {
         let dir = tempfile::tempdir().unwrap();
         let export = dir.path().join("export");
         let config = enabled_flowkit_config_with(&dir.path().join("home"), &export, &[]);
-        let kit = FlowKit::start(&config).unwrap();
+        let kit = FlowKit::start(&config);
         workload(&kit, 1_000);
         drop(kit);
         let lines = exported_lines(&export);
@@ -185,7 +185,7 @@ fn a_flush_reports_a_wait_the_server_asked_for_instead_of_posting() {
     );
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server, &pki, &[]);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     workload(&kit, 3);
     assert!(matches!(
         kit.telemetry().flush(Duration::from_secs(10)),
@@ -195,7 +195,7 @@ fn a_flush_reports_a_wait_the_server_asked_for_instead_of_posting() {
     assert_eq!(server.requests().len(), 1);
 
     // The next process: its flush posts nothing and says until when.
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     let error = kit.telemetry().flush(Duration::from_secs(10)).unwrap_err();
     let message = error.to_string();
     assert!(

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use flowkit::instrumentation::integrations;
 use flowkit::{
     Block, BlockKind, Deployment, ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner,
 };
+use telemetry::Integration;
 use telemetry_e2e::{enabled_flowkit_config, exported_lines, validate_with_python};
 
 #[test]
@@ -15,14 +17,14 @@ fn a_flowkit_workload_exports_schema_valid_events() {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("export");
     let config = enabled_flowkit_config(&dir.path().join("home"), &export);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     kit.register_block(Block {
         name: "db".into(),
         kind: BlockKind::DatabaseCredentials,
         value: "x".into(),
     });
-    kit.integration_loaded("aws", true);
-    kit.integration_loaded("someone-elses-plugin", false);
+    kit.integration_loaded(integrations::AWS, true);
+    kit.integration_loaded(Integration::OTHER, false);
     let flow = Flow::new("workload")
         .runner(TaskRunner::Concurrent { max_workers: 2 })
         .uses_block("db")
@@ -89,7 +91,7 @@ fn a_flowkit_workload_exports_schema_valid_events() {
 fn the_independent_validator_rejects_what_the_schema_forbids() {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("export");
-    let kit = FlowKit::start(&enabled_flowkit_config(&dir.path().join("home"), &export)).unwrap();
+    let kit = FlowKit::start(&enabled_flowkit_config(&dir.path().join("home"), &export));
     kit.run(
         &Flow::new("one").task(Task::new("t", |_| Ok(1.into()))),
         &Params::new(),

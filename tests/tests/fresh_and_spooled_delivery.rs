@@ -200,7 +200,7 @@ fn fresh_and_spooled_events_are_all_counted(merged: bool) {
     // spool.
     let earlier_runs = 25;
     let down = Arc::new(WatchedTransport::failing());
-    let kit = FlowKit::start(&config(dir.path()).transport(down)).unwrap();
+    let kit = FlowKit::start(&config(dir.path()).transport(down));
     workload(&kit, earlier_runs);
     drop(kit);
     let earlier = config(dir.path()).status();
@@ -252,7 +252,7 @@ fn fresh_and_spooled_events_are_all_counted(merged: bool) {
     let config_now = config(dir.path())
         .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
         .transport(Arc::clone(&export) as Arc<dyn Transport>);
-    let kit = FlowKit::start(&config_now).unwrap();
+    let kit = FlowKit::start(&config_now);
     workload(&kit, runs);
     // Everything but the summary and the runs the worker keeps back from a full batch.
     let expected_while_running = left_by_earlier + runs as u64 - 10;

@@ -180,7 +180,7 @@ fn every_run_arrives_once_in_batches_of_the_configured_size_and_in_the_wire_form
         &pki.ca_pem,
         &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "7")],
     );
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     assert!(kit.telemetry().is_enabled());
     workload(&kit, 30);
     let report = kit.telemetry().flush(FLUSH).unwrap();
@@ -240,7 +240,7 @@ fn events_recorded_while_the_endpoint_is_down_arrive_once_it_is_up() {
     let port = dead_port();
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &endpoint(port), &pki.ca_pem, &[]);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     workload(&kit, 6);
     let message = delivery_error(kit.telemetry().flush(Duration::from_secs(2)));
     assert!(message.contains("cannot connect"), "{message}");
@@ -276,7 +276,7 @@ fn repeated_server_errors_lose_nothing_and_everything_arrives_once_after() {
     let server = TestServer::start(&pki, Script::status(500));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server.endpoint(), &pki.ca_pem, &[]);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     workload(&kit, 5);
     for attempt in 1..=3 {
         let message = delivery_error(kit.telemetry().flush(FLUSH));
@@ -325,7 +325,7 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
         &pki.ca_pem,
         &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "4")],
     );
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     let telemetry = kit.telemetry().clone();
 
     // Fewer runs than a batch: only the flush sends.
@@ -342,7 +342,7 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
     wait_for(&telemetry, "store 7 events", |status| {
         status.pending_events.unwrap_or(u64::MAX) == 7
     });
-    let other = FlowKit::start(&config).unwrap();
+    let other = FlowKit::start(&config);
     let mut resume = std::time::SystemTime::now();
     for handle in [&telemetry, other.telemetry()] {
         match handle.flush(FLUSH) {
@@ -400,7 +400,7 @@ fn a_server_that_never_answers_or_cuts_the_answer_off_fails_the_flush_without_ha
         let dir = tempfile::tempdir().unwrap();
         let config = https_config(dir.path(), &server.endpoint(), &pki.ca_pem, &[])
             .shutdown_timeout(Duration::from_millis(500));
-        let kit = FlowKit::start(&config).unwrap();
+        let kit = FlowKit::start(&config);
         workload(&kit, 3);
         let telemetry = kit.telemetry().clone();
         let error = within("flush", move || telemetry.flush(Duration::from_millis(500)))
@@ -441,7 +441,7 @@ fn a_413_splits_batches_until_they_fit() {
         &pki.ca_pem,
         &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "8")],
     );
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     workload(&kit, 19);
     let report = kit.telemetry().flush(FLUSH).unwrap();
     assert_eq!(report.pending, 0, "{report:?}");
@@ -479,7 +479,7 @@ fn an_untrusted_certificate_sends_nothing_and_says_why() {
     let server = TestServer::start(&other, Script::status(200));
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server.endpoint(), &trusted.ca_pem, &[]);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     workload(&kit, 3);
     let message = delivery_error(kit.telemetry().flush(FLUSH));
     assert!(message.contains("certificate"), "{message}");
@@ -507,7 +507,7 @@ fn a_flood_against_a_dead_endpoint_stays_within_the_buffer_bound() {
         &[("FLOWKIT_SDK_TELEMETRY_BUFFER", "memory")],
     )
     .buffer_capacity(CAPACITY as usize);
-    let kit = FlowKit::start(&config).unwrap();
+    let kit = FlowKit::start(&config);
     let flow = Flow::new(FLOW_NAME).task(Task::new("noop", |_| Ok(serde_json::Value::Null)));
     for run in 1..=RUNS {
         kit.run(&flow, &Params::new());

@@ -43,7 +43,7 @@ fn config(env: &[(&str, &str)]) -> TelemetryConfig {
 
 /// Telemetry off: an empty environment and no state directory.
 fn kit_off() -> FlowKit {
-    let kit = FlowKit::start(&config(&[])).unwrap();
+    let kit = FlowKit::start(&config(&[]));
     assert!(!kit.telemetry().is_enabled());
     kit
 }
@@ -57,8 +57,7 @@ fn kit_on() -> (FlowKit, Arc<NullTransport>) {
             ("FLOWKIT_SDK_TELEMETRY_BUFFER", "memory"),
         ])
         .transport(Arc::clone(&transport) as _),
-    )
-    .unwrap();
+    );
     assert!(kit.telemetry().is_enabled());
     (kit, transport)
 }

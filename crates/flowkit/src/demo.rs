@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use flowkit::instrumentation::{commands, integrations};
 use flowkit::{
     Block, BlockKind, Deployment, ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner,
 };
@@ -191,10 +192,10 @@ fn exported_files(export: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// A workload that touches every option flowkit reports, with personal data in everything
 /// the user controls.
 fn run_workload(config: &telemetry::TelemetryConfig) -> anyhow::Result<String> {
-    let kit = FlowKit::start(config).context("flowkit could not start")?;
-    kit.command_used(kit.instruments().commands.demo);
-    kit.integration_loaded("aws", true);
-    kit.integration_loaded("kubernetes", false);
+    let kit = FlowKit::start(config);
+    kit.command_used(commands::DEMO);
+    kit.integration_loaded(integrations::AWS, true);
+    kit.integration_loaded(integrations::KUBERNETES, false);
     kit.register_block(Block {
         name: "alice-api-token".to_owned(),
         kind: BlockKind::Secret,

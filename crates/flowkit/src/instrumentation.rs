@@ -1,185 +1,212 @@
 //! How flowkit maps its own types to catalog names: the one place that talks to telemetry.
 //!
-//! Everything flowkit reports goes through [`Instruments`], whose fields are typed catalog
-//! handles resolved once at start-up. Flow names, task names, parameters, error messages and
-//! paths have no way in: no method here accepts a string that could reach an event.
+//! The handles come from `catalog.toml` at compile time (`telemetry::catalog!`): a name used
+//! here that the catalog does not declare does not compile. `Instruments` owns the
+//! [`Telemetry`] handle and says in flowkit's words what happened (a block was registered, a
+//! task was retried); the rest of flowkit never calls telemetry itself. Flow names, task names,
+//! parameters, error messages and paths have no way in: no method here accepts a string.
+
+use std::time::Duration;
 
 use telemetry::{
-    BlockType, Catalog, CatalogError, CommandName, ConfigErrorKind, ExceptionType, Feature, Metric,
-    UnknownName,
+    BlockType, CommandName, ExceptionType, FeatureSet, Integration, RunOutcome, RunRecord,
+    Telemetry,
 };
 
-use crate::flow::{BlockKind, ErrorKind};
+use crate::flow::{BlockKind, ErrorKind, Flow, Params, TaskRunner};
 
-/// flowkit's catalog, embedded in the binary.
-pub const CATALOG_TOML: &str = include_str!("../catalog.toml");
+telemetry::catalog!("catalog.toml");
 
-/// Why the embedded catalog does not fit the code (a bug in flowkit, caught by its tests).
-#[derive(Debug, thiserror::Error)]
-pub enum InstrumentsError {
-    /// The catalog does not parse.
-    #[error("flowkit's catalog is invalid: {0}")]
-    Catalog(#[from] CatalogError),
-    /// The code uses a name the catalog does not declare.
-    #[error("flowkit's catalog is incomplete: {0}")]
-    Unknown(#[from] UnknownName),
-}
-
-/// The features flowkit reports.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)] // Each field is named after the catalog entry it stands for.
-pub struct Features {
-    pub async_tasks: Feature,
-    pub blocks: Feature,
-    pub caching: Feature,
-    pub concurrent_task_runner: Feature,
-    pub deployments: Feature,
-    pub parameters: Feature,
-    pub retries: Feature,
-    pub schedules: Feature,
-    pub sequential_task_runner: Feature,
-    pub serve: Feature,
-    pub task_timeouts: Feature,
-}
-
-/// The metrics flowkit reports.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)] // Each field is named after the catalog entry it stands for.
-pub struct Metrics {
-    pub blocks_registered: Metric,
-    pub cache_hits: Metric,
-    pub deployments_defined: Metric,
-    pub flow_runs: Metric,
-    pub flows_defined: Metric,
-    pub task_retries: Metric,
-    pub task_runs: Metric,
-    pub tasks_defined: Metric,
-}
-
-/// The configuration errors flowkit reports.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)] // Each field is named after the catalog entry it stands for.
-pub struct ConfigErrors {
-    pub invalid_parameter: ConfigErrorKind,
-    pub unknown_block: ConfigErrorKind,
-    pub invalid_schedule: ConfigErrorKind,
-}
-
-/// The CLI commands flowkit reports.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)] // Each field is named after the catalog entry it stands for.
-pub struct Commands {
-    pub demo: CommandName,
-    pub simulate: CommandName,
-}
-
-/// Every catalog handle flowkit uses, resolved once.
+/// What flowkit reports, in flowkit's words.
 #[derive(Debug)]
-pub struct Instruments {
-    /// The parsed catalog.
-    pub catalog: Catalog,
-    /// Feature handles.
-    pub features: Features,
-    /// Metric handles.
-    pub metrics: Metrics,
-    /// Configuration error handles.
-    pub config_errors: ConfigErrors,
-    /// Command handles.
-    pub commands: Commands,
-    block_types: [BlockType; 4],
-    exception_types: [ExceptionType; 7],
+pub(crate) struct Instruments {
+    telemetry: Telemetry,
 }
 
 impl Instruments {
-    /// Parses the embedded catalog and resolves every handle.
-    pub fn new() -> Result<Instruments, InstrumentsError> {
-        let catalog = Catalog::from_toml(CATALOG_TOML)?;
-        let feature = |name| catalog.feature(name);
-        let metric = |name| catalog.metric(name);
-        let features = Features {
-            async_tasks: feature("async_tasks")?,
-            blocks: feature("blocks")?,
-            caching: feature("caching")?,
-            concurrent_task_runner: feature("concurrent_task_runner")?,
-            deployments: feature("deployments")?,
-            parameters: feature("parameters")?,
-            retries: feature("retries")?,
-            schedules: feature("schedules")?,
-            sequential_task_runner: feature("sequential_task_runner")?,
-            serve: feature("serve")?,
-            task_timeouts: feature("task_timeouts")?,
-        };
-        let metrics = Metrics {
-            blocks_registered: metric("blocks_registered")?,
-            cache_hits: metric("cache_hits")?,
-            deployments_defined: metric("deployments_defined")?,
-            flow_runs: metric("flow_runs")?,
-            flows_defined: metric("flows_defined")?,
-            task_retries: metric("task_retries")?,
-            task_runs: metric("task_runs")?,
-            tasks_defined: metric("tasks_defined")?,
-        };
-        let config_errors = ConfigErrors {
-            invalid_parameter: catalog.config_error("invalid_parameter")?,
-            unknown_block: catalog.config_error("unknown_block")?,
-            invalid_schedule: catalog.config_error("invalid_schedule")?,
-        };
-        let commands = Commands {
-            demo: catalog.command("demo")?,
-            simulate: catalog.command("simulate")?,
-        };
-        let block_types = [
-            catalog.block_type("secret")?,
-            catalog.block_type("s3_bucket")?,
-            catalog.block_type("webhook")?,
-            catalog.block_type("database_credentials")?,
-        ];
-        let exception_types = [
-            "timeout_error",
-            "validation_error",
-            "connection_error",
-            "value_error",
-            "permission_error",
-            "cancelled_error",
-            "crash",
-        ]
-        .map(|name| catalog.exception_type(name).unwrap_or(ExceptionType::OTHER));
-        Ok(Instruments {
-            catalog,
+    pub(crate) fn new(telemetry: Telemetry) -> Instruments {
+        Instruments { telemetry }
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    pub(crate) fn command_used(&self, command: CommandName) {
+        self.telemetry.command_used(command);
+    }
+
+    pub(crate) fn integration_loaded(&self, integration: Integration, loaded: bool) {
+        if loaded {
+            self.telemetry.integration_installed(integration);
+        } else {
+            self.telemetry.integration_import_failed(integration);
+        }
+    }
+
+    pub(crate) fn invalid_parameter(&self) {
+        self.telemetry
+            .config_error(config_errors::INVALID_PARAMETER);
+    }
+
+    pub(crate) fn unknown_block(&self) {
+        self.telemetry.config_error(config_errors::UNKNOWN_BLOCK);
+    }
+
+    pub(crate) fn block_registered(&self, kind: BlockKind) {
+        self.telemetry.count(metrics::BLOCKS_REGISTERED, 1);
+        self.block_used(kind);
+    }
+
+    pub(crate) fn block_used(&self, kind: BlockKind) {
+        self.telemetry.block_type_used(block_type(kind));
+    }
+
+    pub(crate) fn deployments_defined(&self, deployments: usize) {
+        self.telemetry
+            .count(metrics::DEPLOYMENTS_DEFINED, deployments as u64);
+    }
+
+    /// A flow this process runs for the first time, and its tasks.
+    pub(crate) fn flow_defined(&self, tasks: usize) {
+        self.telemetry.count(metrics::FLOWS_DEFINED, 1);
+        self.telemetry.count(metrics::TASKS_DEFINED, tasks as u64);
+    }
+
+    pub(crate) fn flow_run_started(&self) {
+        self.telemetry.count(metrics::FLOW_RUNS, 1);
+    }
+
+    pub(crate) fn task_run_started(&self) {
+        self.telemetry.count(metrics::TASK_RUNS, 1);
+    }
+
+    pub(crate) fn cache_hit(&self) {
+        self.telemetry.count(metrics::CACHE_HITS, 1);
+    }
+
+    pub(crate) fn task_retried(&self) {
+        self.telemetry.count(metrics::TASK_RETRIES, 1);
+    }
+
+    pub(crate) fn tasks_running(&self, running: usize) {
+        self.telemetry.observe_concurrency(running as u64);
+    }
+
+    /// One finished flow run: it becomes a `run` event.
+    pub(crate) fn run_finished(
+        &self,
+        features: FeatureSet,
+        duration: Duration,
+        outcome: RunOutcome,
+        error: Option<&ErrorKind>,
+    ) {
+        self.telemetry.record_run(RunRecord {
             features,
-            metrics,
-            config_errors,
-            commands,
-            block_types,
-            exception_types,
-        })
+            duration,
+            outcome,
+            exception: error.map(exception_type),
+        });
     }
+}
 
-    /// The block type of a block; the mapping is a `match`, so a new block kind cannot be
-    /// reported until someone declares it.
-    pub fn block_type(&self, kind: BlockKind) -> BlockType {
-        let index = match kind {
-            BlockKind::Secret => 0,
-            BlockKind::S3Bucket => 1,
-            BlockKind::Webhook => 2,
-            BlockKind::DatabaseCredentials => 3,
-        };
-        self.block_types[index]
+/// The features a run uses, from the flow's configuration (never from its names).
+pub(crate) fn features_of(flow: &Flow, params: &Params) -> FeatureSet {
+    let mut set = FeatureSet::new().with(match flow.runner {
+        TaskRunner::Sequential => features::SEQUENTIAL_TASK_RUNNER,
+        TaskRunner::Concurrent { .. } => features::CONCURRENT_TASK_RUNNER,
+    });
+    if !params.is_empty() {
+        set.insert(features::PARAMETERS);
     }
+    if !flow.blocks.is_empty() {
+        set.insert(features::BLOCKS);
+    }
+    for task in &flow.tasks {
+        if task.retries > 0 {
+            set.insert(features::RETRIES);
+        }
+        if task.cache {
+            set.insert(features::CACHING);
+        }
+        if task.is_async {
+            set.insert(features::ASYNC_TASKS);
+        }
+        if task.timeout.is_some() {
+            set.insert(features::TASK_TIMEOUTS);
+        }
+    }
+    set
+}
 
-    /// The exception type of an error. User-defined kinds are reported as `other`: their
-    /// names are the user's words and never leave the process.
-    pub fn exception_type(&self, kind: &ErrorKind) -> ExceptionType {
-        let index = match kind {
-            ErrorKind::Timeout => 0,
-            ErrorKind::Validation => 1,
-            ErrorKind::Connection => 2,
-            ErrorKind::Value => 3,
-            ErrorKind::Permission => 4,
-            ErrorKind::Cancelled => 5,
-            ErrorKind::Crashed => 6,
-            ErrorKind::Custom(_) => return ExceptionType::OTHER,
-        };
-        self.exception_types[index]
+/// The features a served deployment's run adds to its flow's.
+pub(crate) fn served_features(scheduled: bool) -> FeatureSet {
+    let served = FeatureSet::new()
+        .with(features::DEPLOYMENTS)
+        .with(features::SERVE);
+    if scheduled {
+        served.with(features::SCHEDULES)
+    } else {
+        served
+    }
+}
+
+/// The block type of a block; a `match`, so a new block kind cannot be reported until someone
+/// declares it.
+fn block_type(kind: BlockKind) -> BlockType {
+    match kind {
+        BlockKind::Secret => block_types::SECRET,
+        BlockKind::S3Bucket => block_types::S3_BUCKET,
+        BlockKind::Webhook => block_types::WEBHOOK,
+        BlockKind::DatabaseCredentials => block_types::DATABASE_CREDENTIALS,
+    }
+}
+
+/// The exception type of an error. User-defined kinds are reported as `other`: their names are
+/// the user's words and never leave the process.
+fn exception_type(kind: &ErrorKind) -> ExceptionType {
+    match kind {
+        ErrorKind::Timeout => exception_types::TIMEOUT_ERROR,
+        ErrorKind::Validation => exception_types::VALIDATION_ERROR,
+        ErrorKind::Connection => exception_types::CONNECTION_ERROR,
+        ErrorKind::Value => exception_types::VALUE_ERROR,
+        ErrorKind::Permission => exception_types::PERMISSION_ERROR,
+        ErrorKind::Cancelled => exception_types::CANCELLED_ERROR,
+        ErrorKind::Crashed => exception_types::CRASH,
+        ErrorKind::Custom(_) => ExceptionType::OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration flowkit starts from reads the same catalog its handles came from, so
+    /// no recording call is refused.
+    #[test]
+    fn the_configured_catalog_accepts_every_generated_handle() {
+        let config = crate::telemetry_config(None, telemetry::Interface::Programmatic)
+            .unwrap_or_else(|error| panic!("flowkit's configuration is valid: {error}"));
+        let catalog = config.catalog();
+        assert_eq!(catalog.id(), CATALOG_ID);
+        let names = [
+            (
+                catalog.exception_type_name(exception_type(&ErrorKind::Crashed)),
+                "crash",
+            ),
+            (
+                catalog.exception_type_name(exception_type(&ErrorKind::Custom("crash".into()))),
+                "other",
+            ),
+        ];
+        for (name, expected) in names {
+            assert_eq!(name.as_ref().map(telemetry::Name::as_str), Some(expected));
+        }
+        assert_eq!(
+            catalog
+                .block_type_name(block_type(BlockKind::S3Bucket))
+                .map(telemetry::Name::as_str),
+            Some("s3_bucket")
+        );
     }
 }

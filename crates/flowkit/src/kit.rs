@@ -2,16 +2,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use telemetry::{FeatureSet, RunOutcome, RunRecord, Telemetry, TelemetryConfig};
+use telemetry::{CommandName, FeatureSet, Integration, RunOutcome, Telemetry, TelemetryConfig};
 
 use crate::flow::{
     Block, Deployment, ErrorKind, Flow, Params, Task, TaskContext, TaskError, TaskOutput,
     TaskRunner,
 };
-use crate::instrumentation::{Instruments, InstrumentsError};
+use crate::instrumentation::{self, Instruments};
 
 /// The result of one flow run.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,8 +29,7 @@ pub struct FlowRun {
 /// The flowkit runtime. Dropping it stops telemetry, delivering what it can within a bounded time.
 #[derive(Debug)]
 pub struct FlowKit {
-    telemetry: Telemetry,
-    instruments: Arc<Instruments>,
+    instruments: Instruments,
     blocks: Mutex<BTreeMap<String, Block>>,
     cache: Mutex<HashMap<String, TaskOutput>>,
     seen_flows: Mutex<HashSet<String>>,
@@ -42,59 +41,41 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl FlowKit {
     /// Starts flowkit with the given telemetry configuration (see [`crate::telemetry_config`]).
-    pub fn start(config: &TelemetryConfig) -> Result<FlowKit, InstrumentsError> {
-        Ok(FlowKit {
-            telemetry: config.start(),
-            instruments: Arc::new(Instruments::new()?),
+    pub fn start(config: &TelemetryConfig) -> FlowKit {
+        FlowKit {
+            instruments: Instruments::new(config.start()),
             blocks: Mutex::new(BTreeMap::new()),
             cache: Mutex::new(HashMap::new()),
             seen_flows: Mutex::new(HashSet::new()),
-        })
+        }
     }
 
     /// The telemetry handle, for status and flushing.
     pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
-    }
-
-    /// The catalog handles flowkit records with.
-    pub fn instruments(&self) -> &Instruments {
-        &self.instruments
+        self.instruments.telemetry()
     }
 
     /// Registers a block so that flows can use it by name.
     pub fn register_block(&self, block: Block) {
-        self.telemetry
-            .count(self.instruments.metrics.blocks_registered, 1);
-        self.telemetry
-            .block_type_used(self.instruments.block_type(block.kind));
+        self.instruments.block_registered(block.kind);
         lock(&self.blocks).insert(block.name.clone(), block);
     }
 
-    /// Reports whether an integration package loaded. Names outside flowkit's catalog are
-    /// reported as `other`.
-    pub fn integration_loaded(&self, name: &str, loaded: bool) {
-        let integration = self
-            .instruments
-            .catalog
-            .integration(name)
-            .unwrap_or(telemetry::Integration::OTHER);
-        if loaded {
-            self.telemetry.integration_installed(integration);
-        } else {
-            self.telemetry.integration_import_failed(integration);
-        }
+    /// Reports whether one of flowkit's integration packages loaded (a handle from
+    /// [`instrumentation::integrations`]); a package flowkit does not know is reported only as
+    /// [`Integration::OTHER`].
+    pub fn integration_loaded(&self, integration: Integration, loaded: bool) {
+        self.instruments.integration_loaded(integration, loaded);
     }
 
     /// Reports that a parameter was not given as `key=value`.
     pub fn invalid_parameter(&self) {
-        self.telemetry
-            .config_error(self.instruments.config_errors.invalid_parameter);
+        self.instruments.invalid_parameter();
     }
 
-    /// Reports that a CLI command ran.
-    pub fn command_used(&self, command: telemetry::CommandName) {
-        self.telemetry.command_used(command);
+    /// Reports that a CLI command ran (a handle from [`instrumentation::commands`]).
+    pub fn command_used(&self, command: CommandName) {
+        self.instruments.command_used(command);
     }
 
     /// Runs a flow once with the given parameters.
@@ -105,20 +86,11 @@ impl FlowKit {
     /// Serves deployments: runs each deployment's flow `rounds` times with its parameters.
     /// A real server waits for each schedule; this example runs the rounds back to back.
     pub fn serve(&self, deployments: &[Deployment], rounds: usize) -> Vec<FlowRun> {
-        let features = &self.instruments.features;
-        self.telemetry.count(
-            self.instruments.metrics.deployments_defined,
-            deployments.len() as u64,
-        );
+        self.instruments.deployments_defined(deployments.len());
         let mut runs = Vec::new();
         for _ in 0..rounds {
             for deployment in deployments {
-                let mut extra = FeatureSet::new()
-                    .with(features.deployments)
-                    .with(features.serve);
-                if deployment.interval.is_some() {
-                    extra.insert(features.schedules);
-                }
+                let extra = instrumentation::served_features(deployment.interval.is_some());
                 runs.push(self.run_with(&deployment.flow, &deployment.params, extra));
             }
         }
@@ -127,9 +99,9 @@ impl FlowKit {
 
     fn run_with(&self, flow: &Flow, params: &Params, extra: FeatureSet) -> FlowRun {
         let started = Instant::now();
-        let features = self.features_of(flow, params).union(extra);
+        let features = instrumentation::features_of(flow, params).union(extra);
         self.note_flow(flow);
-        self.telemetry.count(self.instruments.metrics.flow_runs, 1);
+        self.instruments.flow_run_started();
         let (outputs, error) = match self.check_blocks(flow) {
             Ok(()) => self.run_tasks(flow, params),
             Err(error) => (BTreeMap::new(), Some(error)),
@@ -141,14 +113,12 @@ impl FlowKit {
             Some(_) => RunOutcome::Failed,
         };
         let duration = started.elapsed();
-        self.telemetry.record_run(RunRecord {
+        self.instruments.run_finished(
             features,
             duration,
             outcome,
-            exception: error
-                .as_ref()
-                .map(|error| self.instruments.exception_type(&error.kind)),
-        });
+            error.as_ref().map(|error| &error.kind),
+        );
         FlowRun {
             outcome,
             error,
@@ -157,44 +127,10 @@ impl FlowKit {
         }
     }
 
-    /// The features a run uses, from the flow's configuration (never from its names).
-    fn features_of(&self, flow: &Flow, params: &Params) -> FeatureSet {
-        let features = &self.instruments.features;
-        let mut set = FeatureSet::new();
-        set.insert(match flow.runner {
-            TaskRunner::Sequential => features.sequential_task_runner,
-            TaskRunner::Concurrent { .. } => features.concurrent_task_runner,
-        });
-        if !params.is_empty() {
-            set.insert(features.parameters);
-        }
-        if !flow.blocks.is_empty() {
-            set.insert(features.blocks);
-        }
-        for task in &flow.tasks {
-            if task.retries > 0 {
-                set.insert(features.retries);
-            }
-            if task.cache {
-                set.insert(features.caching);
-            }
-            if task.is_async {
-                set.insert(features.async_tasks);
-            }
-            if task.timeout.is_some() {
-                set.insert(features.task_timeouts);
-            }
-        }
-        set
-    }
-
     /// Counts a flow and its tasks the first time this process runs it.
     fn note_flow(&self, flow: &Flow) {
         if lock(&self.seen_flows).insert(flow.name.clone()) {
-            let metrics = &self.instruments.metrics;
-            self.telemetry.count(metrics.flows_defined, 1);
-            self.telemetry
-                .count(metrics.tasks_defined, flow.tasks.len() as u64);
+            self.instruments.flow_defined(flow.tasks.len());
         }
     }
 
@@ -202,12 +138,9 @@ impl FlowKit {
         let blocks = lock(&self.blocks);
         for name in &flow.blocks {
             match blocks.get(name) {
-                Some(block) => self
-                    .telemetry
-                    .block_type_used(self.instruments.block_type(block.kind)),
+                Some(block) => self.instruments.block_used(block.kind),
                 None => {
-                    self.telemetry
-                        .config_error(self.instruments.config_errors.unknown_block);
+                    self.instruments.unknown_block();
                     return Err(TaskError::new(
                         ErrorKind::Validation,
                         format!("block {name:?} is not registered"),
@@ -226,7 +159,7 @@ impl FlowKit {
         let mut outputs = BTreeMap::new();
         match flow.runner {
             TaskRunner::Sequential => {
-                self.telemetry.observe_concurrency(1);
+                self.instruments.tasks_running(1);
                 for task in &flow.tasks {
                     match self.run_task(flow, task, params) {
                         Ok(output) => {
@@ -240,7 +173,7 @@ impl FlowKit {
             TaskRunner::Concurrent { max_workers } => {
                 let mut first_error = None;
                 for chunk in flow.tasks.chunks(max_workers.max(1)) {
-                    self.telemetry.observe_concurrency(chunk.len() as u64);
+                    self.instruments.tasks_running(chunk.len());
                     let results: Vec<(String, Result<TaskOutput, TaskError>)> =
                         std::thread::scope(|scope| {
                             let handles: Vec<_> = chunk
@@ -277,7 +210,6 @@ impl FlowKit {
     }
 
     fn run_task(&self, flow: &Flow, task: &Task, params: &Params) -> Result<TaskOutput, TaskError> {
-        let metrics = &self.instruments.metrics;
         // The cache key holds the user's names and parameters; it stays in this process.
         let cache_key = task
             .cache
@@ -285,10 +217,10 @@ impl FlowKit {
         if let Some(key) = &cache_key
             && let Some(output) = lock(&self.cache).get(key)
         {
-            self.telemetry.count(metrics.cache_hits, 1);
+            self.instruments.cache_hit();
             return Ok(output.clone());
         }
-        self.telemetry.count(metrics.task_runs, 1);
+        self.instruments.task_run_started();
         let mut attempt = 1;
         loop {
             let started = Instant::now();
@@ -310,7 +242,7 @@ impl FlowKit {
                     return Ok(output);
                 }
                 Err(error) if attempt <= task.retries && !is_crash(&error) => {
-                    self.telemetry.count(metrics.task_retries, 1);
+                    self.instruments.task_retried();
                     if !task.retry_delay.is_zero() {
                         std::thread::sleep(task.retry_delay);
                     }

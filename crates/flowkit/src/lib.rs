@@ -11,7 +11,7 @@
 //!
 //! let home = tempfile::tempdir()?;
 //! let config = flowkit::telemetry_config(Some(home.path().to_path_buf()), telemetry::Interface::Programmatic)?;
-//! let kit = FlowKit::start(&config)?;
+//! let kit = FlowKit::start(&config);
 //! let flow = Flow::new("hello").task(Task::new("greet", |_| Ok("hi".into())));
 //! let run = kit.run(&flow, &Params::new());
 //! assert_eq!(run.outcome, telemetry::RunOutcome::Completed);

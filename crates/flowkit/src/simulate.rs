@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use flowkit::{Block, BlockKind, ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner};
 use telemetry::{EnvSnapshot, Interface, RunOutcome};
 
@@ -65,8 +64,8 @@ pub(crate) fn run(
         flowkit::telemetry_config(flowkit::default_home(env), Interface::Cli)?.env(env.clone());
     // Asks once, and only a person at a terminal who has not decided yet.
     config.prompt_if_needed();
-    let kit = FlowKit::start(&config).context("flowkit could not start")?;
-    kit.command_used(kit.instruments().commands.simulate);
+    let kit = FlowKit::start(&config);
+    kit.command_used(flowkit::instrumentation::commands::SIMULATE);
 
     let mut params = Params::new();
     for param in &args.params {

@@ -99,10 +99,10 @@ fn generate(catalog: &Catalog, source: &Source) -> String {
     let _ = write!(
         out,
         "/// The catalog's text, compiled in: what `TelemetryConfig::new` takes.\n\
-         #[allow(dead_code)]\n\
+         #[allow(dead_code, unreachable_pub)]\n\
          pub const CATALOG_TOML: &str = {embedded};\n\
          /// The identity every handle of this catalog carries.\n\
-         #[allow(dead_code)]\n\
+         #[allow(dead_code, unreachable_pub)]\n\
          pub const CATALOG_ID: {FACADE}::CatalogId = {id};\n"
     );
     for section in Section::ALL {
@@ -124,7 +124,7 @@ fn generate(catalog: &Catalog, source: &Source) -> String {
         let _ = write!(
             out,
             "/// {module_doc}, as declared in the catalog's `{}` section.\n\
-             #[allow(dead_code)]\n\
+             #[allow(dead_code, unreachable_pub)]\n\
              pub mod {} {{\n",
             section.key(),
             section.key()

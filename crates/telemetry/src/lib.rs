@@ -1,26 +1,29 @@
 //! Privacy-first, opt-in usage telemetry for SDKs: the crate SDK authors depend on.
 //!
-//! An SDK declares what it may collect in a [`Catalog`], describes itself in a
-//! [`TelemetryConfig`], and [`start`](TelemetryConfig::start)s a [`Telemetry`] handle. The handle
-//! records usage with typed catalog handles (never free-form strings); a background worker turns
-//! records into events, buffers them, and delivers them in batches. Nothing is collected until
-//! the user opts in, `DO_NOT_TRACK` always wins, and no failure of telemetry reaches the host.
+//! An SDK declares what it may collect in a catalog, turns it into typed handles with
+//! [`catalog!`], describes itself in a [`TelemetryConfig`], and
+//! [`start`](TelemetryConfig::start)s a [`Telemetry`] handle. The handle records usage with those
+//! handles (never free-form strings); a background worker turns records into events, buffers
+//! them, and delivers them in batches. Nothing is collected until the user opts in,
+//! `DO_NOT_TRACK` always wins, and no failure of telemetry reaches the host.
 //!
 //! ```
 //! use std::time::Duration;
 //! use telemetry::{FeatureSet, RunOutcome, RunRecord, TelemetryConfig};
 //!
-//! // Compiled into the SDK, usually with `include_str!("catalog.toml")`.
-//! const CATALOG: &str = r#"
-//!     [features]
-//!     retries = "Tasks configured with automatic retries"
-//! "#;
-//! let config = TelemetryConfig::new("mysdk", "1.2.0", CATALOG, "MYSDK")?
+//! mod catalog {
+//!     // In an SDK: `telemetry::catalog!("catalog.toml");`
+//!     telemetry::catalog!(inline: r#"
+//!         [features]
+//!         retries = "Tasks configured with automatic retries"
+//!     "#);
+//! }
+//!
+//! let config = TelemetryConfig::new("mysdk", "1.2.0", catalog::CATALOG_TOML, "MYSDK")?
 //!     .state_dir(std::env::temp_dir().join("mysdk-doc-example"));
-//! let retries = config.catalog().feature("retries")?;
 //! let telemetry = config.start(); // off unless the user opted in
 //! telemetry.record_run(RunRecord {
-//!     features: FeatureSet::new().with(retries),
+//!     features: FeatureSet::new().with(catalog::features::RETRIES),
 //!     duration: Duration::from_millis(1_500),
 //!     outcome: RunOutcome::Completed,
 //!     exception: None,

@@ -162,7 +162,7 @@ impl TelemetryConfig {
         let buffer = self.buffer_source(resolution);
         let usage = Arc::new(UsageAccumulator::new(
             &self.catalog,
-            Arc::clone(&self.warnings) as MessageSink,
+            Arc::clone(&self.warnings),
         ));
         for &integration in &self.installed_integrations {
             if usage.accepts(integration) {

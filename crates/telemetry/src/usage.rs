@@ -1,12 +1,16 @@
 //! Lock-free accumulators for the `sdk_usage` summary, updated on the recording thread.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use telemetry_model::CatalogId;
 
 use crate::record::FromCatalog;
-use crate::worker::MessageSink;
+
+/// Where the first refusal is reported (the SDK's warning sink); spelled out rather than
+/// imported so that the accumulators depend on `record` alone, as the worker depends on them.
+type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A fixed-size set of small integers, safe to update from many threads.
 #[derive(Debug)]
@@ -103,7 +107,7 @@ pub(crate) struct UsageAccumulator {
     refused: AtomicU64,
     /// Where the first refusal is reported: a foreign handle is a bug in the SDK, which its
     /// author should hear about, and the user may pass on.
-    warnings: Option<MessageSink>,
+    warnings: Option<WarningSink>,
     pub(crate) features: AtomicBitSet,
     pub(crate) block_types: AtomicBitSet,
     pub(crate) commands: AtomicBitSet,
@@ -136,7 +140,7 @@ impl UsageAccumulator {
 
     pub(crate) fn new(
         catalog: &telemetry_model::Catalog,
-        warnings: MessageSink,
+        warnings: WarningSink,
     ) -> UsageAccumulator {
         use telemetry_model::Section;
         let len = |section| catalog.len(section);

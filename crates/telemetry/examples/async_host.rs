@@ -6,18 +6,20 @@ use std::time::Duration;
 
 use telemetry::{FeatureSet, RunOutcome, RunRecord, TelemetryConfig};
 
-const CATALOG: &str = "[features]\ncaching = \"Cached results\"\n";
+/// The SDK's catalog; a real SDK writes `telemetry::catalog!("catalog.toml");`.
+mod catalog {
+    telemetry::catalog!(inline: "[features]\ncaching = \"Cached results\"\n");
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = TelemetryConfig::new("acme_async", "1.0.0", CATALOG, "ACME_ASYNC")?;
+    let config = TelemetryConfig::new("acme_async", "1.0.0", catalog::CATALOG_TOML, "ACME_ASYNC")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let telemetry = telemetry::init(&config);
-        let caching = telemetry.catalog().feature("caching")?;
         telemetry.record_run(RunRecord {
-            features: FeatureSet::new().with(caching),
+            features: FeatureSet::new().with(catalog::features::CACHING),
             duration: Duration::from_millis(120),
             outcome: RunOutcome::Completed,
             exception: None,

@@ -11,15 +11,23 @@ use telemetry::{FeatureSet, RunOutcome, RunRecord, TelemetryConfig, TelemetryGua
 mod jobs {
     use super::*;
 
-    const CATALOG: &str = "[features]\nretries = \"Jobs configured with retries\"\n";
+    /// The library's catalog; a real SDK writes `telemetry::catalog!("catalog.toml");`.
+    mod catalog {
+        telemetry::catalog!(inline: "[features]\nretries = \"Jobs configured with retries\"\n");
+    }
 
     /// The library's configuration, built once per process.
     fn config() -> &'static TelemetryConfig {
         static CONFIG: OnceLock<TelemetryConfig> = OnceLock::new();
         CONFIG.get_or_init(|| {
-            TelemetryConfig::new("acme_jobs", env!("CARGO_PKG_VERSION"), CATALOG, "ACME_JOBS")
-                .unwrap_or_else(|error| unreachable!("the library's own configuration: {error}"))
-                .command_name("acme-jobs")
+            TelemetryConfig::new(
+                "acme_jobs",
+                env!("CARGO_PKG_VERSION"),
+                catalog::CATALOG_TOML,
+                "ACME_JOBS",
+            )
+            .unwrap_or_else(|error| unreachable!("the library's own configuration: {error}"))
+            .command_name("acme-jobs")
         })
     }
 
@@ -39,8 +47,8 @@ mod jobs {
             let started = Instant::now();
             // ... the job itself ...
             let mut features = FeatureSet::new();
-            if let (true, Ok(feature)) = (retries, self.telemetry.catalog().feature("retries")) {
-                features.insert(feature);
+            if retries {
+                features.insert(catalog::features::RETRIES);
             }
             self.telemetry.record_run(RunRecord {
                 features,

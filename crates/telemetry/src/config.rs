@@ -77,13 +77,15 @@ pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
 /// ```
 /// use telemetry::TelemetryConfig;
 ///
-/// const CATALOG: &str = r#"
-///     [features]
-///     retries = "Tasks configured with automatic retries"
-/// "#;
-/// let config = TelemetryConfig::new("mysdk", "1.2.0", CATALOG, "MYSDK")?
+/// mod catalog {
+///     // In an SDK: `telemetry::catalog!("catalog.toml");`
+///     telemetry::catalog!(inline: r#"
+///         [features]
+///         retries = "Tasks configured with automatic retries"
+///     "#);
+/// }
+/// let config = TelemetryConfig::new("mysdk", "1.2.0", catalog::CATALOG_TOML, "MYSDK")?
 ///     .default_endpoint("https://telemetry.mysdk.example/v1/events")?;
-/// let retries = config.catalog().feature("retries")?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -143,10 +145,10 @@ impl TelemetryConfig {
     /// 10,000 events), a 2 s shutdown, the policy file
     /// `/etc/<sdk_name>/telemetry-policy.toml`, consent version 1 and a 10 s prompt timeout.
     ///
-    /// The catalog is TOML text compiled into the SDK (`include_str!("catalog.toml")`): a
-    /// `&'static str`, so that a catalog can never be built at run time from what a user typed,
-    /// which would let a user's data pass as a declared name. Its handles come from
-    /// [`catalog`](TelemetryConfig::catalog).
+    /// The catalog is TOML text compiled into the SDK (`CATALOG_TOML` of the module
+    /// [`catalog!`](crate::catalog!) generates): a `&'static str`, so that a catalog can never
+    /// be built at run time from what a user typed, which would let a user's data pass as a
+    /// declared name. Record with the handles `catalog!` generates.
     pub fn new(
         sdk_name: &str,
         sdk_version: &str,

@@ -88,6 +88,15 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
+    /// A guard on a handle that records nothing ([`Telemetry::disabled`]), for an SDK whose
+    /// configuration could not be built: the rest of its code stays the same.
+    pub fn disabled() -> TelemetryGuard {
+        TelemetryGuard {
+            telemetry: Telemetry::disabled(),
+            sdk: String::new(),
+        }
+    }
+
     /// The handle this guard keeps running.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry

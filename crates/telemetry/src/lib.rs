@@ -1,8 +1,9 @@
 //! Privacy-first, opt-in usage telemetry for SDKs: the crate SDK authors depend on.
 //!
 //! An SDK declares what it may collect in a catalog, turns it into typed handles with
-//! [`catalog!`], describes itself in a [`TelemetryConfig`], and
-//! [`start`](TelemetryConfig::start)s a [`Telemetry`] handle. The handle records usage with those
+//! [`catalog!`], describes itself in a [`TelemetryConfig`], and starts telemetry with [`init`],
+//! which keeps one instance per process behind a guard that dereferences to the [`Telemetry`]
+//! handle ([`TelemetryConfig::start`] starts one of its own). The handle records usage with those
 //! handles (never free-form strings); a background worker turns records into events, buffers
 //! them, and delivers them in batches. Nothing is collected until the user opts in,
 //! `DO_NOT_TRACK` always wins, and no failure of telemetry reaches the host.
@@ -21,7 +22,7 @@
 //!
 //! let config = TelemetryConfig::new("mysdk", "1.2.0", catalog::CATALOG_TOML, "MYSDK")?
 //!     .state_dir(std::env::temp_dir().join("mysdk-doc-example"));
-//! let telemetry = config.start(); // off unless the user opted in
+//! let telemetry = telemetry::init(&config); // off unless the user opted in
 //! telemetry.record_run(RunRecord {
 //!     features: FeatureSet::new().with(catalog::features::RETRIES),
 //!     duration: Duration::from_millis(1_500),

@@ -91,6 +91,10 @@ fn the_disabled_handle_records_nothing_and_reads_no_setting() {
     assert!(!status.enabled, "{status:?}");
     telemetry.shutdown(Duration::from_secs(1));
     assert!(!telemetry::current("no_such_sdk").is_enabled());
+    let guard = telemetry::TelemetryGuard::disabled();
+    assert!(!guard.is_enabled());
+    drop(guard.clone());
+    drop(guard);
 }
 
 /// A TCP port that accepts connections and never answers: the TLS handshake never ends.

@@ -482,18 +482,9 @@ impl Telemetry {
     /// destination asked every process to wait, or repeated failures paused deliveries, it
     /// sends nothing and says until when ([`FlushError::Paused`]).
     pub fn flush(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
-        let control = self
-            .inner
-            .control
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some(control) = control else {
-            return if self.inner.records.is_some() {
-                Err(FlushError::WorkerGone)
-            } else {
-                Ok(FlushReport::default())
-            };
+        let control = match self.control() {
+            Ok(control) => control,
+            Err(answer) => return answer,
         };
         let deadline = Instant::now() + timeout;
         let (reply, answer) = std_mpsc::channel();
@@ -510,22 +501,29 @@ impl Telemetry {
         }
     }
 
-    /// [`flush`](Telemetry::flush) for async code: the same work and deadline, awaited without
-    /// blocking the runtime's thread. Works on any async runtime: the worker keeps the
-    /// deadline on its own thread and answers by then (an abandoned request stays buffered).
-    pub async fn flush_async(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
+    /// The worker's control channel, or what a flush answers without one: nothing to do when
+    /// telemetry is off, `WorkerGone` when the worker has stopped.
+    fn control(&self) -> Result<mpsc::UnboundedSender<Control>, Result<FlushReport, FlushError>> {
         let control = self
             .inner
             .control
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let Some(control) = control else {
-            return if self.inner.records.is_some() {
-                Err(FlushError::WorkerGone)
-            } else {
-                Ok(FlushReport::default())
-            };
+        control.ok_or(if self.inner.records.is_some() {
+            Err(FlushError::WorkerGone)
+        } else {
+            Ok(FlushReport::default())
+        })
+    }
+
+    /// [`flush`](Telemetry::flush) for async code: the same work and deadline, awaited without
+    /// blocking the runtime's thread. Works on any async runtime: the worker keeps the
+    /// deadline on its own thread and answers by then (an abandoned request stays buffered).
+    pub async fn flush_async(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
+        let control = match self.control() {
+            Ok(control) => control,
+            Err(answer) => return answer,
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         control

@@ -113,5 +113,14 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// An enum's name on the wire (`run`, `macos`, `1-10s`), as both stores keep it.
+pub(crate) fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 /// Counts by key, as reports show them.
 pub(crate) type Counts = BTreeMap<String, u64>;

@@ -20,7 +20,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use serde::Serialize;
 use telemetry_model::catalog::Section;
 use telemetry_model::{Event, EventType, HourTimestamp, UtcDate};
 use tokio_postgres::NoTls;
@@ -29,7 +28,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::summary::{self, Dialect, ReportRows};
-use super::{Expired, Store, StoreError, WriteJob, WriteOutcome};
+use super::{Expired, Store, StoreError, WriteJob, WriteOutcome, wire_name};
 use crate::report::{Report, ReportQuery, day_number};
 use crate::validate::{Catalogs, Refusal};
 
@@ -145,14 +144,6 @@ fn fail(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
 
 fn pool_fail(context: &'static str) -> impl Fn(deadpool_postgres::PoolError) -> StoreError {
     move |error| StoreError::new(context, error)
-}
-
-fn wire_name<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
 }
 
 fn day_of(hour: HourTimestamp) -> i32 {

@@ -13,12 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::Serialize;
 use telemetry_model::catalog::Section;
 use telemetry_model::{Event, EventType, HourTimestamp, SessionId, UtcDate};
 
 use super::summary::{self, Dialect, ReportRows};
-use super::{Expired, Store, StoreError, WriteJob, WriteOutcome};
+use super::{Expired, Store, StoreError, WriteJob, WriteOutcome, wire_name};
 use crate::report::{Report, ReportQuery, day_number};
 use crate::validate::{Catalogs, Refusal};
 
@@ -216,15 +215,6 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 /// collector writes.
 fn write_transaction(connection: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
     connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-}
-
-/// An enum's name on the wire (`run`, `macos`, `1-10s`).
-fn wire_name<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
 }
 
 fn day_of(hour: HourTimestamp) -> i64 {

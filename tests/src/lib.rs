@@ -7,6 +7,38 @@ use std::process::{Command, Stdio};
 
 use telemetry::{EnvSnapshot, Interface, TelemetryConfig};
 
+/// A flow name full of business data, which must never leave the process.
+pub const FLOW_NAME: &str = "customer-sync-acme";
+/// A parameter value that is personal data.
+pub const PARAM_VALUE: &str = "alice@example.com";
+/// An error message that names an internal host.
+pub const ERROR_MESSAGE: &str = "cannot reach db.internal.example.com";
+
+/// Runs `runs` flow runs as a flowkit user would: parameters on every run ([`PARAM_VALUE`]), a
+/// retried and a cached task on a concurrent runner, and a connection error
+/// ([`ERROR_MESSAGE`]) on every third run, in a flow named [`FLOW_NAME`].
+pub fn hostile_workload(kit: &flowkit::FlowKit, runs: usize) {
+    use flowkit::{ErrorKind, Flow, Params, Task, TaskError, TaskRunner};
+    let flow = Flow::new(FLOW_NAME)
+        .runner(TaskRunner::Concurrent { max_workers: 2 })
+        .task(
+            Task::new("load", |context| match context.params.get("fail") {
+                Some(_) => Err(TaskError::new(ErrorKind::Connection, ERROR_MESSAGE)),
+                None => Ok(1.into()),
+            })
+            .retries(1, std::time::Duration::ZERO),
+        )
+        .task(Task::new("store", |_| Ok(2.into())).cached());
+    for run in 0..runs {
+        let mut params = Params::new();
+        params.insert("owner".to_owned(), PARAM_VALUE.to_owned());
+        if run % 3 == 0 {
+            params.insert("fail".to_owned(), "yes".to_owned());
+        }
+        kit.run(&flow, &params);
+    }
+}
+
 /// The committed event schema.
 pub fn schema_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/event.schema.json")

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flowkit::{ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner};
+use flowkit::FlowKit;
 use support::TestPki;
 use telemetry::{EnvSnapshot, Interface, TelemetryConfig};
 use telemetry_collector::auth::Token;
@@ -23,14 +23,12 @@ use telemetry_collector::report::{Report, ReportQuery};
 use telemetry_collector::server::{Server, ServerConfig};
 use telemetry_collector::store::{SqliteStore, Store};
 use telemetry_collector::validate::{Catalogs, Limits};
+use telemetry_e2e::{ERROR_MESSAGE, FLOW_NAME, PARAM_VALUE, hostile_workload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const FLUSH: Duration = Duration::from_secs(10);
 const TOKEN: &str = "e2e-report-token-0123456789abcdef01234";
-const FLOW_NAME: &str = "customer-sync-acme";
-const PARAM_VALUE: &str = "alice@example.com";
-const ERROR_MESSAGE: &str = "cannot reach db.internal.example.com";
 
 /// A collector on its own runtime thread, with its store in a temporary directory.
 struct Collector {
@@ -188,29 +186,6 @@ fn config(dir: &Path, endpoint: &str, pki: &TestPki, enabled_by_env: bool) -> Te
         .env(EnvSnapshot::from_pairs(pairs))
 }
 
-/// `runs` flow runs: a retried and a cached task on a concurrent runner, parameters on every
-/// run, and a connection error on every third.
-fn workload(kit: &FlowKit, runs: usize) {
-    let flow = Flow::new(FLOW_NAME)
-        .runner(TaskRunner::Concurrent { max_workers: 2 })
-        .task(
-            Task::new("load", |context| match context.params.get("fail") {
-                Some(_) => Err(TaskError::new(ErrorKind::Connection, ERROR_MESSAGE)),
-                None => Ok(1.into()),
-            })
-            .retries(1, Duration::ZERO),
-        )
-        .task(Task::new("store", |_| Ok(2.into())).cached());
-    for run in 0..runs {
-        let mut params = Params::new();
-        params.insert("owner".to_owned(), PARAM_VALUE.to_owned());
-        if run % 3 == 0 {
-            params.insert("fail".to_owned(), "yes".to_owned());
-        }
-        kit.run(&flow, &params);
-    }
-}
-
 fn flush_until_delivered(kit: &FlowKit) {
     for _ in 0..50 {
         if let Ok(report) = kit.telemetry().flush(FLUSH)
@@ -235,7 +210,7 @@ fn every_run_is_stored_once_however_often_it_is_sent_and_the_report_says_what_ra
     let kit = FlowKit::start(&config);
     assert!(kit.telemetry().is_enabled());
     let runs = 30;
-    workload(&kit, runs);
+    hostile_workload(&kit, runs);
     flush_until_delivered(&kit);
     let status = kit.telemetry().status();
     drop(kit);
@@ -291,7 +266,7 @@ fn opting_out_erases_the_session_at_the_collector() {
     config.enable().unwrap();
     let kit = FlowKit::start(&config);
     assert!(kit.telemetry().is_enabled());
-    workload(&kit, 12);
+    hostile_workload(&kit, 12);
     flush_until_delivered(&kit);
     drop(kit);
     assert_eq!(collector.report().totals.events, 13);

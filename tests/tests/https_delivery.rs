@@ -15,10 +15,13 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use flowkit::{ErrorKind, Flow, FlowKit, Params, Task, TaskError, TaskRunner};
+use flowkit::{Flow, FlowKit, Params, Task};
 use support::{Recorded, Script, TestPki, TestServer, endpoint};
 use telemetry::{FlushError, PauseReason, Status, Telemetry, TelemetryConfig};
-use telemetry_e2e::{enabled_flowkit_config_with, validate_with_python};
+use telemetry_e2e::{
+    ERROR_MESSAGE, FLOW_NAME, PARAM_VALUE, enabled_flowkit_config_with, hostile_workload,
+    validate_with_python,
+};
 
 /// Long enough for any flush that is expected to succeed on a loaded machine.
 const FLUSH: Duration = Duration::from_secs(10);
@@ -29,11 +32,6 @@ const HANG_GUARD: Duration = Duration::from_secs(20);
 /// How often, and how many times, a test looks at `status` while the worker catches up.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 const POLLS: usize = 4_000;
-
-/// What the user of the SDK types: none of it may reach the server.
-const FLOW_NAME: &str = "customer-sync-acme";
-const PARAM_VALUE: &str = "alice@example.com";
-const ERROR_MESSAGE: &str = "cannot reach db.internal.example.com";
 
 /// flowkit's configuration with telemetry on, sending to `endpoint` and trusting `ca_pem` (written
 /// to a file in `dir`), with state in `dir` and any further variables.
@@ -53,29 +51,6 @@ fn https_config(
     pairs.extend(vars.iter().copied());
     // The export directory is unused: the endpoint above replaces the helper's file:// one.
     enabled_flowkit_config_with(&dir.join("home"), &dir.join("unused-export"), &pairs)
-}
-
-/// Runs `runs` flow runs as a flowkit user would: parameters on every run, a retried and a
-/// cached task, and a failure on every third run.
-fn workload(kit: &FlowKit, runs: usize) {
-    let flow = Flow::new(FLOW_NAME)
-        .runner(TaskRunner::Concurrent { max_workers: 2 })
-        .task(
-            Task::new("load", |context| match context.params.get("fail") {
-                Some(_) => Err(TaskError::new(ErrorKind::Connection, ERROR_MESSAGE)),
-                None => Ok(1.into()),
-            })
-            .retries(1, Duration::ZERO),
-        )
-        .task(Task::new("store", |_| Ok(2.into())).cached());
-    for run in 0..runs {
-        let mut params = Params::new();
-        params.insert("owner".to_owned(), PARAM_VALUE.to_owned());
-        if run % 3 == 0 {
-            params.insert("fail".to_owned(), "yes".to_owned());
-        }
-        kit.run(&flow, &params);
-    }
 }
 
 /// The ids of the events in the requests the server accepted (answered 2xx), in order.
@@ -182,7 +157,7 @@ fn every_run_arrives_once_in_batches_of_the_configured_size_and_in_the_wire_form
     );
     let kit = FlowKit::start(&config);
     assert!(kit.telemetry().is_enabled());
-    workload(&kit, 30);
+    hostile_workload(&kit, 30);
     let report = kit.telemetry().flush(FLUSH).unwrap();
     assert_eq!(report.pending, 0, "{report:?}");
     assert_eq!(
@@ -241,7 +216,7 @@ fn events_recorded_while_the_endpoint_is_down_arrive_once_it_is_up() {
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &endpoint(port), &pki.ca_pem, &[]);
     let kit = FlowKit::start(&config);
-    workload(&kit, 6);
+    hostile_workload(&kit, 6);
     let message = delivery_error(kit.telemetry().flush(Duration::from_secs(2)));
     assert!(message.contains("cannot connect"), "{message}");
     assert_eq!(
@@ -277,7 +252,7 @@ fn repeated_server_errors_lose_nothing_and_everything_arrives_once_after() {
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server.endpoint(), &pki.ca_pem, &[]);
     let kit = FlowKit::start(&config);
-    workload(&kit, 5);
+    hostile_workload(&kit, 5);
     for attempt in 1..=3 {
         let message = delivery_error(kit.telemetry().flush(FLUSH));
         assert!(message.contains("500"), "attempt {attempt}: {message}");
@@ -329,7 +304,7 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
     let telemetry = kit.telemetry().clone();
 
     // Fewer runs than a batch: only the flush sends.
-    workload(&kit, 3);
+    hostile_workload(&kit, 3);
     let message = delivery_error(telemetry.flush(FLUSH));
     assert!(message.contains("503"), "{message}");
     assert_eq!(telemetry.status().pending_events.unwrap_or(u64::MAX), 3);
@@ -338,7 +313,7 @@ fn a_503_with_retry_after_keeps_the_events_and_holds_scheduled_deliveries_back()
     // A full batch now: the worker would deliver on its own, but the server asked it to wait
     // three seconds, and that binds every sender: the scheduled round and a flush, in this handle
     // and in a second one on the same state directory (as another process would be).
-    workload(&kit, 4);
+    hostile_workload(&kit, 4);
     wait_for(&telemetry, "store 7 events", |status| {
         status.pending_events.unwrap_or(u64::MAX) == 7
     });
@@ -401,7 +376,7 @@ fn a_server_that_never_answers_or_cuts_the_answer_off_fails_the_flush_without_ha
         let config = https_config(dir.path(), &server.endpoint(), &pki.ca_pem, &[])
             .shutdown_timeout(Duration::from_millis(500));
         let kit = FlowKit::start(&config);
-        workload(&kit, 3);
+        hostile_workload(&kit, 3);
         let telemetry = kit.telemetry().clone();
         let error = within("flush", move || telemetry.flush(Duration::from_millis(500)))
             .expect_err("the flush cannot succeed");
@@ -442,7 +417,7 @@ fn a_413_splits_batches_until_they_fit() {
         &[("FLOWKIT_SDK_TELEMETRY_BATCH_SIZE", "8")],
     );
     let kit = FlowKit::start(&config);
-    workload(&kit, 19);
+    hostile_workload(&kit, 19);
     let report = kit.telemetry().flush(FLUSH).unwrap();
     assert_eq!(report.pending, 0, "{report:?}");
     let status = kit.telemetry().status();
@@ -480,7 +455,7 @@ fn an_untrusted_certificate_sends_nothing_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let config = https_config(dir.path(), &server.endpoint(), &trusted.ca_pem, &[]);
     let kit = FlowKit::start(&config);
-    workload(&kit, 3);
+    hostile_workload(&kit, 3);
     let message = delivery_error(kit.telemetry().flush(FLUSH));
     assert!(message.contains("certificate"), "{message}");
     assert_eq!(

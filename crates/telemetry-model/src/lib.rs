@@ -21,8 +21,10 @@
 
 mod bucket;
 pub mod catalog;
+mod endpoint;
 mod event;
 mod name;
+pub mod redact;
 mod stored;
 mod time;
 pub mod wire;
@@ -32,6 +34,7 @@ pub use catalog::{
     BlockType, Catalog, CatalogEntry, CatalogError, CatalogId, CommandName, ConfigErrorKind,
     ExceptionType, Feature, FeatureSet, Integration, Metric, Section, UnknownName,
 };
+pub use endpoint::{Endpoint, EndpointError};
 pub use event::{
     Arch, DeploymentStage, ErrorSummary, Event, EventId, EventType, Interface, InvalidId, OsFamily,
     RunOutcome, SessionId,

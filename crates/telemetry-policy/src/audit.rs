@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use telemetry_model::UtcDate;
 
 use crate::no_follow::{self, OpenRefused};
-use crate::redact::redacted_path;
+use telemetry_model::redact::redacted_path;
 
 /// The audit log's name inside the state directory.
 pub const AUDIT_FILE_NAME: &str = "telemetry_audit.jsonl";

@@ -34,7 +34,6 @@ mod env;
 mod no_follow;
 mod policy;
 mod prompt;
-mod redact;
 mod scrub;
 mod settings;
 mod state;
@@ -46,14 +45,18 @@ pub use decision::{Decision, DecisionInputs, DecisionReason, decide};
 pub use env::{EnvSnapshot, NotUnicode};
 pub use policy::{Policy, PolicyError, default_policy_path, load_policy};
 pub use prompt::{DEFAULT_PROMPT_TIMEOUT, PromptContext, parse_answer, prompt_text, should_prompt};
-pub use redact::{MAX_ECHOED_CHARS, redacted_path, redacted_url, redacted_value};
 pub use scrub::{MachineIdentity, ScrubReason, Scrubber};
 pub use settings::{
-    BufferKind, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, Endpoint, EndpointError, EnvPrefix,
-    InvalidPrefix, MAX_BATCH_INTERVAL, MAX_BATCH_SIZE, MIN_BATCH_INTERVAL, Setting, SettingError,
-    Settings, do_not_track, parse_bool,
+    BufferKind, DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, EnvPrefix, InvalidPrefix,
+    MAX_BATCH_INTERVAL, MAX_BATCH_SIZE, MIN_BATCH_INTERVAL, Setting, SettingError, Settings,
+    do_not_track, parse_bool, parse_endpoint,
 };
 pub use state::{
     ConsentState, LOCK_FILE_NAME, STATE_FILE_NAME, SessionReplaced, StateError, StateStore,
     create_private_dir,
 };
+/// Redaction of echoed values is the model's, shared with the transports and the collector.
+pub use telemetry_model::redact::{MAX_ECHOED_CHARS, redacted_path, redacted_url, redacted_value};
+/// The endpoint type is the model's, shared with the transports; [`parse_endpoint`] adds the
+/// checks on disk.
+pub use telemetry_model::{Endpoint, EndpointError};

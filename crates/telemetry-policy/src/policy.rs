@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use telemetry_model::Endpoint;
+use telemetry_model::redact::{redacted_parser_message, redacted_path};
+
 use crate::env::EnvSnapshot;
-use crate::redact::{redacted_parser_message, redacted_path};
-use crate::settings::{Endpoint, EnvPrefix, Setting};
+use crate::settings::{EnvPrefix, Setting, parse_endpoint};
 
 /// The largest policy file read; anything bigger is not a policy file.
 const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
@@ -141,7 +143,7 @@ impl Policy {
         let endpoint = file
             .endpoint
             .as_deref()
-            .map(Endpoint::parse)
+            .map(parse_endpoint)
             .transpose()
             .map_err(|error| invalid(format!("`endpoint`: {error}")))?;
         if let Some(ca_file) = &file.ca_file

@@ -4,13 +4,14 @@
 //! the facade then keeps telemetry off for the process. Nothing here ever turns telemetry on
 //! by guessing.
 
-use std::fmt;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use telemetry_model::redact::{redacted_url, redacted_value};
+use telemetry_model::{Endpoint, EndpointError};
+
 use crate::env::EnvSnapshot;
-use crate::redact::{redacted_url, redacted_value};
 
 /// The default number of events per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 100;
@@ -126,240 +127,40 @@ impl Setting {
     }
 }
 
-/// Where telemetry goes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// An HTTPS URL to POST batches to.
-    Https(String),
-    /// A directory to append JSONL files to (offline export).
-    File(PathBuf),
+/// Parses an endpoint as [`Endpoint::parse`] does and checks on disk what the text cannot
+/// show, so that a mistake is reported at start-up, not as a failing delivery later: an
+/// existing `file://` path that is not a directory is refused, and so is one that reaches
+/// `/dev` through a symbolic link. Settings and policy files go through this.
+///
+/// ```
+/// use telemetry_policy::parse_endpoint;
+///
+/// let error = parse_endpoint("file:///etc/hostname").unwrap_err();
+/// assert!(error.to_string().contains("is not a directory"), "{error}");
+/// ```
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, EndpointError> {
+    let endpoint = Endpoint::parse(text)?;
+    if let Endpoint::File(dir) = &endpoint {
+        check_export_dir(dir)?;
+    }
+    Ok(endpoint)
 }
 
-impl Endpoint {
-    /// Parses `https://…` or `file:///absolute/dir`, checking all that can be checked before
-    /// the first delivery: the host and port of a URL, and that a directory is one (or can be
-    /// one), so that a mistake is reported at start-up, not as a failing delivery later.
-    ///
-    /// The export directory is looked at on disk: an existing path that is not a directory is
-    /// refused, and so is anything under `/dev`, even through a symbolic link.
-    pub fn parse(text: &str) -> Result<Endpoint, EndpointError> {
-        let text = text.trim();
-        let lower = text.to_ascii_lowercase();
-        if lower.starts_with("https://") {
-            let rest = &text["https://".len()..];
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            if authority.is_empty() || authority.starts_with(':') {
-                return Err(EndpointError::MissingHost);
-            }
-            if authority.contains('@') {
-                return Err(EndpointError::Credentials);
-            }
-            if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(EndpointError::Whitespace);
-            }
-            check_authority(authority)?;
-            Ok(Endpoint::Https(text.to_owned()))
-        } else if lower.starts_with("file://") {
-            let rest = &text["file://".len()..];
-            let path = rest.strip_prefix("localhost").unwrap_or(rest);
-            if !path.starts_with('/') {
-                return Err(EndpointError::RelativeFile);
-            }
-            let decoded = percent_decode(path).ok_or(EndpointError::BadEscape)?;
-            if decoded.chars().any(char::is_control) {
-                return Err(EndpointError::ControlCharacter);
-            }
-            let dir = PathBuf::from(decoded);
-            check_export_dir(&dir)?;
-            Ok(Endpoint::File(dir))
-        } else if lower.starts_with("http://") {
-            Err(EndpointError::PlainHttp)
-        } else {
-            Err(EndpointError::Scheme)
-        }
-    }
-
-    /// A `file://` endpoint for a directory.
-    pub fn file(dir: impl Into<PathBuf>) -> Endpoint {
-        Endpoint::File(dir.into())
-    }
-
-    /// The kind of transport the endpoint needs: `https` or `file`.
-    pub fn transport_name(&self) -> &'static str {
-        match self {
-            Endpoint::Https(_) => "https",
-            Endpoint::File(_) => "file",
-        }
-    }
-}
-
-/// Shows an HTTPS endpoint as [`redacted_url`](crate::redacted_url) does (no query or fragment,
-/// which may hold a token), since this is what `status` and messages print; the transport
-/// uses the full URL inside [`Endpoint::Https`]. A directory is shown in full.
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Https(url) => f.write_str(&redacted_url(url)),
-            Endpoint::File(dir) => write!(f, "file://{}", dir.display()),
-        }
-    }
-}
-
-/// Checks the `host[:port]` of an `https://` URL (user information is refused before).
-fn check_authority(authority: &str) -> Result<(), EndpointError> {
-    let port = match authority.strip_prefix('[') {
-        // An IPv6 address: `[::1]` or `[::1]:8443`.
-        Some(bracketed) => {
-            let (address, after) = bracketed
-                .split_once(']')
-                .ok_or(EndpointError::InvalidHost)?;
-            let is_address_char = |c: char| c.is_ascii_hexdigit() || c == ':' || c == '.';
-            check_host(address, is_address_char)?;
-            match after {
-                "" => None,
-                after => Some(after.strip_prefix(':').ok_or(EndpointError::InvalidHost)?),
-            }
-        }
-        None => {
-            let (host, port) = match authority.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            };
-            let is_name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
-            check_host(host, is_name_char)?;
-            port
-        }
-    };
-    if let Some(port) = port {
-        // Digits only: `u16::from_str` would also take a `+`.
-        let valid = port.bytes().all(|byte| byte.is_ascii_digit())
-            && port.parse::<u16>().is_ok_and(|number| number != 0);
-        if !valid {
-            return Err(EndpointError::InvalidPort);
-        }
-    }
-    Ok(())
-}
-
-/// Checks that a host is not empty, no longer than DNS allows (253 characters), and made only
-/// of `allowed` characters, naming `%`-escapes apart because they are the likeliest way to
-/// disguise a name.
-fn check_host(host: &str, allowed: impl Fn(char) -> bool) -> Result<(), EndpointError> {
-    const MAX_HOST_CHARS: usize = 253;
-    if host.contains('%') {
-        return Err(EndpointError::EscapedHost);
-    }
-    if host.is_empty() || host.len() > MAX_HOST_CHARS || !host.chars().all(allowed) {
-        return Err(EndpointError::InvalidHost);
-    }
-    Ok(())
-}
-
-/// Checks that `dir` can be an export directory: not a device nor anything under `/dev`, and
-/// not an existing file of another kind. A directory that does not exist yet is fine: the file
-/// transport creates it.
+/// Checks on disk that `dir` can be an export directory: not reaching `/dev` through a
+/// symbolic link, and not an existing file of another kind. A directory that does not exist
+/// yet is fine: the file transport creates it.
 fn check_export_dir(dir: &Path) -> Result<(), EndpointError> {
-    let under_dev = |path: &Path| path.starts_with("/dev");
-    if under_dev(&lexically_normal(dir)) {
-        return Err(EndpointError::DeviceDir);
-    }
     // Through symbolic links: the nearest part of the path that exists, resolved.
     let resolved = dir
         .ancestors()
         .find_map(|ancestor| fs::canonicalize(ancestor).ok());
-    if resolved.is_some_and(|resolved| under_dev(&resolved)) {
+    if resolved.is_some_and(|resolved| resolved.starts_with("/dev")) {
         return Err(EndpointError::DeviceDir);
     }
     if fs::metadata(dir).is_ok_and(|metadata| !metadata.is_dir()) {
         return Err(EndpointError::NotADirectory);
     }
     Ok(())
-}
-
-/// `path` with `.` and `..` resolved without looking at the disk, so that `/tmp/../dev/null`
-/// is seen as `/dev/null`.
-fn lexically_normal(path: &Path) -> PathBuf {
-    let mut normal = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                normal.pop();
-            }
-            other => normal.push(other),
-        }
-    }
-    normal
-}
-
-/// Why an endpoint was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EndpointError {
-    /// `http://` is never allowed: telemetry travels encrypted or not at all.
-    #[error("plain http:// is not allowed; use https://")]
-    PlainHttp,
-    /// Neither `https://` nor `file://`.
-    #[error("the scheme must be https:// or file://")]
-    Scheme,
-    /// `https://` without a host.
-    #[error("the URL has no host")]
-    MissingHost,
-    /// `https://user:secret@host`: credentials must not sit in a URL that is shown by `status`.
-    #[error("the URL must not contain credentials (user@ or user:password@)")]
-    Credentials,
-    /// Whitespace or control characters.
-    #[error("the URL contains whitespace or control characters")]
-    Whitespace,
-    /// `file://dir` without an absolute path.
-    #[error("a file:// endpoint needs an absolute directory, like file:///var/lib/telemetry")]
-    RelativeFile,
-    /// A malformed `%xx` escape.
-    #[error("the path has a malformed %-escape")]
-    BadEscape,
-    /// A port that is not a number from 1 to 65535.
-    #[error("the port must be a number from 1 to 65535")]
-    InvalidPort,
-    /// A host name with `%xx` escapes: they would let one name pass for another in a message
-    /// or a check, and no real host needs them.
-    #[error(
-        "the host name must not contain %-escapes; write it plainly, like telemetry.example.com"
-    )]
-    EscapedHost,
-    /// A host that is neither a plain name nor an address.
-    #[error(
-        "the host must be a name of at most 253 letters, digits, '-' and '.' (punycode for international names), an IPv4 address or an [IPv6] address"
-    )]
-    InvalidHost,
-    /// NUL or another control character in a `file://` path, raw or `%`-escaped.
-    #[error("the path must not contain NUL or other control characters, raw or %-escaped")]
-    ControlCharacter,
-    /// A `file://` path under `/dev`.
-    #[error(
-        "a file:// endpoint must be a directory for export files, not a device or anything under /dev"
-    )]
-    DeviceDir,
-    /// A `file://` path that exists and is not a directory.
-    #[error(
-        "a file:// endpoint must name a directory for export files; this path exists and is not a directory"
-    )]
-    NotADirectory,
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let hex = text.get(index + 1..index + 3)?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            index += 3;
-        } else {
-            decoded.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(decoded).ok()
 }
 
 /// Which buffer holds events until they are delivered.
@@ -430,7 +231,7 @@ impl Settings {
         Ok(Settings {
             enabled: reader.read(Setting::Enabled, |value| parse_bool(value).ok_or(None))?,
             endpoint: reader.read(Setting::Endpoint, |value| {
-                Endpoint::parse(value).map_err(|error| Some(error.to_string()))
+                parse_endpoint(value).map_err(|error| Some(error.to_string()))
             })?,
             batch_size: reader.read(Setting::BatchSize, parse_batch_size)?,
             batch_interval: reader.read(Setting::BatchInterval, parse_interval)?,
@@ -708,9 +509,9 @@ mod tests {
         }
     }
 
-    /// Checks `Endpoint::parse`: `Ok` holds the endpoint expected, `Err` a part of the message.
+    /// Checks [`parse_endpoint`]: `Ok` holds the endpoint expected, `Err` a part of the message.
     fn check_endpoint(text: &str, expected: Result<Endpoint, &str>) {
-        match (Endpoint::parse(text), expected) {
+        match (parse_endpoint(text), expected) {
             (Ok(endpoint), Ok(expected)) => assert_eq!(endpoint, expected, "{text:?}"),
             (Err(error), Err(needle)) => {
                 let message = error.to_string();

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use telemetry_model::{SessionId, UtcDate};
 
-use crate::redact::{redacted_parser_message, redacted_path};
 use crate::state_lock::{self, StateLock};
+use telemetry_model::redact::{redacted_parser_message, redacted_path};
 
 /// The state file's name inside the state directory.
 pub const STATE_FILE_NAME: &str = "telemetry_state.toml";

@@ -23,8 +23,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use telemetry_model::EncodedEvent;
+use telemetry_model::redact::redacted_url;
 use telemetry_model::wire::encode_batch;
+use telemetry_model::{EncodedEvent, Endpoint, EndpointError};
 
 use crate::{SendError, Transport};
 
@@ -166,7 +167,7 @@ pub enum HttpsConfigError {
         "the telemetry endpoint {endpoint} uses plain HTTP, which is not allowed: use an https:// URL"
     )]
     PlainHttpNotAllowed {
-        /// The endpoint as given.
+        /// The endpoint as [`redacted_url`] shows it: without credentials, query or fragment.
         endpoint: String,
     },
     /// The endpoint has another scheme, or none.
@@ -174,7 +175,7 @@ pub enum HttpsConfigError {
         "the telemetry endpoint {endpoint:?} is not an https:// URL: only https:// is accepted"
     )]
     NotHttps {
-        /// The endpoint as given.
+        /// The endpoint as [`redacted_url`] shows it: without credentials, query or fragment.
         endpoint: String,
     },
     /// The endpoint starts with `https://` but is not a usable URL.
@@ -182,7 +183,7 @@ pub enum HttpsConfigError {
         "the telemetry endpoint {endpoint:?} is not a valid URL ({reason}): expected https://host[:port][/path]"
     )]
     InvalidEndpoint {
-        /// The endpoint as given.
+        /// The endpoint as [`redacted_url`] shows it: without credentials, query or fragment.
         endpoint: String,
         /// What is wrong with it.
         reason: String,
@@ -293,7 +294,7 @@ impl HttpsTransport {
     /// Checks the settings, reads the extra CA and sets up the TLS client. Nothing is sent and
     /// no connection is opened until the first [`send`](Transport::send).
     pub fn new(config: HttpsConfig) -> Result<HttpsTransport, HttpsConfigError> {
-        let uri = parse_endpoint(&config.endpoint)?;
+        let (uri, shown) = parse_endpoint(&config.endpoint)?;
         for (setting, value) in [
             ("connect timeout", config.connect_timeout),
             ("request timeout", config.request_timeout),
@@ -345,7 +346,7 @@ impl HttpsTransport {
             .build(connector);
 
         Ok(HttpsTransport {
-            endpoint: shown_endpoint(&uri),
+            endpoint: shown,
             uri,
             user_agent,
             client,
@@ -424,21 +425,6 @@ impl HttpsTransport {
     }
 }
 
-/// `https://host[:port]/path` of an endpoint, at most about 100 characters: what may be shown in
-/// a message or a status without echoing a credential or a huge value.
-fn shown_endpoint(uri: &Uri) -> String {
-    const MAX_SHOWN: usize = 100;
-    let host = uri.host().unwrap_or_default();
-    let mut shown = match uri.port_u16() {
-        Some(port) => format!("https://{host}:{port}{}", uri.path()),
-        None => format!("https://{host}{}", uri.path()),
-    };
-    if shown.chars().count() > MAX_SHOWN {
-        shown = shown.chars().take(MAX_SHOWN).collect::<String>() + "…";
-    }
-    shown
-}
-
 impl fmt::Debug for HttpsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpsTransport")
@@ -509,38 +495,31 @@ impl Transport for HttpsTransport {
     }
 }
 
-/// Checks that `endpoint` is a usable `https://` URL.
-fn parse_endpoint(endpoint: &str) -> Result<Uri, HttpsConfigError> {
-    let scheme_is = |scheme: &str| {
-        endpoint
-            .get(..scheme.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+/// Checks that `endpoint` is a usable `https://` URL, with the same rules as every other
+/// crate ([`Endpoint::parse`]), and returns it with the form messages show.
+fn parse_endpoint(endpoint: &str) -> Result<(Uri, String), HttpsConfigError> {
+    let shown = redacted_url(endpoint);
+    let invalid = |reason: String| HttpsConfigError::InvalidEndpoint {
+        endpoint: shown.clone(),
+        reason,
     };
-    if scheme_is("http://") {
-        return Err(HttpsConfigError::PlainHttpNotAllowed {
-            endpoint: endpoint.to_owned(),
-        });
-    }
-    if !scheme_is("https://") {
-        return Err(HttpsConfigError::NotHttps {
-            endpoint: endpoint.to_owned(),
-        });
-    }
-    let invalid = |reason: &str| HttpsConfigError::InvalidEndpoint {
-        endpoint: endpoint.to_owned(),
-        reason: reason.to_owned(),
+    let parsed = match Endpoint::parse(endpoint) {
+        Ok(parsed @ Endpoint::Https(_)) => parsed,
+        Ok(Endpoint::File(_)) | Err(EndpointError::Scheme) => {
+            return Err(HttpsConfigError::NotHttps { endpoint: shown });
+        }
+        Err(EndpointError::PlainHttp) => {
+            return Err(HttpsConfigError::PlainHttpNotAllowed { endpoint: shown });
+        }
+        Err(error) => return Err(invalid(error.to_string())),
     };
-    let uri: Uri = endpoint
+    let Endpoint::Https(url) = &parsed else {
+        unreachable!("matched as https above");
+    };
+    let uri: Uri = url
         .parse()
-        .map_err(|error: hyper::http::uri::InvalidUri| invalid(&error.to_string()))?;
-    match uri.authority() {
-        None => Err(invalid("it names no host")),
-        Some(authority) if authority.host().is_empty() => Err(invalid("it names no host")),
-        Some(authority) if authority.as_str().contains('@') => Err(invalid(
-            "it holds credentials before the host, which are not supported",
-        )),
-        Some(_) => Ok(uri),
-    }
+        .map_err(|error: hyper::http::uri::InvalidUri| invalid(error.to_string()))?;
+    Ok((uri, parsed.to_string()))
 }
 
 /// Reads the certificates of the extra CA.
@@ -743,16 +722,36 @@ mod tests {
             ("https://", Err("not a valid URL")),
             ("https://exa mple.com/", Err("not a valid URL")),
             ("https://user:secret@example.com/", Err("credentials")),
+            // The same rules as the settings and policy files, from the model's Endpoint.
+            ("https://localhost:99999/v1", Err("port must be a number")),
+            ("https://ex%41mple.com/", Err("%-escapes")),
+            ("file:///var/lib/export", Err("not an https:// URL")),
         ];
         for (endpoint, expected) in cases {
             match (parse_endpoint(endpoint), expected) {
-                (Ok(uri), Ok(path)) => assert_eq!(uri.path(), path, "{endpoint}"),
+                (Ok((uri, _)), Ok(path)) => assert_eq!(uri.path(), path, "{endpoint}"),
                 (Err(error), Err(needle)) => {
                     let message = error.to_string();
                     assert!(message.contains(needle), "{endpoint}: {message}");
                 }
                 (outcome, expected) => panic!("{endpoint}: {outcome:?}, expected {expected:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn endpoint_errors_never_echo_credentials_queries_or_long_values() {
+        let long = "x".repeat(10_000);
+        for endpoint in [
+            "https://alice:S3cret@example.com/v1?token=S3cret".to_owned(),
+            "http://alice:S3cret@example.com/v1?token=S3cret".to_owned(),
+            "ftp://alice:S3cret@example.com/v1?token=S3cret".to_owned(),
+            "https://example.com:99999/v1?token=S3cret".to_owned(),
+            format!("https://{long}.example.com/"),
+        ] {
+            let message = parse_endpoint(&endpoint).unwrap_err().to_string();
+            assert!(!message.contains("S3cret"), "{message}");
+            assert!(message.len() < 400, "{} bytes: {message}", message.len());
         }
     }
 }

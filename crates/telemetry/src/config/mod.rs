@@ -280,7 +280,7 @@ impl TelemetryConfig {
     /// Where events go unless the user's environment or a policy says otherwise:
     /// an `https://` URL, or `file:///absolute/dir` for offline export.
     pub fn default_endpoint(mut self, endpoint: &str) -> Result<TelemetryConfig, SetupError> {
-        self.default_endpoint = Some(Endpoint::parse(endpoint)?);
+        self.default_endpoint = Some(telemetry_policy::parse_endpoint(endpoint)?);
         Ok(self)
     }
 

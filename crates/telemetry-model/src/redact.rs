@@ -3,9 +3,10 @@
 //! A message about a bad setting or file helps most when it shows what was read. But the value
 //! may be a credential pasted into the wrong variable, a URL with a token in its query or a
 //! password before its host, or 100 KB of something else, and messages end up in terminals,
-//! CI logs and bug reports. So every message of this crate that echoes a value passes it
-//! through one of these functions, and the facade uses the same ones for `status --json` and
-//! its tracing: there is one place that decides what "shown safely" means.
+//! CI logs and bug reports. So every message of the workspace that echoes a value passes it
+//! through one of these functions (the policy's errors, the transport's, the facade's
+//! `status --json` and its tracing): there is one place that decides what "shown safely"
+//! means. It lives in the model, which every other crate depends on.
 
 use std::path::Path;
 
@@ -21,7 +22,7 @@ const MAX_PARSER_MESSAGE_CHARS: usize = 300;
 /// [`MAX_ECHOED_CHARS`] characters.
 ///
 /// ```
-/// use telemetry_policy::redacted_value;
+/// use telemetry_model::redact::redacted_value;
 ///
 /// assert_eq!(redacted_value("see https://alice:S3cret@host/v1?token=x"), "see https://host/v1");
 /// assert_eq!(redacted_value(&"x".repeat(500)).chars().count(), 101);
@@ -35,7 +36,7 @@ pub fn redacted_value(value: &str) -> String {
 /// malformed endpoint (no scheme, a typo in it) cannot carry a password into a message.
 ///
 /// ```
-/// use telemetry_policy::redacted_url;
+/// use telemetry_model::redact::redacted_url;
 ///
 /// assert_eq!(redacted_url("https://alice:S3cret@host/v1?token=x#y"), "https://host/v1");
 /// assert_eq!(redacted_url("alice:S3cret@host/v1"), "host/v1");
@@ -63,7 +64,7 @@ pub fn redacted_path(path: &Path) -> String {
 
 /// A parser's message about a user's file, which may quote what it read: each quoted value
 /// redacted as by [`redacted_value`] and the whole cut to a few hundred characters.
-pub(crate) fn redacted_parser_message(message: &str) -> String {
+pub fn redacted_parser_message(message: &str) -> String {
     truncated(
         redacted_tokens(message, MAX_ECHOED_CHARS),
         MAX_PARSER_MESSAGE_CHARS,

@@ -5,10 +5,36 @@ use std::time::Duration;
 
 use telemetry_model::{DurationBucket, EncodedEvent, EventType, SessionId};
 
-use crate::config::{Resolution, TelemetryConfig};
+use telemetry_policy::ScrubReason;
+use telemetry_transport::SendError;
+
+use crate::config::{Resolution, TelemetryConfig, WiringError};
 
 /// How long `disable` waits for the deletion request to be delivered.
 const DELETION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a deletion request was not sent; `disable` shows it after "not sent: ".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ErasureError {
+    /// No transport could be built for the destination.
+    #[error(transparent)]
+    Wiring(#[from] WiringError),
+    /// The event could not be serialized.
+    #[error("the request could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The scrubber found something that looks like personal data in the request.
+    #[error("the request looked like personal data ({0}) and was withheld")]
+    Withheld(ScrubReason),
+    /// The destination refused the request, or could not be reached.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// No answer within [`DELETION_TIMEOUT`].
+    #[error("the destination did not answer in time")]
+    NoAnswer,
+    /// The thread or runtime that sends could not be started.
+    #[error("cannot start the sender: {0}")]
+    Start(#[from] std::io::Error),
+}
 
 /// Sends one `deletion_request` event for `session` to the configured destination and returns
 /// where it went. Runs on its own thread and runtime, so it works from sync code and from inside
@@ -17,16 +43,14 @@ pub(crate) fn request_deletion(
     config: &TelemetryConfig,
     resolution: &Resolution,
     session: SessionId,
-) -> Result<String, String> {
+) -> Result<String, ErasureError> {
     let transport = config.transport_for(resolution)?;
     let template = config.event_template(resolution.ci, session);
     let event = template.event(EventType::DeletionRequest, DurationBucket::UnderOneSecond);
-    let encoded = EncodedEvent::encode(&event).map_err(|error| error.to_string())?;
+    let encoded = EncodedEvent::encode(&event)?;
     // The same second line of defence as every other event.
     if let Err(reason) = config.scrubber(resolution).check_json(encoded.json()) {
-        return Err(format!(
-            "the request looked like personal data ({reason}) and was withheld"
-        ));
+        return Err(ErasureError::Withheld(reason));
     }
     let destination = transport.destination();
     let (sender, receiver) = mpsc::channel();
@@ -44,17 +68,16 @@ pub(crate) fn request_deletion(
                     )
                     .await
                     {
-                        Ok(sent) => sent.map_err(|error| error.to_string()),
-                        Err(_) => Err("the destination did not answer in time".to_owned()),
+                        Ok(sent) => sent.map_err(ErasureError::from),
+                        Err(_) => Err(ErasureError::NoAnswer),
                     }
                 }),
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err(ErasureError::Start(error)),
             };
             let _ = sender.send(result);
-        })
-        .map_err(|error| error.to_string())?;
+        })?;
     match receiver.recv_timeout(DELETION_TIMEOUT + Duration::from_secs(1)) {
         Ok(result) => result.map(|()| destination),
-        Err(_) => Err("the destination did not answer in time".to_owned()),
+        Err(_) => Err(ErasureError::NoAnswer),
     }
 }

@@ -9,7 +9,7 @@ use telemetry_buffer::{Buffer, BufferStats, DeliveryLedger};
 use telemetry_model::HourTimestamp;
 use telemetry_policy::{AuditChange, AuditSource, DecisionReason, Setting};
 
-use crate::config::{ManageError, TelemetryConfig};
+use crate::config::{ManageError, TelemetryConfig, WiringError};
 use crate::worker::{PauseReason, paused_until};
 
 /// Where telemetry stands, as `status` and `status --json` show it.
@@ -87,7 +87,7 @@ impl TelemetryConfig {
 
     /// The status, with the counts of a buffer already at hand (`Ok(None)`: nothing was ever
     /// buffered here; an error: the buffer exists but cannot be read now).
-    pub(crate) fn status_with(&self, buffer: Result<Option<&dyn Buffer>, String>) -> Status {
+    pub(crate) fn status_with(&self, buffer: Result<Option<&dyn Buffer>, WiringError>) -> Status {
         let resolution = self.resolve();
         let state = resolution.state.as_ref().ok();
         let mut problems = resolution.problems();
@@ -200,7 +200,9 @@ impl TelemetryConfig {
         }
         match purged {
             Ok(_) => Ok(status),
-            Err(problem) => Err(ManageError::PurgeFailed { problem }),
+            Err(problem) => Err(ManageError::PurgeFailed {
+                problem: problem.to_string(),
+            }),
         }
     }
 
@@ -256,15 +258,23 @@ impl TelemetryConfig {
 
     /// Deletes events waiting in the SDK's buffer or the spool; returns how many, or why they
     /// could not be deleted (a spool another process keeps busy, an unwritable file).
-    fn purge_pending(&self) -> Result<u64, String> {
+    fn purge_pending(&self) -> Result<u64, PurgeError> {
         match self.existing_buffer()? {
             None => Ok(0),
-            Some(buffer) => buffer
-                .purge()
-                .map(|purged| purged as u64)
-                .map_err(|error| error.to_string()),
+            Some(buffer) => Ok(buffer.purge()? as u64),
         }
     }
+}
+
+/// Why pending events could not be deleted.
+#[derive(Debug, thiserror::Error)]
+enum PurgeError {
+    /// The spool exists and cannot be opened now.
+    #[error(transparent)]
+    Open(#[from] WiringError),
+    /// The spool refused the deletion (busy, unwritable).
+    #[error(transparent)]
+    Buffer(#[from] telemetry_buffer::BufferError),
 }
 
 impl Status {

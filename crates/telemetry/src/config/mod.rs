@@ -35,6 +35,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a batch claimed from the spool stays exclusive to its sender: the HTTPS request
 /// timeout (15 s) and a margin for the acknowledgement. A sender that dies while delivering
 /// holds its batch back this long; one that exits normally releases it at once.
+#[cfg(feature = "sqlite")]
 pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 /// How long a management command waits for another process's write lock on the spool.
@@ -141,6 +142,7 @@ mod resolve;
 mod wiring;
 
 pub(crate) use resolve::Resolution;
+pub(crate) use wiring::WiringError;
 
 impl TelemetryConfig {
     /// A configuration for the SDK `sdk_name` (a lowercase identifier such as `flowkit`) at

@@ -313,7 +313,7 @@ impl Resolution {
             && matches!(self.endpoint, Some(Endpoint::Https(_)))
             && let Err(problem) = config.transport_for(self)
         {
-            self.delivery_problem = Some(problem);
+            self.delivery_problem = Some(problem.to_string());
             self.decision = Decision::off(DecisionReason::InvalidSetting);
         }
         #[cfg(not(feature = "https"))]

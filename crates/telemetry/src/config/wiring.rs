@@ -3,6 +3,39 @@
 
 use super::*;
 
+/// Why the buffer or the transport a configuration calls for cannot be set up. Shown to the
+/// person running the program (in `status`, a warning, or the answer of a management command),
+/// so every variant says what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WiringError {
+    /// The state directory, where the spool lives, cannot be created.
+    #[cfg(feature = "sqlite")]
+    #[error(
+        "cannot create the state directory {}: {source}",
+        telemetry_policy::redacted_path(dir)
+    )]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spool exists (or should) and cannot be opened.
+    #[cfg(feature = "sqlite")]
+    #[error(transparent)]
+    Spool(#[from] telemetry_buffer::SpoolError),
+    /// A spool is called for and this build has none.
+    #[cfg(not(feature = "sqlite"))]
+    #[error("this build has no SQLite spool (feature `sqlite`)")]
+    NoSpool,
+    /// The HTTPS transport refused its settings (an unusable CA file, say).
+    #[cfg(feature = "https")]
+    #[error(transparent)]
+    Https(#[from] telemetry_transport::HttpsConfigError),
+    /// No transport fits the endpoint; `resolve` turns telemetry off before this is reached.
+    #[error("there is no transport for the endpoint")]
+    NoTransport,
+}
+
 impl TelemetryConfig {
     /// The buffer the settings call for: the SDK's own, else `PREFIX_SDK_TELEMETRY_BUFFER`,
     /// else the SQLite spool when this build has it and the SDK has a state directory.
@@ -51,7 +84,7 @@ impl TelemetryConfig {
     pub(crate) fn transport_for(
         &self,
         resolution: &Resolution,
-    ) -> Result<Arc<dyn Transport>, String> {
+    ) -> Result<Arc<dyn Transport>, WiringError> {
         if let Some(transport) = &self.transport {
             return Ok(Arc::clone(transport));
         }
@@ -67,12 +100,10 @@ impl TelemetryConfig {
                 if let Some(ca_file) = resolution.ca_file() {
                     https = https.with_extra_ca(ExtraCa::File(ca_file.to_path_buf()));
                 }
-                HttpsTransport::new(https)
-                    .map(|transport| Arc::new(transport) as Arc<dyn Transport>)
-                    .map_err(|error| error.to_string())
+                Ok(Arc::new(HttpsTransport::new(https)?))
             }
             // `resolve` turns telemetry off when there is nowhere to deliver.
-            _ => Err("there is no transport for the endpoint".to_owned()),
+            _ => Err(WiringError::NoTransport),
         }
     }
 
@@ -102,7 +133,7 @@ impl TelemetryConfig {
     pub(crate) fn open_spool(
         &self,
         opening: SpoolOpening,
-    ) -> Result<Option<Arc<dyn Buffer>>, String> {
+    ) -> Result<Option<Arc<dyn Buffer>>, WiringError> {
         let Some(dir) = &self.state_dir else {
             return Ok(None);
         };
@@ -110,14 +141,11 @@ impl TelemetryConfig {
         if opening == SpoolOpening::ExistingOnly && !path.exists() {
             return Ok(None);
         }
-        telemetry_policy::create_private_dir(dir).map_err(|error| {
-            format!(
-                "cannot create the state directory {}: {error}",
-                dir.display()
-            )
+        telemetry_policy::create_private_dir(dir).map_err(|source| WiringError::StateDir {
+            dir: dir.clone(),
+            source,
         })?;
-        let mut spool = telemetry_buffer::SqliteSpool::open(&path, self.spool_limits)
-            .map_err(|error| error.to_string())?
+        let mut spool = telemetry_buffer::SqliteSpool::open(&path, self.spool_limits)?
             .with_claim_lease(CLAIM_LEASE);
         if opening == SpoolOpening::ExistingOnly {
             // `status`, `disable` and `flush` answer a person waiting at a terminal: a spool
@@ -141,19 +169,17 @@ impl TelemetryConfig {
     pub(crate) fn open_spool(
         &self,
         opening: SpoolOpening,
-    ) -> Result<Option<Arc<dyn Buffer>>, String> {
+    ) -> Result<Option<Arc<dyn Buffer>>, WiringError> {
         match opening {
             // Without SQLite no earlier process can have left a spool.
             SpoolOpening::ExistingOnly => Ok(None),
-            SpoolOpening::CreateIfMissing => {
-                Err("this build has no SQLite spool (feature `sqlite`)".to_owned())
-            }
+            SpoolOpening::CreateIfMissing => Err(WiringError::NoSpool),
         }
     }
 
     /// The buffer that holds events of earlier processes, for `status`, `disable` and `flush`:
     /// `None` when there is none; an error when there is one that cannot be opened now.
-    pub(crate) fn existing_buffer(&self) -> Result<Option<Arc<dyn Buffer>>, String> {
+    pub(crate) fn existing_buffer(&self) -> Result<Option<Arc<dyn Buffer>>, WiringError> {
         match &self.buffer {
             Some(buffer) => Ok(Some(Arc::clone(buffer))),
             None => self.open_spool(SpoolOpening::ExistingOnly),

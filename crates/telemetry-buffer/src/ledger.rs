@@ -38,6 +38,10 @@ pub struct DeliveryLedger {
     pub dropped_invalid: u64,
     /// Events deleted because the user opted out before they were sent.
     pub purged: u64,
+    /// Recording calls refused because a catalog handle in them came from another catalog than
+    /// the SDK's: a mistake in the SDK's wiring. None of them became an event or counted in a
+    /// summary, so they are not drops (an event was never made).
+    pub refused_records: u64,
     /// No process may deliver before this time: the destination asked to wait (`Retry-After`).
     pub not_before: Option<SystemTime>,
     /// Deliveries that failed in a row, by any process; reset by a success.
@@ -72,6 +76,7 @@ impl DeliveryLedger {
         self.dropped_rejected = self.dropped_rejected.saturating_add(other.dropped_rejected);
         self.dropped_invalid = self.dropped_invalid.saturating_add(other.dropped_invalid);
         self.purged = self.purged.saturating_add(other.purged);
+        self.refused_records = self.refused_records.saturating_add(other.refused_records);
     }
 
     /// Whether any counter is above zero or a time is set.

@@ -595,6 +595,7 @@ impl Telemetry {
             *queue_full += unrecorded;
         }
         status.dropped_events += unrecorded;
+        status.refused_records += self.inner.usage.unrecorded_refusals();
         status.scrubbed_events = self.inner.stats.scrubbed();
         status
     }

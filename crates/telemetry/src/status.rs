@@ -58,6 +58,10 @@ pub struct Status {
     pub failed_deliveries: u64,
     /// Events the destination refused for good (dropped and counted).
     pub rejected_events: u64,
+    /// Recording calls the SDK made with a catalog handle of another catalog, by every process
+    /// that shared the buffer: a mistake in the SDK's wiring, refused rather than reported
+    /// under a wrong name. None of them became an event, so they are not drops.
+    pub refused_records: u64,
     /// Whether repeated failures have paused deliveries until a cool-down passes.
     pub circuit_open: bool,
     /// Events this process's scrubber dropped because they looked like personal data, by
@@ -150,6 +154,7 @@ impl TelemetryConfig {
             deletion_request: None,
             failed_deliveries: ledger.failed_deliveries,
             rejected_events: ledger.dropped_rejected,
+            refused_records: ledger.refused_records,
             circuit_open: matches!(pause, Some((PauseReason::RepeatedFailures, _))),
             scrubbed_events: Default::default(),
             docs_url: self.docs_url.clone(),
@@ -356,6 +361,13 @@ impl fmt::Display for Status {
                 } else {
                     "closed"
                 }
+            );
+        }
+        if self.refused_records > 0 {
+            let _ = writeln!(
+                text,
+                "Refused records: {} (the SDK used catalog handles of another catalog; report this to its authors)",
+                self.refused_records
             );
         }
         if let Some(path) = &self.state_file {

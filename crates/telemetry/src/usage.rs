@@ -105,6 +105,8 @@ pub(crate) struct UsageAccumulator {
     catalog: Option<CatalogId>,
     /// Recording calls refused for a handle of another catalog.
     refused: AtomicU64,
+    /// Of `refused`, those the worker has not yet added to the buffer's ledger.
+    refused_unrecorded: AtomicU64,
     /// Where the first refusal is reported: a foreign handle is a bug in the SDK, which its
     /// author should hear about, and the user may pass on.
     warnings: Option<WarningSink>,
@@ -125,6 +127,7 @@ impl UsageAccumulator {
         UsageAccumulator {
             catalog: None,
             refused: AtomicU64::new(0),
+            refused_unrecorded: AtomicU64::new(0),
             warnings: None,
             features: AtomicBitSet::new(0),
             block_types: AtomicBitSet::new(0),
@@ -147,6 +150,7 @@ impl UsageAccumulator {
         UsageAccumulator {
             catalog: Some(catalog.id()),
             refused: AtomicU64::new(0),
+            refused_unrecorded: AtomicU64::new(0),
             warnings: Some(warnings),
             features: AtomicBitSet::new(len(Section::Features)),
             block_types: AtomicBitSet::new(len(Section::BlockTypes)),
@@ -172,6 +176,7 @@ impl UsageAccumulator {
         if handle.is_from(catalog) {
             return true;
         }
+        self.refused_unrecorded.fetch_add(1, Ordering::Relaxed);
         if self.refused.fetch_add(1, Ordering::Relaxed) == 0
             && let Some(warn) = &self.warnings
         {
@@ -187,6 +192,16 @@ impl UsageAccumulator {
     /// How many recording calls were refused for a handle of another catalog.
     pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Takes the refusals not yet added to the ledger, for the worker's next write.
+    pub(crate) fn take_unrecorded_refusals(&self) -> u64 {
+        self.refused_unrecorded.swap(0, Ordering::Relaxed)
+    }
+
+    /// Refusals not yet added to the ledger, for a `status` of the running process.
+    pub(crate) fn unrecorded_refusals(&self) -> u64 {
+        self.refused_unrecorded.load(Ordering::Relaxed)
     }
 }
 

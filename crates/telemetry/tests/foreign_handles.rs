@@ -58,7 +58,22 @@ fn handles_of_another_catalog_are_refused_counted_and_reported_once() {
     telemetry.exception(ExceptionType::OTHER);
     telemetry.feature_used(caching);
     assert_eq!(telemetry.refused_records(), 5);
+    assert_eq!(telemetry.status().refused_records, 5);
     drop(telemetry);
+
+    // The spool's ledger keeps the count for `status` in any later process.
+    let status = fixture.enabled_config().status();
+    assert_eq!(status.refused_records, 5, "{status:#?}");
+    assert_eq!(
+        status.dropped_events, 0,
+        "refusals are not drops: {status:#?}"
+    );
+    assert!(
+        status
+            .to_string()
+            .contains("Refused records: 5 (the SDK used catalog handles of another catalog"),
+        "{status}"
+    );
 
     let events = fixture.exported();
     assert_eq!(events.len(), 1, "the summary only: {events:#?}");

@@ -16,12 +16,13 @@ pub(super) mod ledger_keys {
     /// Not `dropped_invalid`: that key is the spool's own count of rows it could not read.
     pub(super) const DROPPED_INVALID_READ_BACK: &str = "dropped_invalid_read_back";
     pub(super) const PURGED: &str = "purged";
+    pub(super) const REFUSED_RECORDS: &str = "refused_records";
     pub(super) const NOT_BEFORE_MS: &str = "not_before_ms";
     pub(super) const CONSECUTIVE_FAILURES: &str = "consecutive_failures";
     pub(super) const CIRCUIT_OPEN_UNTIL_MS: &str = "circuit_open_until_ms";
 }
 
-pub(super) fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 12] {
+pub(super) fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 13] {
     use ledger_keys::*;
     let count = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let time = |value: Option<SystemTime>| value.map_or(0, to_unix_millis);
@@ -35,6 +36,7 @@ pub(super) fn ledger_rows(ledger: &DeliveryLedger) -> [(&'static str, i64); 12] 
         (DROPPED_REJECTED, count(ledger.dropped_rejected)),
         (DROPPED_INVALID_READ_BACK, count(ledger.dropped_invalid)),
         (PURGED, count(ledger.purged)),
+        (REFUSED_RECORDS, count(ledger.refused_records)),
         (NOT_BEFORE_MS, time(ledger.not_before)),
         (CONSECUTIVE_FAILURES, i64::from(ledger.consecutive_failures)),
         (CIRCUIT_OPEN_UNTIL_MS, time(ledger.circuit_open_until)),
@@ -55,6 +57,7 @@ pub(super) fn set_ledger_field(ledger: &mut DeliveryLedger, key: &str, value: i6
         DROPPED_REJECTED => ledger.dropped_rejected = count,
         DROPPED_INVALID_READ_BACK => ledger.dropped_invalid = count,
         PURGED => ledger.purged = count,
+        REFUSED_RECORDS => ledger.refused_records = count,
         NOT_BEFORE_MS => ledger.not_before = from_unix_millis(value),
         CONSECUTIVE_FAILURES => {
             ledger.consecutive_failures = u32::try_from(value).unwrap_or(0);

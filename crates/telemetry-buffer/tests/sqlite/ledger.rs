@@ -15,6 +15,7 @@ pub(super) fn full_ledger() -> DeliveryLedger {
         dropped_rejected: 16,
         dropped_invalid: 18,
         purged: 17,
+        refused_records: 19,
         not_before: at(CREATED + 3_600, 999_999_999),
         consecutive_failures: u32::MAX,
         circuit_open_until: at(CREATED + 7_200, 1),

@@ -471,6 +471,7 @@ impl Worker {
             .stats
             .refused_unrecorded
             .swap(0, Ordering::Relaxed);
+        self.unrecorded.refused_records += self.events.usage.take_unrecorded_refusals();
         std::mem::take(&mut self.unrecorded)
     }
 

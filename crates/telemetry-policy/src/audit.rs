@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use telemetry_model::UtcDate;
 
-use crate::no_follow::{self, OpenRefused};
+use crate::no_follow::{self, OpenRefused, WriteMode};
 use telemetry_model::redact::redacted_path;
 
 /// The audit log's name inside the state directory.
@@ -95,7 +95,7 @@ impl AuditLog {
             crate::state::create_private_dir(dir)?;
         }
         let shown = redacted_path(&self.path);
-        let mut file = no_follow::open_for_writing(&self.path, true).map_err(|refused| {
+        let mut file = no_follow::open_for_writing(&self.path, WriteMode::Append).map_err(|refused| {
             match refused {
                 OpenRefused::Symlink => io::Error::new(
                     io::ErrorKind::InvalidInput,

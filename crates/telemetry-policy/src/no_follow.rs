@@ -32,16 +32,24 @@ impl From<io::Error> for OpenRefused {
 /// same user creating the file at the same moment is the usual reason; a second look settles it.
 const ATTEMPTS: usize = 3;
 
-/// Opens the regular file `path` for writing (appending when `append`), creating it with mode
-/// 0600 when it is missing, and refuses when `path` is a symbolic link.
-pub(crate) fn open_for_writing(path: &Path, append: bool) -> Result<File, OpenRefused> {
+/// How a file is written once open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteMode {
+    /// Every write goes to the end (the audit log).
+    Append,
+    /// Writes go where the cursor is, from the start; nothing is truncated (the state lock).
+    InPlace,
+}
+
+/// Opens the regular file `path` for writing, creating it with mode 0600 when it is missing,
+/// and refuses when `path` is a symbolic link.
+pub(crate) fn open_for_writing(path: &Path, mode: WriteMode) -> Result<File, OpenRefused> {
     let options = || {
         let mut options = OpenOptions::new();
-        if append {
-            options.append(true);
-        } else {
-            options.write(true);
-        }
+        match mode {
+            WriteMode::Append => options.append(true),
+            WriteMode::InPlace => options.write(true),
+        };
         options
     };
     for _ in 0..ATTEMPTS {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::no_follow::{self, OpenRefused};
+use crate::no_follow::{self, OpenRefused, WriteMode};
 use crate::state::{LOCK_FILE_NAME, StateError, create_private_dir};
 
 /// The longest taking the lock waits, for other threads and other processes together. The lock
@@ -76,12 +76,15 @@ pub(crate) fn lock_state_dir(dir: &Path) -> Result<StateLock, StateError> {
     };
     let claim = claim(&path, deadline).ok_or_else(locked)?;
     create_private_dir(dir).map_err(lock_error)?;
-    let file = no_follow::open_for_writing(&path, false).map_err(|refused| match refused {
-        OpenRefused::Symlink | OpenRefused::NotRegularFile => {
-            StateError::NotRegularFile { path: path.clone() }
-        }
-        OpenRefused::Io(error) => lock_error(error),
-    })?;
+    let file =
+        no_follow::open_for_writing(&path, WriteMode::InPlace).map_err(
+            |refused| match refused {
+                OpenRefused::Symlink | OpenRefused::NotRegularFile => {
+                    StateError::NotRegularFile { path: path.clone() }
+                }
+                OpenRefused::Io(error) => lock_error(error),
+            },
+        )?;
     let mut pause = Duration::from_millis(1);
     loop {
         match file.try_lock() {

@@ -526,111 +526,34 @@ mod tests {
 
     #[test]
     fn endpoints_are_checked_completely_up_front() {
-        let https = |url: &str| Ok(Endpoint::Https(url.to_owned()));
         let dir = tempfile::tempdir().unwrap();
         let existing_file = dir.path().join("export.jsonl");
         std::fs::write(&existing_file, "").unwrap();
         let existing_dir = dir.path().join("export");
         std::fs::create_dir(&existing_dir).unwrap();
+        // The model's `Endpoint::parse` has the textual cases; these are the ones that need
+        // the disk, and a few textual ones to show they are checked on this path too.
         let cases: Vec<(String, Result<Endpoint, &str>)> = vec![
             (
-                "https://t.example.com".into(),
-                https("https://t.example.com"),
-            ),
-            (
-                "https://localhost:8443/v1".into(),
-                https("https://localhost:8443/v1"),
-            ),
-            (
-                "https://[::1]:8443/v1".into(),
-                https("https://[::1]:8443/v1"),
-            ),
-            (
-                "https://127.0.0.1:1/ingest?v=1".into(),
-                https("https://127.0.0.1:1/ingest?v=1"),
-            ),
-            (
-                "https://localhost:65535/".into(),
-                https("https://localhost:65535/"),
+                "https://t.example.com/v1".into(),
+                Ok(Endpoint::Https("https://t.example.com/v1".to_owned())),
             ),
             (
                 "https://localhost:99999/v1".into(),
                 Err("port must be a number from 1 to 65535"),
             ),
-            (
-                "https://localhost:0/v1".into(),
-                Err("port must be a number from 1 to 65535"),
-            ),
-            (
-                "https://localhost:/v1".into(),
-                Err("port must be a number from 1 to 65535"),
-            ),
-            (
-                "https://localhost:44a3/v1".into(),
-                Err("port must be a number from 1 to 65535"),
-            ),
-            (
-                "https://localhost:99999999999999999999999/".into(),
-                Err("port must be a number"),
-            ),
-            (
-                "https://[::1]:0/".into(),
-                Err("port must be a number from 1 to 65535"),
-            ),
-            (
-                "https://ex%41mple.com/".into(),
-                Err("host name must not contain %-escapes"),
-            ),
-            (
-                "https://[fe80::1%25eth0]/".into(),
-                Err("host name must not contain %-escapes"),
-            ),
-            ("https://exa\\mple.com/".into(), Err("the host must be")),
-            ("https://ex[ample.com/".into(), Err("the host must be")),
-            ("https://[::1/".into(), Err("the host must be")),
-            (
-                format!("https://{}.com/", "a".repeat(250)),
-                Err("the host must be"),
-            ),
-            ("https://alice:S3cret@host/v1".into(), Err("credentials")),
-            (
-                "file:///var/lib/t%20x".into(),
-                Ok(Endpoint::File("/var/lib/t x".into())),
-            ),
-            (
-                format!("file://{}", existing_dir.display()),
-                Ok(Endpoint::File(existing_dir.clone())),
-            ),
             ("file:///tmp/a%00b".into(), Err("NUL")),
-            ("file:///tmp/a\0b".into(), Err("NUL")),
-            ("file:///tmp/a%0Ab".into(), Err("NUL")),
-            (
-                "file:///dev/null".into(),
-                Err("not a device or anything under /dev"),
-            ),
-            (
-                "file:///dev".into(),
-                Err("not a device or anything under /dev"),
-            ),
-            (
-                "file:///dev/".into(),
-                Err("not a device or anything under /dev"),
-            ),
-            (
-                "file:///dev/shm/export".into(),
-                Err("not a device or anything under /dev"),
-            ),
-            (
-                "file://localhost/dev/null".into(),
-                Err("not a device or anything under /dev"),
-            ),
             (
                 "file:///tmp/../dev/null".into(),
                 Err("not a device or anything under /dev"),
             ),
             (
-                "file:///%64ev/null".into(),
-                Err("not a device or anything under /dev"),
+                format!("file://{}", existing_dir.display()),
+                Ok(Endpoint::File(existing_dir.clone())),
+            ),
+            (
+                format!("file://{}/not-yet", existing_dir.display()),
+                Ok(Endpoint::File(existing_dir.join("not-yet"))),
             ),
             (
                 format!("file://{}", existing_file.display()),

@@ -7,17 +7,23 @@
 //! Code that has no guard at hand finds the running instance with [`current`].
 
 use std::ops::Deref;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::config::TelemetryConfig;
 use crate::handle::Telemetry;
 
-/// The running instance of each SDK that called [`init`], with how many guards keep it.
+/// The instance of each SDK that called [`init`], with how many guards keep it.
+///
+/// The lock is held only to find, add or remove an entry, never while an instance starts or
+/// stops: starting reads the state file under its own lock, which another process may hold
+/// for up to a couple of seconds, and [`current`] must not wait for that.
 static INSTANCES: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
 
 struct Instance {
     sdk: String,
-    telemetry: Telemetry,
+    /// Set once by the first [`init`]; concurrent first calls for the same SDK wait for it.
+    telemetry: Arc<OnceLock<Telemetry>>,
+    /// Guards handed out, and first calls still starting it.
     guards: usize,
 }
 
@@ -52,31 +58,46 @@ fn instances() -> std::sync::MutexGuard<'static, Vec<Instance>> {
 /// ```
 pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
     let sdk = config.sdk_name().as_str().to_owned();
-    let mut instances = instances();
-    if let Some(instance) = instances.iter_mut().find(|instance| instance.sdk == sdk) {
-        instance.guards += 1;
-        return TelemetryGuard {
-            telemetry: instance.telemetry.clone(),
-            sdk,
-        };
+    let slot = {
+        let mut instances = instances();
+        match instances.iter_mut().find(|instance| instance.sdk == sdk) {
+            Some(instance) => {
+                instance.guards += 1;
+                Arc::clone(&instance.telemetry)
+            }
+            None => {
+                let slot = Arc::new(OnceLock::new());
+                instances.push(Instance {
+                    sdk: sdk.clone(),
+                    telemetry: Arc::clone(&slot),
+                    guards: 1,
+                });
+                slot
+            }
+        }
+    };
+    // Outside the registry's lock: the first call decides and starts, which may wait on the
+    // state file; a concurrent first call for the same SDK waits here for the same instance.
+    let telemetry = slot.get_or_init(|| config.start()).clone();
+    TelemetryGuard {
+        telemetry,
+        slot: Some(slot),
+        sdk,
     }
-    let telemetry = config.start();
-    instances.push(Instance {
-        sdk: sdk.clone(),
-        telemetry: telemetry.clone(),
-        guards: 1,
-    });
-    TelemetryGuard { telemetry, sdk }
 }
 
 /// The running instance of `sdk` (started by [`init`] and kept by a guard), or a handle that
 /// records nothing when there is none: code deep in a library records through this without
 /// passing a handle around.
+///
+/// While the first [`init`] is still starting the instance, this returns the handle that
+/// records nothing rather than wait.
 pub fn current(sdk: &str) -> Telemetry {
     instances()
         .iter()
         .find(|instance| instance.sdk == sdk)
-        .map_or_else(Telemetry::disabled, |instance| instance.telemetry.clone())
+        .and_then(|instance| instance.telemetry.get().cloned())
+        .unwrap_or_else(Telemetry::disabled)
 }
 
 /// Keeps the process's instance of an SDK running; see [`init`]. Dereferences to the
@@ -84,6 +105,8 @@ pub fn current(sdk: &str) -> Telemetry {
 #[must_use = "telemetry stops when the last guard is dropped"]
 pub struct TelemetryGuard {
     telemetry: Telemetry,
+    /// The registry's entry this guard counts in; none for [`TelemetryGuard::disabled`].
+    slot: Option<Arc<OnceLock<Telemetry>>>,
     sdk: String,
 }
 
@@ -93,6 +116,7 @@ impl TelemetryGuard {
     pub fn disabled() -> TelemetryGuard {
         TelemetryGuard {
             telemetry: Telemetry::disabled(),
+            slot: None,
             sdk: String::new(),
         }
     }
@@ -118,15 +142,16 @@ impl Deref for TelemetryGuard {
 
 impl Clone for TelemetryGuard {
     fn clone(&self) -> TelemetryGuard {
-        let mut instances = instances();
-        if let Some(instance) = instances
-            .iter_mut()
-            .find(|instance| instance.telemetry.same_instance(&self.telemetry))
+        if let Some(slot) = &self.slot
+            && let Some(instance) = instances()
+                .iter_mut()
+                .find(|instance| Arc::ptr_eq(&instance.telemetry, slot))
         {
             instance.guards += 1;
         }
         TelemetryGuard {
             telemetry: self.telemetry.clone(),
+            slot: self.slot.clone(),
             sdk: self.sdk.clone(),
         }
     }
@@ -143,11 +168,14 @@ impl std::fmt::Debug for TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        let Some(slot) = &self.slot else {
+            return;
+        };
         let last = {
             let mut instances = instances();
             let position = instances
                 .iter()
-                .position(|instance| instance.telemetry.same_instance(&self.telemetry));
+                .position(|instance| Arc::ptr_eq(&instance.telemetry, slot));
             match position {
                 Some(position) => {
                     let instance = &mut instances[position];
@@ -158,8 +186,8 @@ impl Drop for TelemetryGuard {
             }
         };
         // Shut down outside the registry's lock: it may take the shutdown timeout.
-        if let Some(instance) = last {
-            instance.telemetry.shutdown_in_time();
+        if last.is_some() {
+            self.telemetry.shutdown_in_time();
         }
     }
 }

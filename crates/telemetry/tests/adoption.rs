@@ -73,6 +73,60 @@ fn a_second_init_joins_the_first_and_the_last_guard_sends_one_summary() {
     assert_eq!(summaries(&fixture), 2);
 }
 
+/// The first `init` decides and starts outside the registry's lock: while it waits for a state
+/// file another process has locked, `current` and the `init` of another SDK answer at once.
+#[test]
+#[cfg(unix)]
+fn a_slow_first_init_holds_up_no_other_caller() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let locked = Fixture::new();
+    std::fs::create_dir_all(locked.home()).unwrap();
+    let lock_file = locked.home().join("telemetry_state.lock");
+    // Another process holds the state directory's lock, as a stuck SDK process would.
+    let mut holder = Command::new("flock")
+        .arg(&lock_file)
+        // Holds it until its standard input closes (or for a minute at most).
+        .args(["-c", "echo held; read -t 60 line"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+
+    let slow_config = config(&locked, "adopt_slow_start", &locked.file_endpoint());
+    let slow = std::thread::spawn(move || telemetry::init(&slow_config));
+    // Let it reach the state file's lock, which it waits on for up to two seconds.
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert!(!telemetry::current("adopt_slow_start").is_enabled());
+    let other = Fixture::new();
+    let other_guard = telemetry::init(&config(&other, "adopt_other", &other.file_endpoint()));
+    assert!(other_guard.is_enabled());
+    assert!(
+        !slow.is_finished(),
+        "the other callers returned only after the slow init had finished"
+    );
+
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let slow_guard = slow.join().unwrap();
+    let again = telemetry::init(&config(
+        &locked,
+        "adopt_slow_start",
+        &locked.file_endpoint(),
+    ));
+    assert!(
+        again.same_instance(&slow_guard),
+        "the same instance once started"
+    );
+}
+
 #[test]
 fn the_disabled_handle_records_nothing_and_reads_no_setting() {
     let telemetry = Telemetry::disabled();

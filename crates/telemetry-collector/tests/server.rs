@@ -286,27 +286,32 @@ fn a_full_write_queue_answers_503_with_retry_after_and_loses_nothing_accepted() 
     wait_until("the writer to hold the first batch", || {
         store.waiting.load(Ordering::SeqCst) == 1
     });
+    // Two more: whichever arrives first waits in the queue, the other finds it full.
     let second = spawn_post(
         running.addr,
         &pki.client,
         batch(&[run_event(SessionId::random(), &[])]),
     );
-    // The second is in the queue once its request has been read; give it the time.
-    std::thread::sleep(Duration::from_millis(500));
-    // The third finds the queue full.
-    let third = send(
+    let third = spawn_post(
         running.addr,
         &pki.client,
-        "POST",
-        EVENTS,
-        &[],
         batch(&[run_event(SessionId::random(), &[])]),
     );
-    assert_eq!(third.status, 503, "{}", third.text());
-    assert_eq!(third.headers["retry-after"], "7");
+    wait_until("one of them to be answered", || {
+        second.is_finished() || third.is_finished()
+    });
+    let (refused, queued) = if second.is_finished() {
+        (second, third)
+    } else {
+        (third, second)
+    };
+    let refused = refused.join().unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.headers["retry-after"], "7");
+    assert!(!queued.is_finished(), "the queued one waits for its commit");
     store.open();
     assert_eq!(first.join().unwrap().json()["accepted"], 1);
-    assert_eq!(second.join().unwrap().json()["accepted"], 1);
+    assert_eq!(queued.join().unwrap().json()["accepted"], 1);
 
     // A store that fails: 503, and the client keeps its events.
     store.failing.store(true, Ordering::SeqCst);

@@ -72,8 +72,6 @@ use tokio_rustls::TlsConnector;
 
 #[path = "ingest/postgres.rs"]
 mod postgres;
-#[path = "ingest/postgres_server.rs"]
-mod postgres_server;
 
 /// Clients sending at once, each on its own connection.
 const CLIENTS: usize = 8;

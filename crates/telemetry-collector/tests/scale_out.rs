@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::postgres::Postgres;
+use support::postgres::start as start_postgres;
 use support::{Pki, TOKEN, batch, run_event, send, try_send};
 use telemetry_model::SessionId;
 
@@ -128,7 +128,7 @@ fn deliver(
 
 #[test]
 fn collectors_sharing_postgres_store_each_event_once_through_a_kill_and_a_database_restart() {
-    let Some(server) = Postgres::start() else {
+    let Some(server) = start_postgres() else {
         return;
     };
     let database = server.url("postgres");
@@ -210,16 +210,20 @@ fn collectors_sharing_postgres_store_each_event_once_through_a_kill_and_a_databa
     assert_eq!(second.total_events(&pki.client), sent);
     let third = Collector::start(dir.path(), &database);
     assert_eq!(third.total_events(&pki.client), sent);
-    let migrations = Command::new(support::postgres::binaries().unwrap().join("psql"))
-        .args([
-            "-X",
-            "-tA",
-            "-d",
-            &database,
-            "-c",
-            "SELECT COUNT(*) FROM schema_migrations",
-        ])
-        .output()
-        .unwrap();
+    let migrations = Command::new(
+        telemetry_testkit::postgres::binaries()
+            .unwrap()
+            .join("psql"),
+    )
+    .args([
+        "-X",
+        "-tA",
+        "-d",
+        &database,
+        "-c",
+        "SELECT COUNT(*) FROM schema_migrations",
+    ])
+    .output()
+    .unwrap();
     assert_eq!(String::from_utf8_lossy(&migrations.stdout).trim(), "1");
 }

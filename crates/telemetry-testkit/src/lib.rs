@@ -13,6 +13,7 @@
 //! - [`fixtures`]: valid sample events.
 //! - [`buffer_contract!`]: the claim/acknowledge contract of `telemetry_buffer::Buffer`.
 //! - [`bench`](mod@bench): the criterion configuration of every benchmark.
+//! - [`postgres`] (Unix): a private PostgreSQL server in a temporary directory.
 //!
 //! # Why the buffer contract is a macro
 //!
@@ -43,6 +44,8 @@ pub mod bench;
 mod contract;
 pub mod fixtures;
 pub mod pki;
+#[cfg(unix)]
+pub mod postgres;
 
 // The buffer contract names the model's types through this, so that it needs no import in the
 // crate where it expands.

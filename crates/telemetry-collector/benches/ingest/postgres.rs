@@ -2,8 +2,8 @@
 //! through two collectors sharing one database, against a plain binary `COPY` of the same rows
 //! into the same server, in the same run as the SQLite figures.
 //!
-//! Each run gets a new database on the benchmark's own server ([`BenchPostgres`], durable as in
-//! production). The two collectors are two [`Server`](telemetry_collector::server::Server)s in
+//! Each run gets a new database on the benchmark's own server ([`PrivatePostgres`] with
+//! [`Durability::Production`]). The two collectors are two [`Server`](telemetry_collector::server::Server)s in
 //! this process, each on its own thread and runtime with its own [`PostgresStore`] and pool,
 //! the eight clients alternating between them.
 //!
@@ -25,11 +25,11 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
-use super::postgres_server::BenchPostgres;
 use super::{
     BATCH, BATCHES_PER_CLIENT, CLIENTS, CollectorRun, GroupCounter, GroupCounts, Pki,
     RunningCollector, StoreAt, Workload, median, millis, percentile, send_round, wire_name,
 };
+use telemetry_testkit::postgres::{Durability, PrivatePostgres, binaries};
 
 /// Connections the second `COPY` baseline writes from at once, one per client.
 const COPY_CONNECTIONS: usize = CLIENTS;
@@ -96,7 +96,7 @@ pub struct PostgresCollectorRun {
 
 /// The benchmark's server and the runs made on it.
 pub struct PostgresBench {
-    server: BenchPostgres,
+    server: PrivatePostgres,
     databases: usize,
     pub one_collector: Vec<PostgresCollectorRun>,
     pub two_collectors: Vec<PostgresCollectorRun>,
@@ -109,12 +109,13 @@ pub struct PostgresBench {
 impl PostgresBench {
     /// Starts the server and checks it is durable, or says why the PostgreSQL part is skipped.
     pub fn start() -> Option<PostgresBench> {
-        let Some(server) = BenchPostgres::start() else {
+        let Some(bin) = binaries() else {
             println!(
                 "PostgreSQL ingest skipped: no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
             );
             return None;
         };
+        let server = PrivatePostgres::start(bin, Durability::Production);
         let bench = PostgresBench {
             server,
             databases: 0,

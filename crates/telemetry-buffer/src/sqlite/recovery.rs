@@ -65,6 +65,25 @@ pub(super) fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenF
         .query_row("PRAGMA page_count", [], |row| row.get(0))
         .map_err(open_error)?;
     if pages == 0 {
+        // A new file holds no event yet. Setting auto-vacuum and then the write-ahead log each
+        // write its first page, and in SQLite's default rollback journal each of those is a
+        // journal file created, synced four times and deleted: 8 `fsync`s and two files
+        // before anything is stored, which was a tenth of what starting telemetry costs. The
+        // journal is kept in memory and not synced for those two header writes only; a crash
+        // in between leaves a file without events that the next open recreates (an empty file
+        // again, or a damaged one moved aside). When another process made the file meanwhile,
+        // the journal mode cannot change while it has the file open; then this step is
+        // skipped and the file's own settings stand.
+        let memory_journal = connection
+            .query_row("PRAGMA journal_mode = MEMORY", [], |row| {
+                row.get::<_, String>(0)
+            })
+            .is_ok_and(|mode| mode.eq_ignore_ascii_case("memory"));
+        if memory_journal {
+            connection
+                .execute_batch("PRAGMA synchronous = OFF")
+                .map_err(open_error)?;
+        }
         // Only possible before the first table exists; lets `purge` give freed pages back.
         connection
             .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")

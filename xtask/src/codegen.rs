@@ -1,7 +1,8 @@
-//! Files generated from the code and the data: the event JSON Schema, the collected-data doc
-//! and the CI vendor table.
+//! Files generated from the code and the data: the event JSON Schema, the collected-data doc,
+//! the CI vendor table and the scrubber's list of the schema's words.
 
 mod ci_vendors;
+pub mod schema_words;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ pub fn generated_files() -> anyhow::Result<Vec<GeneratedFile>> {
         GeneratedFile {
             path: ci_vendors::TABLE_PATH,
             contents: ci_vendors::ci_vendors_rs(&read_workspace_file(ci_vendors::DATA_PATH)?)?,
+        },
+        GeneratedFile {
+            path: schema_words::PATH,
+            contents: schema_words::schema_words_rs(),
         },
     ])
 }

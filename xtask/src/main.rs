@@ -16,7 +16,8 @@ const USAGE: &str =
     "usage: cargo xtask <ci | codegen [--check] | bench [process-cpu | collector-ingest]>
 
   ci        what CI runs: fmt, clippy, tests, docs, generated files, cargo-deny
-  codegen   rewrite docs/event.schema.json, docs/collected-data.md and the CI vendor table
+  codegen   rewrite docs/event.schema.json, docs/collected-data.md, the CI vendor table and
+            the scrubber's list of the event schema's words
             (--check: only compare)
   bench     run the criterion benchmarks, the collector's ingest benchmark and the process
             CPU benchmark

@@ -18,6 +18,7 @@ use serde::Serialize;
 use telemetry_model::Version;
 
 use crate::env::EnvSnapshot;
+use crate::schema_words::SCHEMA_WORDS;
 
 /// Why an event was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -214,8 +215,11 @@ pub struct Scrubber {
     /// directory's own name, for [`Scrubber::refuses_name`].
     identity_words: Vec<(ScrubReason, Vec<String>)>,
     home_dir: Option<String>,
-    known: HashMap<String, Known, BuildHasherDefault<Fnv1a>>,
+    known: KnownStrings,
 }
+
+/// Strings the scrubber knows in advance, and how each is exempt.
+type KnownStrings = HashMap<Cow<'static, str>, Known, BuildHasherDefault<Fnv1a>>;
 
 /// How a string the scrubber knows in advance is exempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,36 +239,17 @@ impl Default for Scrubber {
     }
 }
 
-/// The event schema's property names and enum spellings, and the catalog's `other`: the words
-/// every event is made of, whatever the SDK and the machine.
-fn schema_words() -> &'static [String] {
-    static WORDS: LazyLock<Vec<String>> = LazyLock::new(|| {
-        fn collect(node: &serde_json::Value, words: &mut Vec<String>) {
-            match node {
-                serde_json::Value::Object(map) => {
-                    if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
-                        words.extend(properties.keys().cloned());
-                    }
-                    if let Some(value) = map.get("const").and_then(serde_json::Value::as_str) {
-                        words.push(value.to_owned());
-                    }
-                    if let Some(serde_json::Value::Array(values)) = map.get("enum") {
-                        let spellings = values.iter().filter_map(serde_json::Value::as_str);
-                        words.extend(spellings.map(str::to_owned));
-                    }
-                    map.values().for_each(|value| collect(value, words));
-                }
-                serde_json::Value::Array(items) => {
-                    items.iter().for_each(|value| collect(value, words));
-                }
-                _ => {}
-            }
-        }
-        let mut words = vec![telemetry_model::catalog::OTHER.to_owned()];
-        collect(telemetry_model::wire::event_schema().as_value(), &mut words);
-        words
+/// The event schema's own words ([`SCHEMA_WORDS`]) as the table every scrubber starts from.
+/// Each scrubber copies it and adds its allowed names; the words are borrowed, so a copy
+/// allocates only the table.
+fn schema_known() -> &'static KnownStrings {
+    static KNOWN: LazyLock<KnownStrings> = LazyLock::new(|| {
+        SCHEMA_WORDS
+            .iter()
+            .map(|word| (Cow::Borrowed(*word), Known::SchemaWord))
+            .collect()
     });
-    &WORDS
+    &KNOWN
 }
 
 /// The words of `text`: its runs of letters and digits, compared without case.
@@ -335,18 +320,14 @@ impl Scrubber {
             home_dir,
             known: HashMap::default(),
         };
-        let known = allowed
-            .into_iter()
-            .map(|name| {
-                let verdict = scrubber.home_or_identity(&name);
-                (name, Known::Allowed(verdict))
-            })
-            .chain(
-                schema_words()
-                    .iter()
-                    .map(|word| (word.clone(), Known::SchemaWord)),
-            )
-            .collect();
+        // A schema word stays a schema word when it is allowed as well.
+        let mut known = schema_known().clone();
+        for name in allowed {
+            let verdict = scrubber.home_or_identity(&name);
+            known
+                .entry(Cow::Owned(name))
+                .or_insert(Known::Allowed(verdict));
+        }
         scrubber.known = known;
         scrubber
     }

@@ -177,13 +177,14 @@ impl TelemetryConfig {
             .debug()
             .then(|| Arc::clone(&self.warnings) as MessageSink);
         let template = self.event_template(resolution.ci, self.session_id(resolution));
-        let read_back =
-            ReadBackCheck::new(template.clone(), &self.catalog, self.scrubber(resolution));
+        // Built once: the read-back check judges with the same scrubber as the builder.
+        let scrubber = self.scrubber(resolution);
+        let read_back = ReadBackCheck::new(template.clone(), &self.catalog, scrubber.clone());
         let events = EventBuilder::new(
             Arc::clone(&self.catalog),
             Arc::clone(&usage),
             template,
-            self.scrubber(resolution),
+            scrubber,
             Arc::clone(&stats),
             debug,
         );

@@ -43,6 +43,8 @@ use crate::worker::{FINAL_CHUNK, Worker};
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Leftover {
     /// Left for storing: a partial batch waits for the batch interval, as in the buffer.
+    /// A transport that takes merged batches gets it with the drain's full batches instead,
+    /// in the same write (see [`Worker::deliver_fresh`]).
     Store,
     /// Sent as a last, smaller batch with the `sdk_usage` summary: at shutdown everything is
     /// delivered now in any case, and sending it directly spares a trip through the buffer.
@@ -57,6 +59,13 @@ impl Worker {
     /// One send's events at a time are in memory, never beside a round's claimed batch (no
     /// direct request while a round is in flight): a batch, or for a transport that takes
     /// merged batches at most what a flush stores at once.
+    ///
+    /// A transport that takes merged batches (a file) also gets the drain's partial batch in
+    /// its last send, when the drain fills at least one batch: it adds no write and no sync to
+    /// one that happens anyway, and spares those events the trip through the buffer (append,
+    /// claim, reading back and checking again, acknowledgement), which was most of what a
+    /// steady rate cost the process once full batches went directly. A drain that fills no
+    /// batch stores its records as before, so a slow trickle still waits for the interval.
     pub(super) async fn deliver_fresh(&mut self, store_by: Instant) -> Vec<EncodedEvent> {
         self.deliver_fresh_leaving(store_by, Leftover::Store).await
     }
@@ -99,7 +108,8 @@ impl Worker {
         }
         // A transport that takes several batches at once (a file) gets them in one send, up to
         // the size a flush writes at once.
-        let per_send = if self.delivery.transport.takes_merged_batches() {
+        let merged = self.delivery.transport.takes_merged_batches();
+        let per_send = if merged {
             batch_size.max(FINAL_CHUNK / batch_size * batch_size)
         } else {
             batch_size
@@ -111,7 +121,13 @@ impl Worker {
             if last && leftover == Leftover::Store {
                 break;
             }
-            let take = if last {
+            // The send that takes all that is left: the partial batch rides with full ones
+            // when the transport merges them, and so do records queued since the drain began,
+            // up to the size of one send.
+            let rest = last || (merged && budget <= per_send);
+            let take = if rest && merged {
+                per_send
+            } else if rest {
                 budget
             } else {
                 per_send.min(budget / batch_size * batch_size)
@@ -124,7 +140,7 @@ impl Worker {
                 budget = budget.saturating_sub(records.len());
             }
             let mut events = self.events.events(records);
-            if last && self.summary {
+            if rest && leftover == Leftover::SendWithSummary && self.summary {
                 // Once: should this batch be stored instead, it carries the summary there.
                 self.summary = false;
                 events.extend(self.events.summary());

@@ -269,7 +269,8 @@ impl StateStore {
 
     /// Reads, changes and writes the state while holding an exclusive lock on
     /// `<dir>/telemetry_state.lock`, so that concurrent processes never lose each other's
-    /// decisions. A damaged file is replaced: deciding again repairs it.
+    /// decisions. A damaged file is replaced: deciding again repairs it. A change that leaves
+    /// the state as it was writes nothing.
     ///
     /// Waits at most about two seconds for another process's lock, then fails with
     /// [`StateError::Locked`].
@@ -278,13 +279,19 @@ impl StateStore {
         change: impl FnOnce(&mut ConsentState) -> R,
     ) -> Result<(ConsentState, R), StateError> {
         let lock = self.lock()?;
-        let mut state = match self.load() {
-            Ok(state) => state,
-            Err(StateError::Corrupt { .. }) => ConsentState::default(),
+        let (mut state, damaged) = match self.load() {
+            Ok(state) => (state, false),
+            Err(StateError::Corrupt { .. }) => (ConsentState::default(), true),
             Err(error) => return Err(error),
         };
+        let before = state.clone();
         let result = change(&mut state);
-        self.save(&state)?;
+        // Every start ensures the session id and marks it used before the first request, and
+        // in a home that already has both neither changes anything: rewriting the same state
+        // cost each process two temporary files, four syncs and two renames.
+        if damaged || state != before {
+            self.save(&state)?;
+        }
         drop(lock);
         Ok((state, result))
     }
@@ -462,6 +469,30 @@ mod tests {
         );
         state.decide(true, today, 2);
         assert_eq!(state.decision_for(2), Some(true));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_update_that_changes_nothing_writes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::in_dir(dir.path());
+        store.update(|_| ()).unwrap();
+        assert!(!store.path().exists(), "no file for a default state");
+        store.update(|state| state.prompted = true).unwrap();
+        // A write replaces the file (a new inode); no write keeps it.
+        let inode = || fs::metadata(store.path()).unwrap().ino();
+        let written = inode();
+        store.update(|state| state.prompted = true).unwrap();
+        assert_eq!(inode(), written, "the same state is not written again");
+        store.update(|state| state.prompted = false).unwrap();
+        assert_ne!(inode(), written, "a changed state is written");
+        assert!(!store.load().unwrap().prompted);
+        // A damaged file is replaced even when the change leaves the default state as it is.
+        fs::write(store.path(), "[telemetry\n").unwrap();
+        store.update(|_| ()).unwrap();
+        assert_eq!(store.load().unwrap(), ConsentState::default());
     }
 
     #[test]

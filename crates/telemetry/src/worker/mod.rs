@@ -235,6 +235,9 @@ struct Worker {
     backoffs: Backoffs,
     /// Events pending in the buffer after the last append, by any process.
     pending: usize,
+    /// Whether `pending` is the answer of a write made during the shutdown, which lets the
+    /// shutdown skip a delivery round that could only find nothing.
+    pending_at_finish: bool,
     /// Whether full batches of fresh records are sent from memory ([`fresh`]); off for good
     /// once a request outlasted the time storing may wait.
     direct_delivery: bool,
@@ -278,6 +281,7 @@ impl Worker {
             round: None,
             backoffs: Backoffs::new(),
             pending: 0,
+            pending_at_finish: false,
             direct_delivery: true,
             attempts: Vec::new(),
         }
@@ -556,6 +560,7 @@ impl Worker {
         match result {
             Ok(stats) => {
                 self.pending = stats.pending;
+                self.pending_at_finish = true;
                 self.queue_full_recorded
                     .fetch_max(write.queue_full_taken, Ordering::AcqRel);
             }
@@ -646,6 +651,8 @@ impl Worker {
         if self.consent_withdrawn() {
             self.withdraw().await;
         }
+        // Only what the writes of this shutdown answer counts for skipping the last round.
+        self.pending_at_finish = false;
         let now = Instant::now();
         let storing = now + deadline.saturating_duration_since(now) * 3 / 4;
         // What is queued and the summary go straight out, within the wait any store may take
@@ -686,6 +693,13 @@ impl Worker {
         }
         let earlier = self.finish_round(deadline).await;
         if matches!(earlier, Some(Err(Stopped::Deadline))) {
+            return;
+        }
+        if earlier.is_none() && self.pending_at_finish && self.pending == 0 {
+            // The last write of this shutdown found the buffer empty, other processes' events
+            // included, and no round was in flight: a round would only read the state file, the ledger and the
+            // totals to find nothing. Events another process stores after that write are that
+            // process's to deliver.
             return;
         }
         if let Err(stopped) = self.deliver_within(deadline).await {

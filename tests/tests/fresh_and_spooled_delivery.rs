@@ -309,3 +309,46 @@ fn fresh_and_spooled_events_are_all_counted(merged: bool) {
     // ledger (`status` shows purges only when `disable` makes them).
     assert_eq!(open_spool(dir.path()).ledger().unwrap().purged, 1);
 }
+
+#[test]
+fn a_destination_that_takes_merged_batches_gets_the_partial_batch_of_a_drain_too() {
+    // 25 runs reach the worker's first drain together: two full batches of 10 and 5 left over.
+    for merged in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        let watched_spool = Arc::new(CountingBuffer {
+            inner: open_spool(dir.path()),
+            appended: AtomicU64::new(0),
+        });
+        let export = Arc::new(WatchedTransport::exporting_to(
+            &dir.path().join("export"),
+            merged,
+        ));
+        let config_now = config(dir.path())
+            .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
+            .transport(Arc::clone(&export) as Arc<dyn Transport>);
+        let kit = FlowKit::start(&config_now);
+        workload(&kit, 25);
+        // A destination that merges batches gets the 5 in the same send as the 20, since it
+        // costs no extra write; one that takes a batch per request gets them when a batch is
+        // full or the interval is up, from the spool.
+        let (direct, stored) = if merged { (25, 0) } else { (20, 5) };
+        let exported = export.wait_for(direct, Duration::from_secs(20));
+        assert_eq!(exported, direct, "merged: {merged}");
+        drop(kit);
+        // Shutdown sends the summary directly, and what was stored from the spool.
+        assert_eq!(
+            watched_spool.appended.load(Ordering::SeqCst),
+            stored,
+            "merged: {merged}"
+        );
+        assert_eq!(
+            exported_lines(&dir.path().join("export")).len(),
+            26,
+            "merged: {merged}"
+        );
+        let status = config(dir.path()).status();
+        assert_eq!(status.delivered_events, 26, "merged: {merged}: {status:#?}");
+        assert_eq!(status.pending_events, Some(0), "{status:#?}");
+    }
+}

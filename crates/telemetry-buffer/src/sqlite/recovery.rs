@@ -66,24 +66,20 @@ pub(super) fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenF
         .map_err(open_error)?;
     if pages == 0 {
         // A new file holds no event yet. Setting auto-vacuum and then the write-ahead log each
-        // write its first page, and in SQLite's default rollback journal each of those is a
-        // journal file created, synced four times and deleted: 8 `fsync`s and two files
-        // before anything is stored, which was a tenth of what starting telemetry costs. The
-        // journal is kept in memory and not synced for those two header writes only; a crash
-        // in between leaves a file without events that the next open recreates (an empty file
-        // again, or a damaged one moved aside). When another process made the file meanwhile,
-        // the journal mode cannot change while it has the file open; then this step is
-        // skipped and the file's own settings stand.
-        let memory_journal = connection
-            .query_row("PRAGMA journal_mode = MEMORY", [], |row| {
-                row.get::<_, String>(0)
-            })
-            .is_ok_and(|mode| mode.eq_ignore_ascii_case("memory"));
-        if memory_journal {
-            connection
-                .execute_batch("PRAGMA synchronous = OFF")
-                .map_err(open_error)?;
-        }
+        // write its first page through SQLite's rollback journal, and with the default
+        // `synchronous = FULL` each write syncs the journal twice, the directory and the file:
+        // 8 `fsync`s before anything is stored, which on this kind of disk were about a tenth
+        // of what starting telemetry costs. Those two writes are not synced; a crash in between
+        // leaves a file without events, which the next open recreates (an empty file again,
+        // or a damaged one moved aside). When another process made the file meanwhile, it is in
+        // WAL mode already (setting the mode writes nothing) and auto-vacuum at most rewrites
+        // the same flag through its log, where an unsynced commit can be lost but never damages
+        // what was committed before. The journal stays a file: a memory journal would save two
+        // files more, but switching to it would take a file another process made out of WAL
+        // mode, rewriting its header unprotected.
+        connection
+            .execute_batch("PRAGMA synchronous = OFF")
+            .map_err(open_error)?;
         // Only possible before the first table exists; lets `purge` give freed pages back.
         connection
             .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")

@@ -107,18 +107,17 @@ impl TelemetryConfig {
         }
     }
 
-    /// The scrubber for this SDK on this machine: it never rejects the catalog's names or the
-    /// event's field names.
+    /// The scrubber for this SDK on this machine: it never rejects the catalog's names, nor the
+    /// event schema's own words, which every scrubber exempts (generated into the policy crate
+    /// by `cargo xtask codegen`).
     pub(crate) fn scrubber(&self, resolution: &Resolution) -> Scrubber {
         let mut allowed: Vec<String> = telemetry_model::Section::ALL
             .iter()
             .flat_map(|section| self.catalog.entries(*section))
             .map(|entry| entry.name.to_string())
             .collect();
-        allowed.push(telemetry_model::catalog::OTHER.to_owned());
         allowed.push(self.sdk_name.to_string());
         allowed.push(self.runtime.to_string());
-        allowed.extend(event_field_names());
         Scrubber::new(resolution.identity.clone(), allowed)
     }
 
@@ -197,36 +196,6 @@ impl TelemetryConfig {
             tracing::debug!(%error, "session id not forgotten");
         }
     }
-}
-
-/// Every property name and enumerated value in the event schema: the keys of a serialized
-/// event and the spellings of its enums (such as `linux` or `sdk_usage`).
-fn event_field_names() -> Vec<String> {
-    fn collect(node: &serde_json::Value, names: &mut Vec<String>) {
-        match node {
-            serde_json::Value::Object(map) => {
-                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
-                    names.extend(properties.keys().cloned());
-                }
-                if let Some(value) = map.get("const").and_then(serde_json::Value::as_str) {
-                    names.push(value.to_owned());
-                }
-                if let Some(serde_json::Value::Array(values)) = map.get("enum") {
-                    names.extend(
-                        values
-                            .iter()
-                            .filter_map(|value| value.as_str().map(str::to_owned)),
-                    );
-                }
-                map.values().for_each(|value| collect(value, names));
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|value| collect(value, names)),
-            _ => {}
-        }
-    }
-    let mut names = Vec::new();
-    collect(telemetry_model::wire::event_schema().as_value(), &mut names);
-    names
 }
 
 /// The outcome of reading the environment and the state file.

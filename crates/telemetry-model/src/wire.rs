@@ -13,6 +13,15 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventId};
 use crate::stored::StoredEvent;
 
+thread_local! {
+    /// Where [`EncodedEvent::with_id`] assembles a copy before sharing it.
+    static COPY_BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The largest [`COPY_BUFFER`] kept between copies; an unusually large event does not pin
+/// its size for the thread's life.
+const MAX_KEPT_COPY_BUFFER: usize = 16 * 1024;
+
 /// The version of the wire format this crate writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -61,23 +70,34 @@ impl EncodedEvent {
     /// again instead.
     pub fn with_id(&self, id: EventId) -> Result<EncodedEvent, serde_json::Error> {
         const PREFIX: &str = "{\"event_id\":\"";
-        let mut old = [0u8; EventId::TEXT_LEN];
-        let old = self.id.encode(&mut old);
         let json: &str = &self.json;
-        match json
+        // `encode`'s layout: the prefix, the id's text, its closing quote. The id in it is
+        // this event's (from `encode`, or checked by `from_stored`), so the layout is all
+        // there is to check, without formatting the old id to compare.
+        let id_end = PREFIX.len() + EventId::TEXT_LEN;
+        let rest = json
             .strip_prefix(PREFIX)
-            .and_then(|rest| rest.strip_prefix(old))
-        {
+            .filter(|_| json.as_bytes().get(id_end) == Some(&b'"'))
+            .and_then(|_| json.get(id_end..));
+        match rest {
             Some(rest) => {
                 let mut text = [0u8; EventId::TEXT_LEN];
-                let mut copy = String::with_capacity(json.len());
-                copy.push_str(PREFIX);
-                copy.push_str(id.encode(&mut text));
-                copy.push_str(rest);
-                Ok(EncodedEvent {
-                    id,
-                    json: copy.into(),
-                })
+                let new_id = id.encode(&mut text);
+                // Built in a buffer this thread keeps, so the shared text is allocated and
+                // written once, not built in a `String` and copied again.
+                let json = COPY_BUFFER.with(|buffer| {
+                    let mut copy = buffer.borrow_mut();
+                    copy.clear();
+                    copy.push_str(PREFIX);
+                    copy.push_str(new_id);
+                    copy.push_str(rest);
+                    let shared = Arc::<str>::from(copy.as_str());
+                    if copy.capacity() > MAX_KEPT_COPY_BUFFER {
+                        *copy = String::new();
+                    }
+                    shared
+                });
+                Ok(EncodedEvent { id, json })
             }
             None => {
                 let mut event = self.decode()?;

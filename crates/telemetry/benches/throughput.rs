@@ -141,34 +141,10 @@ fn scrubber() -> Scrubber {
         .flat_map(|section| catalog.entries(*section))
         .map(|entry| entry.name.to_string())
         .collect();
-    allowed.extend(["other", "flowkit", "rust"].map(str::to_owned));
-    collect_names(
-        telemetry::internals::model::wire::event_schema().as_value(),
-        &mut allowed,
-    );
+    // The schema's own words (`other` among them) every scrubber exempts by itself.
+    allowed.extend(["flowkit", "rust"].map(str::to_owned));
     let identity = MachineIdentity::detect(&telemetry::EnvSnapshot::from_process());
     Scrubber::new(identity, allowed)
-}
-
-fn collect_names(node: &serde_json::Value, names: &mut Vec<String>) {
-    match node {
-        serde_json::Value::Object(map) => {
-            if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
-                names.extend(properties.keys().cloned());
-            }
-            if let Some(value) = map.get("const").and_then(serde_json::Value::as_str) {
-                names.push(value.to_owned());
-            }
-            if let Some(serde_json::Value::Array(values)) = map.get("enum") {
-                names.extend(values.iter().filter_map(|v| v.as_str().map(str::to_owned)));
-            }
-            map.values().for_each(|value| collect_names(value, names));
-        }
-        serde_json::Value::Array(items) => {
-            items.iter().for_each(|value| collect_names(value, names))
-        }
-        _ => {}
-    }
 }
 
 /// The baseline: one table, keyed by event id or not indexed at all, the spool's PRAGMAs,

@@ -11,6 +11,12 @@ use telemetry_model::{Catalog, Section};
 
 use crate::workspace_root;
 
+/// Why a generated Rust file is laid out by its generator and skipped by rustfmt.
+const RUSTFMT_SKIP_NOTE: &str = "\
+// The layout is the generator's, not rustfmt's (`rustfmt::skip`), so that `cargo fmt` cannot
+// make this file differ from what `cargo xtask codegen --check` expects.
+";
+
 /// One generated file: where it lives and what it must contain.
 pub struct GeneratedFile {
     /// Path relative to the workspace root.

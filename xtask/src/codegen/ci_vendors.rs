@@ -44,14 +44,7 @@ pub(super) fn ci_vendors_rs(data: &str) -> anyhow::Result<String> {
     let _ = writeln!(rs);
     let _ = writeln!(rs, "use crate::ci::{{CiVendor, EnvCondition}};");
     let _ = writeln!(rs);
-    let _ = writeln!(
-        rs,
-        "// The layout is the generator's, not rustfmt's (`rustfmt::skip`), so that `cargo fmt` cannot"
-    );
-    let _ = writeln!(
-        rs,
-        "// make this file differ from what `cargo xtask codegen --check` expects."
-    );
+    rs.push_str(super::RUSTFMT_SKIP_NOTE);
     let _ = writeln!(rs);
     let _ = writeln!(
         rs,

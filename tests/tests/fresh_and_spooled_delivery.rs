@@ -185,6 +185,25 @@ fn open_spool(dir: &Path) -> Arc<dyn Buffer> {
     )
 }
 
+/// flowkit started on the spool in `dir`, counting what is appended to it, and exporting to
+/// `dir/export` through a transport that counts what it delivers (and takes merged batches
+/// when `merged`).
+fn watched_flowkit(
+    dir: &Path,
+    merged: bool,
+) -> (Arc<CountingBuffer>, Arc<WatchedTransport>, FlowKit) {
+    let watched_spool = Arc::new(CountingBuffer {
+        inner: open_spool(dir),
+        appended: AtomicU64::new(0),
+    });
+    let export = Arc::new(WatchedTransport::exporting_to(&dir.join("export"), merged));
+    let config_now = config(dir)
+        .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
+        .transport(Arc::clone(&export) as Arc<dyn Transport>);
+    let kit = FlowKit::start(&config_now);
+    (watched_spool, export, kit)
+}
+
 #[test]
 fn fresh_events_delivered_from_memory_and_spooled_ones_from_another_process_are_all_counted() {
     // A destination that takes one batch per request, and one that takes several at once.
@@ -241,18 +260,7 @@ fn fresh_and_spooled_events_are_all_counted(merged: bool) {
     // This process: its destination works, and it runs long enough for the worker to collect
     // full batches while it runs.
     let runs = 60;
-    let watched_spool = Arc::new(CountingBuffer {
-        inner: open_spool(dir.path()),
-        appended: AtomicU64::new(0),
-    });
-    let export = Arc::new(WatchedTransport::exporting_to(
-        &dir.path().join("export"),
-        merged,
-    ));
-    let config_now = config(dir.path())
-        .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
-        .transport(Arc::clone(&export) as Arc<dyn Transport>);
-    let kit = FlowKit::start(&config_now);
+    let (watched_spool, export, kit) = watched_flowkit(dir.path(), merged);
     workload(&kit, runs);
     // Everything but the summary and the runs the worker keeps back from a full batch.
     let expected_while_running = left_by_earlier + runs as u64 - 10;
@@ -316,18 +324,7 @@ fn a_destination_that_takes_merged_batches_gets_the_partial_batch_of_a_drain_too
     for merged in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("home")).unwrap();
-        let watched_spool = Arc::new(CountingBuffer {
-            inner: open_spool(dir.path()),
-            appended: AtomicU64::new(0),
-        });
-        let export = Arc::new(WatchedTransport::exporting_to(
-            &dir.path().join("export"),
-            merged,
-        ));
-        let config_now = config(dir.path())
-            .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
-            .transport(Arc::clone(&export) as Arc<dyn Transport>);
-        let kit = FlowKit::start(&config_now);
+        let (watched_spool, export, kit) = watched_flowkit(dir.path(), merged);
         workload(&kit, 25);
         // A destination that merges batches gets the 5 in the same send as the 20, since it
         // costs no extra write; one that takes a batch per request gets them when a batch is

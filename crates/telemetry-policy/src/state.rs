@@ -289,11 +289,29 @@ impl StateStore {
         // Every start ensures the session id and marks it used before the first request, and
         // in a home that already has both neither changes anything: rewriting the same state
         // cost each process two temporary files, four syncs and two renames.
-        if damaged || state != before {
+        // Unless the file on disk needs repair itself: a link is refused (by `save`), and a
+        // file others can read is rewritten with mode 0600.
+        if damaged || state != before || !self.is_private_file_or_missing() {
             self.save(&state)?;
         }
         drop(lock);
         Ok((state, result))
+    }
+
+    /// Whether the state file is missing, or a regular file (not a link) that only its owner
+    /// can read and write: what `save` leaves.
+    fn is_private_file_or_missing(&self) -> bool {
+        match fs::symlink_metadata(&self.path) {
+            Err(error) => error.kind() == io::ErrorKind::NotFound,
+            Ok(metadata) if !metadata.is_file() => false,
+            #[cfg(unix)]
+            Ok(metadata) => {
+                use std::os::unix::fs::PermissionsExt;
+                metadata.permissions().mode() & 0o077 == 0
+            }
+            #[cfg(not(unix))]
+            Ok(_) => true,
+        }
     }
 
     /// Takes the state directory's exclusive lock; released when the returned lock is dropped.
@@ -668,6 +686,34 @@ mod tests {
                 assert!(fs::symlink_metadata(&link).unwrap().is_symlink(), "{case}");
             }
         }
+    }
+
+    /// An update that changes nothing still repairs the file itself: a link whose target
+    /// already holds the same state is refused, and a file others can read is made private.
+    #[cfg(unix)]
+    #[test]
+    fn an_update_that_changes_nothing_still_refuses_a_link_and_repairs_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("home");
+        fs::create_dir(&state_dir).unwrap();
+        let target = dir.path().join("elsewhere.toml");
+        fs::write(&target, "[telemetry]\nprompted = true\n").unwrap();
+        std::os::unix::fs::symlink(&target, state_dir.join(STATE_FILE_NAME)).unwrap();
+        let store = StateStore::in_dir(&state_dir);
+        let message = store
+            .update(|state| state.prompted = true)
+            .expect_err("an update through a link")
+            .to_string();
+        assert!(message.contains("symbolic link"), "{message}");
+
+        let readable = tempfile::tempdir().unwrap();
+        let store = StateStore::in_dir(readable.path());
+        fs::write(store.path(), "[telemetry]\nprompted = true\n").unwrap();
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        store.update(|state| state.prompted = true).unwrap();
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

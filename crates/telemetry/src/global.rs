@@ -78,12 +78,44 @@ pub fn init(config: &TelemetryConfig) -> TelemetryGuard {
     };
     // Outside the registry's lock: the first call decides and starts, which may wait on the
     // state file; a concurrent first call for the same SDK waits here for the same instance.
+    // Should starting panic (a host's warning sink that panics, say), the count just taken is
+    // given back, so the entry never outlives its guards.
+    let mut pending = PendingGuard {
+        slot: Some(Arc::clone(&slot)),
+    };
     let telemetry = slot.get_or_init(|| config.start()).clone();
+    // Started: the count now belongs to the guard below.
+    pending.slot = None;
     TelemetryGuard {
         telemetry,
         slot: Some(slot),
         sdk,
     }
+}
+
+/// A guard count taken by [`init`] before the instance has started; releasing it removes an
+/// entry that no guard holds.
+struct PendingGuard {
+    slot: Option<Arc<OnceLock<Telemetry>>>,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            release(&slot);
+        }
+    }
+}
+
+/// Gives back one guard count of `slot`'s entry; returns the entry when it was the last.
+fn release(slot: &Arc<OnceLock<Telemetry>>) -> Option<Instance> {
+    let mut instances = instances();
+    let position = instances
+        .iter()
+        .position(|instance| Arc::ptr_eq(&instance.telemetry, slot))?;
+    let instance = &mut instances[position];
+    instance.guards = instance.guards.saturating_sub(1);
+    (instance.guards == 0).then(|| instances.remove(position))
 }
 
 /// The running instance of `sdk` (started by [`init`] and kept by a guard), or a handle that
@@ -171,22 +203,8 @@ impl Drop for TelemetryGuard {
         let Some(slot) = &self.slot else {
             return;
         };
-        let last = {
-            let mut instances = instances();
-            let position = instances
-                .iter()
-                .position(|instance| Arc::ptr_eq(&instance.telemetry, slot));
-            match position {
-                Some(position) => {
-                    let instance = &mut instances[position];
-                    instance.guards = instance.guards.saturating_sub(1);
-                    (instance.guards == 0).then(|| instances.remove(position))
-                }
-                None => None,
-            }
-        };
         // Shut down outside the registry's lock: it may take the shutdown timeout.
-        if last.is_some() {
+        if release(slot).is_some() {
             self.telemetry.shutdown_in_time();
         }
     }

@@ -127,6 +127,39 @@ fn a_slow_first_init_holds_up_no_other_caller() {
     );
 }
 
+/// A first `init` that panics while starting (here the host's warning sink panics) leaves no
+/// count behind: the next instance stops when its last guard is dropped.
+#[test]
+fn a_first_init_that_panics_leaves_the_registry_as_it_was() {
+    let fixture = Fixture::new();
+    let panicking = TelemetryConfig::new("adopt_panicking_sink", "1.0.0", CATALOG, "TESTSDK")
+        .unwrap()
+        .state_dir(fixture.home())
+        .env(EnvSnapshot::from_pairs([(
+            "TESTSDK_SDK_TELEMETRY_ENABLED",
+            "maybe",
+        )]))
+        .warnings(Arc::new(|message: &str| {
+            panic!("the host's sink: {message}")
+        }));
+    let started =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| telemetry::init(&panicking)));
+    assert!(started.is_err(), "the sink's panic reaches the caller");
+
+    let guard = telemetry::init(&config(
+        &fixture,
+        "adopt_panicking_sink",
+        &fixture.file_endpoint(),
+    ));
+    assert!(guard.is_enabled());
+    drop(guard);
+    assert!(
+        !telemetry::current("adopt_panicking_sink").is_enabled(),
+        "the instance outlived its last guard"
+    );
+    assert_eq!(summaries(&fixture), 1, "and it was stopped");
+}
+
 #[test]
 fn the_disabled_handle_records_nothing_and_reads_no_setting() {
     let telemetry = Telemetry::disabled();

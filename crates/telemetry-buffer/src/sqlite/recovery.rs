@@ -69,9 +69,12 @@ pub(super) fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenF
         // write its first page through SQLite's rollback journal, and with the default
         // `synchronous = FULL` each write syncs the journal twice, the directory and the file:
         // 8 `fsync`s before anything is stored, which on this kind of disk were about a tenth
-        // of what starting telemetry costs. Those two writes are not synced; a crash in between
-        // leaves a file without events, which the next open recreates (an empty file again,
-        // or a damaged one moved aside). When another process made the file meanwhile, it is in
+        // of what starting telemetry costs. Those two writes are not synced, and the file is
+        // synced once when both are done (below); a crash in between leaves a file without
+        // events, which the next open recreates (an empty file again, or a damaged one moved
+        // aside). The one sync matters: an unsynced header lost in a power cut after the log
+        // had been synced would leave an empty file beside a full log, and SQLite deletes the
+        // log of an empty file on open, events and counts with it. When another process made the file meanwhile, it is in
         // WAL mode already (setting the mode writes nothing) and auto-vacuum at most rewrites
         // the same flag through its log, where an unsynced commit can be lost but never damages
         // what was committed before. The journal stays a file: a memory journal would save two
@@ -93,6 +96,16 @@ pub(super) fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenF
             path: path.to_path_buf(),
             mode,
         }));
+    }
+    if pages == 0 {
+        std::fs::File::open(path)
+            .and_then(|file| file.sync_all())
+            .map_err(|error| {
+                OpenFailure::Fatal(SpoolError::Open {
+                    path: path.to_path_buf(),
+                    detail: format!("cannot sync the new file: {error}"),
+                })
+            })?;
     }
     connection
         .execute_batch("PRAGMA synchronous = NORMAL")

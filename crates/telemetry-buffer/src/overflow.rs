@@ -18,8 +18,10 @@ use crate::DeliveryLedger;
 /// The file's size: room for the counters, made once.
 const LEN: u64 = 256;
 
-/// The counters kept, in the file's order: one little-endian `u64` each.
-const FIELDS: usize = 7;
+/// The counters kept, in the file's order: one little-endian `u64` each. New counters go at
+/// the end: a file made by an older version has zeros there, and an older version leaves
+/// them alone.
+const FIELDS: usize = 9;
 
 /// The counts of a [`DeliveryLedger`] that a full disk can make the worker unable to store.
 fn fields(ledger: &DeliveryLedger) -> [u64; FIELDS] {
@@ -31,6 +33,8 @@ fn fields(ledger: &DeliveryLedger) -> [u64; FIELDS] {
         ledger.dropped_storage,
         ledger.dropped_rejected,
         ledger.purged,
+        ledger.dropped_invalid,
+        ledger.refused_records,
     ]
 }
 
@@ -43,6 +47,8 @@ fn ledger_of(fields: [u64; FIELDS]) -> DeliveryLedger {
         dropped_storage: fields[4],
         dropped_rejected: fields[5],
         purged: fields[6],
+        dropped_invalid: fields[7],
+        refused_records: fields[8],
         ..DeliveryLedger::default()
     }
 }
@@ -142,10 +148,17 @@ mod tests {
         let overflow = OverflowCounts::beside(&dir.path().join("spool.sqlite3"));
         assert_eq!(overflow.read().ok(), Some(DeliveryLedger::default()));
         overflow.prepare();
+        // Every count the worker keeps in memory; times and the circuit are not counts.
         let counts = DeliveryLedger {
-            dropped_storage: 7,
-            dropped_queue_full: 2,
-            purged: 1,
+            delivered: 1,
+            failed_deliveries: 2,
+            dropped_queue_full: 3,
+            dropped_scrubbed: 4,
+            dropped_storage: 5,
+            dropped_rejected: 6,
+            purged: 7,
+            dropped_invalid: 8,
+            refused_records: 9,
             ..DeliveryLedger::default()
         };
         for _ in 0..3 {
@@ -154,10 +167,11 @@ mod tests {
                 .unwrap_or_else(|error| panic!("{error}"));
         }
         let read = overflow.read().unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(
-            (read.dropped_storage, read.dropped_queue_full, read.purged),
-            (21, 6, 3)
-        );
+        let mut expected = DeliveryLedger::default();
+        for _ in 0..3 {
+            expected.add_counts(&counts);
+        }
+        assert_eq!(read, expected);
         let len = std::fs::metadata(&overflow.path)
             .map(|m| m.len())
             .unwrap_or(0);

@@ -105,8 +105,9 @@ pub(crate) struct UsageAccumulator {
     catalog: Option<CatalogId>,
     /// Recording calls refused for a handle of another catalog.
     refused: AtomicU64,
-    /// Of `refused`, those the worker has not yet added to the buffer's ledger.
-    refused_unrecorded: AtomicU64,
+    /// Of `refused`, how many the buffer's ledger holds (advanced by the worker once a write
+    /// that carried them has succeeded).
+    refused_recorded: AtomicU64,
     /// Where the first refusal is reported: a foreign handle is a bug in the SDK, which its
     /// author should hear about, and the user may pass on.
     warnings: Option<WarningSink>,
@@ -127,7 +128,7 @@ impl UsageAccumulator {
         UsageAccumulator {
             catalog: None,
             refused: AtomicU64::new(0),
-            refused_unrecorded: AtomicU64::new(0),
+            refused_recorded: AtomicU64::new(0),
             warnings: None,
             features: AtomicBitSet::new(0),
             block_types: AtomicBitSet::new(0),
@@ -150,7 +151,7 @@ impl UsageAccumulator {
         UsageAccumulator {
             catalog: Some(catalog.id()),
             refused: AtomicU64::new(0),
-            refused_unrecorded: AtomicU64::new(0),
+            refused_recorded: AtomicU64::new(0),
             warnings: Some(warnings),
             features: AtomicBitSet::new(len(Section::Features)),
             block_types: AtomicBitSet::new(len(Section::BlockTypes)),
@@ -176,7 +177,6 @@ impl UsageAccumulator {
         if handle.is_from(catalog) {
             return true;
         }
-        self.refused_unrecorded.fetch_add(1, Ordering::Relaxed);
         if self.refused.fetch_add(1, Ordering::Relaxed) == 0
             && let Some(warn) = &self.warnings
         {
@@ -194,14 +194,16 @@ impl UsageAccumulator {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Takes the refusals not yet added to the ledger, for the worker's next write.
-    pub(crate) fn take_unrecorded_refusals(&self) -> u64 {
-        self.refused_unrecorded.swap(0, Ordering::Relaxed)
+    /// Notes that a write holding the first `taken` refusals has succeeded.
+    pub(crate) fn mark_refusals_recorded(&self, taken: u64) {
+        self.refused_recorded.fetch_max(taken, Ordering::AcqRel);
     }
 
-    /// Refusals not yet added to the ledger, for a `status` of the running process.
+    /// Refusals the ledger does not hold yet (taken by a write still running or that failed,
+    /// or not taken at all), for a `status` of the running process.
     pub(crate) fn unrecorded_refusals(&self) -> u64 {
-        self.refused_unrecorded.load(Ordering::Relaxed)
+        self.refused()
+            .saturating_sub(self.refused_recorded.load(Ordering::Acquire))
     }
 }
 

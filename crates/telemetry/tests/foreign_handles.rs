@@ -6,9 +6,14 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use telemetry::{Catalog, EventType, ExceptionType, FeatureSet, RunOutcome, RunRecord};
+use telemetry::internals::buffer::{BufferError, BufferStats, Claim, ClaimId, DeliveryLedger};
+use telemetry::{
+    Buffer, Catalog, EncodedEvent, EventType, ExceptionType, FeatureSet, MemoryBuffer, RunOutcome,
+    RunRecord,
+};
 
 use support::{CATALOG, Fixture};
 
@@ -105,4 +110,68 @@ fn a_catalog_with_the_same_names_shares_the_identity() {
     drop(telemetry);
     let events = fixture.exported();
     assert_eq!(names(&events[0].features), ["caching"]);
+}
+
+/// A memory buffer whose storage refuses every write, as a full disk does.
+#[derive(Debug)]
+struct RefusingBuffer(MemoryBuffer);
+
+impl Buffer for RefusingBuffer {
+    fn kind(&self) -> &'static str {
+        "refusing"
+    }
+    fn append(&self, _events: Vec<EncodedEvent>) -> Result<(), BufferError> {
+        Err(BufferError::Storage("no space left on device".to_owned()))
+    }
+    fn append_and_record(
+        &self,
+        _events: Vec<EncodedEvent>,
+        _change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<BufferStats, BufferError> {
+        Err(BufferError::Storage("no space left on device".to_owned()))
+    }
+    fn claim(&self, max_events: usize) -> Result<Option<Claim>, BufferError> {
+        self.0.claim(max_events)
+    }
+    fn acknowledge(&self, claim: ClaimId) -> Result<(), BufferError> {
+        self.0.acknowledge(claim)
+    }
+    fn release(&self, claim: ClaimId) -> Result<(), BufferError> {
+        self.0.release(claim)
+    }
+    fn stats(&self) -> Result<BufferStats, BufferError> {
+        self.0.stats()
+    }
+    fn purge(&self) -> Result<usize, BufferError> {
+        self.0.purge()
+    }
+    fn ledger(&self) -> Result<DeliveryLedger, BufferError> {
+        self.0.ledger()
+    }
+    fn update_ledger(
+        &self,
+        _change: &mut dyn FnMut(&mut DeliveryLedger),
+    ) -> Result<DeliveryLedger, BufferError> {
+        Err(BufferError::Storage("no space left on device".to_owned()))
+    }
+}
+
+/// Refusals the worker took into a write that then failed are still shown by the running
+/// process's `status`: kept until a write that carries them succeeds.
+#[test]
+fn refusals_a_failed_write_carried_are_still_shown() {
+    let fixture = Fixture::new();
+    let buffer = Arc::new(RefusingBuffer(MemoryBuffer::new(1_000)));
+    let telemetry = fixture
+        .enabled_config()
+        .buffer(Arc::clone(&buffer) as Arc<dyn Buffer>)
+        .start();
+    let foreign = Catalog::from_toml(FOREIGN).unwrap();
+    for _ in 0..3 {
+        telemetry.feature_used(foreign.feature("dry_run").unwrap());
+    }
+    // The flush hands the counts to a write, which the storage refuses.
+    let _ = telemetry.flush(Duration::from_secs(5));
+    assert_eq!(telemetry.status().refused_records, 3);
+    telemetry.shutdown(Duration::from_secs(1));
 }

@@ -226,6 +226,8 @@ struct Worker {
     queue_full_recorded: Arc<AtomicU64>,
     /// Queue-full drops taken into `unrecorded` so far.
     queue_full_taken: u64,
+    /// Foreign-handle refusals taken into `unrecorded` so far.
+    refused_taken: u64,
     /// Counts not yet written to the ledger (the buffer could not take them yet).
     unrecorded: DeliveryLedger,
     /// Writes that had not finished at their deadline, oldest first.
@@ -276,6 +278,7 @@ impl Worker {
             dropped_queue_full: settings.dropped_queue_full,
             queue_full_recorded: settings.queue_full_recorded,
             queue_full_taken: 0,
+            refused_taken: 0,
             unrecorded: DeliveryLedger::default(),
             unsettled: Vec::new(),
             round: None,
@@ -475,7 +478,9 @@ impl Worker {
             .stats
             .refused_unrecorded
             .swap(0, Ordering::Relaxed);
-        self.unrecorded.refused_records += self.events.usage.take_unrecorded_refusals();
+        let refused = self.events.usage.refused();
+        self.unrecorded.refused_records += refused - self.refused_taken;
+        self.refused_taken = refused;
         std::mem::take(&mut self.unrecorded)
     }
 
@@ -504,6 +509,7 @@ impl Worker {
         let write = Unsettled {
             events: events.len() as u64,
             queue_full_taken: self.queue_full_taken,
+            refused_taken: self.refused_taken,
             counts: kept,
             task: spawn_on_buffer(&self.buffer, move |buffer| {
                 buffer.append_and_record(events, &mut |ledger| {
@@ -563,6 +569,9 @@ impl Worker {
                 self.pending_at_finish = true;
                 self.queue_full_recorded
                     .fetch_max(write.queue_full_taken, Ordering::AcqRel);
+                self.events
+                    .usage
+                    .mark_refusals_recorded(write.refused_taken);
             }
             Err(error) => {
                 if write.events > 0 {
@@ -719,6 +728,8 @@ struct Unsettled {
     counts: DeliveryLedger,
     /// Queue-full drops taken into the counts when it was made.
     queue_full_taken: u64,
+    /// Foreign-handle refusals taken into the counts when it was made.
+    refused_taken: u64,
     task: tokio::task::JoinHandle<Result<BufferStats, BufferError>>,
 }
 

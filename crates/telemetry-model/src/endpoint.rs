@@ -26,6 +26,11 @@ impl Endpoint {
     /// from 1 to 65535), and that a directory is absolute, free of control characters, and
     /// not under `/dev` once `.` and `..` are resolved.
     ///
+    /// It does not look at the disk: a `file://` path that exists as a file, or that reaches
+    /// `/dev` through a symbolic link, passes here. Settings and policy files are checked with
+    /// `telemetry_policy::parse_endpoint`, which adds those checks; use it for any endpoint a
+    /// user supplies.
+    ///
     /// ```
     /// use telemetry_model::Endpoint;
     ///

@@ -199,8 +199,9 @@ const MIN_SECRET_LEN: usize = 20;
 /// Two kinds of strings are exempt from some checks, and they are told apart:
 ///
 /// - The event schema's own words (field names such as `features`, enum spellings such as
-///   `linux` or `1-10s`, and the catalog's `other`) are compiled into the model crate and are the
-///   same bytes in every event from every machine: they are exempt from every check, so a user
+///   `linux` or `1-10s`, and the catalog's `other`) are generated from the model's event types
+///   into this crate by `cargo xtask codegen`, and are the same bytes in every event from every
+///   machine: they are exempt from every check, so a user
 ///   who happens to be called `linux` still sends events.
 /// - The names the caller allows (the catalog's names, the SDK's name, the runtime's name) are
 ///   exempt from the checks on their content (a long name with digits can look like a random key,

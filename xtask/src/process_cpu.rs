@@ -51,6 +51,26 @@ pub(crate) const TARGET_US: f64 = 5.0;
 /// spans several times the target.
 const PAIRS: usize = 15;
 
+/// Set to a number of pairs (15 to 400) to measure with more than [`PAIRS`] where there is
+/// time: the interval narrows with the square root of the pairs, about 9 s a pair.
+const PAIRS_VARIABLE: &str = "XTASK_PROCESS_CPU_PAIRS";
+
+/// The pairs of the main measurement: [`PAIRS`], or what [`PAIRS_VARIABLE`] asks for.
+fn pairs() -> anyhow::Result<usize> {
+    match std::env::var(PAIRS_VARIABLE) {
+        Err(std::env::VarError::NotPresent) => Ok(PAIRS),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(pairs) if (PAIRS..=400).contains(&pairs) => Ok(pairs),
+            _ => bail!(
+                "{PAIRS_VARIABLE}={text:?} is not valid: expected a whole number from {PAIRS} to 400"
+            ),
+        },
+        Err(_) => bail!(
+            "{PAIRS_VARIABLE} is not valid Unicode: expected a whole number from {PAIRS} to 400"
+        ),
+    }
+}
+
 /// The confidence asked of the interval around the median; the order statistics give at
 /// least this much (the note records how much).
 const CONFIDENCE: f64 = 0.95;
@@ -67,6 +87,7 @@ struct ChildRun {
 
 /// Builds the release `flowkit`, measures, and writes the note that the results table reads.
 pub(crate) fn run(cargo: &mut Command, target_dir: &Path, notes_dir: &Path) -> anyhow::Result<()> {
+    let pairs = pairs()?;
     crate::run(
         "process CPU: build flowkit (release)",
         cargo.args([
@@ -91,7 +112,7 @@ pub(crate) fn run(cargo: &mut Command, target_dir: &Path, notes_dir: &Path) -> a
     }
     let load_before = load_average();
     let start_stop = measure_pairs(&flowkit, &scratch, 1, START_STOP_PAIRS)?;
-    let main = measure_pairs(&flowkit, &scratch, RUNS, PAIRS)?;
+    let main = measure_pairs(&flowkit, &scratch, RUNS, pairs)?;
     let load_after = load_average();
     let instructions = count_instructions(&flowkit, &scratch)?;
 

@@ -87,8 +87,9 @@ fn a_slow_first_init_holds_up_no_other_caller() {
     // Another process holds the state directory's lock, as a stuck SDK process would.
     let mut holder = Command::new("flock")
         .arg(&lock_file)
-        // Holds it until its standard input closes (or for a minute at most).
-        .args(["-c", "echo held; read -t 60 line"])
+        // Holds it until its standard input closes, which also happens if this test dies. The
+        // command is named, not passed to `-c`: that would run it in the user's `$SHELL`.
+        .args(["sh", "-c", "echo held; read _"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -78,7 +78,7 @@ impl FileTransport {
             .join(format!("{}-telemetry-{date}.jsonl", self.sdk_name))
     }
 
-    fn append(&self, lines: &[u8]) -> Result<(), AppendError> {
+    fn append(&self, events: &[EncodedEvent]) -> Result<(), AppendError> {
         fs::create_dir_all(&self.dir).map_err(|error| AppendError::NotWritten {
             path: self.dir.clone(),
             error,
@@ -103,7 +103,7 @@ impl FileTransport {
             Err(error) => return Err(not_written(error)),
         }
         let length = file.metadata().map_err(not_written)?.len();
-        let written = append_whole_lines(&mut file, length, lines).and_then(|()| file.sync_data());
+        let written = append_whole_lines(&mut file, length, events).and_then(|()| file.sync_data());
         let Err(error) = written else {
             return Ok(());
         };
@@ -119,18 +119,35 @@ impl FileTransport {
     }
 }
 
-/// Writes `lines` at the end of `file`, which is `length` bytes long, starting a new line first
-/// when the file ends in the middle of one.
-fn append_whole_lines(file: &mut File, length: u64, lines: &[u8]) -> io::Result<()> {
+/// How much of a batch is gathered before it is written: a merged batch of a busy drain is a few
+/// hundred kilobytes, and copying it whole into one fresh buffer made the allocator map and
+/// fault in new pages at every append.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Writes `events` as lines at the end of `file`, which is `length` bytes long, starting a new
+/// line first when the file ends in the middle of one.
+fn append_whole_lines(file: &mut File, length: u64, events: &[EncodedEvent]) -> io::Result<()> {
+    let mut start_line = false;
     if let Some(last) = length.checked_sub(1) {
         let mut byte = [0u8; 1];
         file.seek(SeekFrom::Start(last))?;
         file.read_exact(&mut byte)?;
-        if byte != *b"\n" {
-            file.write_all(b"\n")?;
-        }
+        start_line = byte != *b"\n";
     }
-    file.write_all(lines)
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+    if start_line {
+        chunk.push(b'\n');
+    }
+    for event in events {
+        let line = event.json().as_bytes();
+        if !chunk.is_empty() && chunk.len() + line.len() >= WRITE_CHUNK {
+            file.write_all(&chunk)?;
+            chunk.clear();
+        }
+        chunk.extend_from_slice(line);
+        chunk.push(b'\n');
+    }
+    file.write_all(&chunk)
 }
 
 #[async_trait::async_trait]
@@ -153,14 +170,9 @@ impl Transport for FileTransport {
         if events.is_empty() {
             return Ok(());
         }
-        let mut lines = Vec::with_capacity(events.iter().map(|event| event.json().len() + 1).sum());
-        for event in events {
-            lines.extend_from_slice(event.json().as_bytes());
-            lines.push(b'\n');
-        }
         // Local disk writes are short; the worker runs on its own thread, so blocking here
         // (on the lock, the write and the sync) never stalls the host.
-        self.append(&lines).map_err(|error| SendError::Retryable {
+        self.append(events).map_err(|error| SendError::Retryable {
             message: error.to_string(),
             retry_after: None,
         })

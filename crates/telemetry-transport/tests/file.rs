@@ -137,13 +137,14 @@ mod full_file_system {
         let dir = tempfile::tempdir().unwrap();
         let transport = transport(dir.path());
         let batches = numbered_batches();
-        // A limit in the middle of batch 4, so that its write is cut off part way.
+        // A limit three quarters into batch 4, so that its append is cut off part way, in a
+        // later one of the several writes a batch this large takes.
         let failing = 4;
         let before: u64 = batches[..failing]
             .iter()
             .map(|batch| batch_len(batch))
             .sum();
-        let blocks = (before + batch_len(&batches[failing]) / 2) / ULIMIT_BLOCK;
+        let blocks = (before + batch_len(&batches[failing]) * 3 / 4) / ULIMIT_BLOCK;
         let limit = blocks * ULIMIT_BLOCK;
         assert!(
             before < limit && limit < before + batch_len(&batches[failing]),
@@ -224,18 +225,18 @@ mod full_file_system {
         assert_eq!(written, expected, "{step}");
     }
 
-    /// The same batches in the parent and in the child: 8 batches of 6 events whose ids are
-    /// their numbers.
+    /// The same batches in the parent and in the child: 8 batches of 400 events (about 150 KB
+    /// each, more than the export writes at once) whose ids are their numbers.
     fn numbered_batches() -> Vec<Vec<EncodedEvent>> {
         let session_id = "00000000-0000-4000-8000-000000000000".parse().unwrap();
         (0..8u64)
             .map(|batch| {
-                (1..=6u64)
+                (1..=400u64)
                     .map(|index| {
                         let event = Event {
                             event_id: format!(
                                 "00000000-0000-4000-8000-{:012}",
-                                batch * 100 + index
+                                batch * 1000 + index
                             )
                             .parse()
                             .unwrap(),

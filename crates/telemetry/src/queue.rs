@@ -1,26 +1,38 @@
 //! The queue from recording threads to the worker, split into shards.
 //!
-//! One bounded channel shared by every recording thread makes threads that record at the same
-//! time write the same few cache lines (the channel's free-slot count, its tail, its wake-up
-//! state) on every record, and on a virtual machine each such write can cost a hundred
-//! nanoseconds or more. So the queue is split into one bounded channel per processor (at most
+//! One queue shared by every recording thread makes threads that record at the same time write
+//! the same few cache lines on every record, and on a virtual machine each such write can cost
+//! a hundred nanoseconds or more. So the queue is split into one shard per processor (at most
 //! [`MAX_SHARDS`]): each thread is given a shard, in turn, the first time it records, and
 //! threads that record at once mostly write to different memory. The worker collects from
 //! every shard.
 //!
+//! A shard is a vector behind a mutex that the worker swaps for an empty one with room to
+//! spare, so a record is one uncontended lock and one write into memory that is already there.
+//! What matters is a record on a thread that has just slept (a flow's task waiting for I/O):
+//! its caches are cold, and every distinct cache line it touches costs a miss. A channel
+//! touched five (its free-slot count, its tail, the block's ready bits, the slot, the
+//! receiver's wake-up state) and allocated a new block every 32 records; a shard touches its
+//! lock's line and the slot's.
+//!
 //! The capacity is split evenly, so the queue never holds more than its configured number of
-//! records in all; one thread alone can fill only its own shard.
+//! records in all, counting those the worker has taken out of a shard but not yet collected;
+//! one thread alone can fill only its own shard.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::record::Record;
 
 /// The most shards a queue is split into.
 pub(crate) const MAX_SHARDS: usize = 8;
+
+/// The most records of room an emptied vector keeps for the next swap; beyond it (after a
+/// flood) the room is given back.
+const KEPT_ROOM: usize = 1_024;
 
 thread_local! {
     /// This thread's shard number, given out in turn on the thread's first record.
@@ -52,34 +64,61 @@ fn shard_count(capacity: usize) -> usize {
 /// A new queue of `capacity` records in all (at least one).
 pub(crate) fn record_queue(capacity: usize) -> (RecordSenders, RecordReceivers) {
     let capacity = capacity.max(1);
-    let shards = shard_count(capacity);
-    let mut senders = Vec::with_capacity(shards);
-    let mut receivers = Vec::with_capacity(shards);
-    for index in 0..shards {
-        // The remainder goes to the first shards, so the capacities add up exactly.
-        let size = capacity / shards + usize::from(index < capacity % shards);
-        let (sender, receiver) = mpsc::channel(size);
-        senders.push(Shard {
-            sender,
-            wake_below: size / 2,
-        });
-        receivers.push(receiver);
-    }
+    let count = shard_count(capacity);
+    let shards: Arc<[Shard]> = (0..count)
+        .map(|index| {
+            // The remainder goes to the first shards, so the capacities add up exactly.
+            let size = capacity / count + usize::from(index < capacity % count);
+            Shard {
+                slots: Mutex::new(Slots {
+                    records: Vec::new(),
+                    taken: 0,
+                    worker_gone: false,
+                }),
+                capacity: size,
+            }
+        })
+        .collect();
+    let closed = Arc::new(AtomicBool::new(false));
     (
         RecordSenders {
-            shards: senders.into_boxed_slice(),
+            shards: Arc::clone(&shards),
+            closed: Arc::clone(&closed),
         },
         RecordReceivers {
-            shards: receivers,
+            taken: (0..count).map(|_| Taken::new()).collect(),
+            shards,
+            closed,
             next: 0,
         },
     )
 }
 
+/// One shard, on cache lines of its own, so that threads recording into different shards
+/// never write the same line.
+#[repr(align(128))]
 struct Shard {
-    sender: mpsc::Sender<Record>,
-    /// Free slots below which a record signals the worker.
-    wake_below: usize,
+    slots: Mutex<Slots>,
+    /// The most records the shard holds, those the worker has taken out included.
+    capacity: usize,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        // A panic while the lock was held cannot leave the vector half changed (a push either
+        // happened or not), so a poisoned lock is used as it is.
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Slots {
+    /// Recorded and not yet taken by the worker, oldest first.
+    records: Vec<Record>,
+    /// How many the worker took out with its last swap and may not have collected yet; they
+    /// still count against the capacity.
+    taken: usize,
+    /// Set when the worker's side is dropped: nothing sent would be collected.
+    worker_gone: bool,
 }
 
 /// What happened to a record handed to the queue.
@@ -93,18 +132,30 @@ pub(crate) enum Sent {
 
 /// The recording side: shared by every handle.
 pub(crate) struct RecordSenders {
-    shards: Box<[Shard]>,
+    shards: Arc<[Shard]>,
+    /// Set when the senders are gone, so that the worker knows no record will come.
+    closed: Arc<AtomicBool>,
 }
 
 impl RecordSenders {
     pub(crate) fn send(&self, record: Record) -> Sent {
         let shard = &self.shards[thread_shard() % self.shards.len()];
-        match shard.sender.try_send(record) {
-            Ok(()) => Sent::Queued {
-                wake: shard.sender.capacity() < shard.wake_below,
-            },
-            Err(_) => Sent::Dropped,
+        let mut slots = shard.lock();
+        let held = slots.records.len() + slots.taken;
+        if held >= shard.capacity || slots.worker_gone {
+            return Sent::Dropped;
         }
+        slots.records.push(record);
+        // More than half full: fewer than half of the slots free.
+        Sent::Queued {
+            wake: shard.capacity - (held + 1) < shard.capacity / 2,
+        }
+    }
+}
+
+impl Drop for RecordSenders {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
     }
 }
 
@@ -119,9 +170,16 @@ pub(crate) enum Drained {
     Closed,
 }
 
+/// What the worker took out of one shard and has not collected yet, oldest first. Its buffer
+/// goes back to the shard, emptied, at the next swap, so that only two buffers take turns and
+/// recording threads find room without allocating.
+type Taken = VecDeque<Record>;
+
 /// The worker's side.
 pub(crate) struct RecordReceivers {
-    shards: Vec<mpsc::Receiver<Record>>,
+    shards: Arc<[Shard]>,
+    taken: Vec<Taken>,
+    closed: Arc<AtomicBool>,
     /// The shard to start from next time, so that no shard waits behind a busy one.
     next: usize,
 }
@@ -129,35 +187,71 @@ pub(crate) struct RecordReceivers {
 impl RecordReceivers {
     /// Records waiting in all shards.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(mpsc::Receiver::len).sum()
+        self.shards
+            .iter()
+            .zip(&self.taken)
+            .map(|(shard, taken)| shard.lock().records.len() + taken.len())
+            .sum()
     }
 
     /// Moves up to `max` waiting records into `into`, taking from each shard in turn.
     pub(crate) fn drain(&mut self, into: &mut Vec<Record>, max: usize) -> Drained {
+        // Read before taking: a record sent before the senders closed is then taken below.
+        let closed = self.closed.load(Ordering::Acquire);
         let count = self.shards.len();
-        let mut closed = 0;
         for offset in 0..count {
             let index = (self.next + offset) % count;
             loop {
-                if into.len() >= max {
+                let taken = &mut self.taken[index];
+                let room = max.saturating_sub(into.len());
+                if room == 0 {
                     self.next = index;
                     return Drained::More;
                 }
-                match self.shards[index].try_recv() {
-                    Ok(record) => into.push(record),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        closed += 1;
-                        break;
-                    }
+                if !taken.is_empty() {
+                    let take = room.min(taken.len());
+                    into.extend(taken.drain(..take));
+                    continue;
+                }
+                if !self.swap(index) {
+                    break;
                 }
             }
         }
         self.next = (self.next + 1) % count;
-        if closed == count {
-            Drained::Closed
-        } else {
-            Drained::Empty
+        if closed { Drained::Closed } else { Drained::Empty }
+    }
+
+    /// Takes shard `index`'s records (when all taken before are collected), giving it the
+    /// emptied buffer in exchange. Returns whether there were any.
+    fn swap(&mut self, index: usize) -> bool {
+        let taken = &mut self.taken[index];
+        debug_assert!(taken.is_empty());
+        let mut spare = Vec::from(std::mem::take(taken));
+        if spare.capacity() > KEPT_ROOM {
+            spare = Vec::new();
+        }
+        let mut slots = self.shards[index].lock();
+        if slots.records.is_empty() {
+            slots.taken = 0;
+            drop(slots);
+            *taken = VecDeque::from(spare);
+            return false;
+        }
+        let records = std::mem::replace(&mut slots.records, spare);
+        slots.taken = records.len();
+        drop(slots);
+        *taken = VecDeque::from(records);
+        true
+    }
+}
+
+impl Drop for RecordReceivers {
+    fn drop(&mut self) {
+        for shard in self.shards.iter() {
+            let mut slots = shard.lock();
+            slots.worker_gone = true;
+            slots.records = Vec::new();
         }
     }
 }
@@ -187,7 +281,7 @@ mod tests {
             let total: usize = senders
                 .shards
                 .iter()
-                .map(|shard| shard.sender.max_capacity())
+                .map(|shard| shard.capacity)
                 .sum();
             assert_eq!(total, capacity);
             assert!(senders.shards.len() <= MAX_SHARDS);
@@ -233,7 +327,7 @@ mod tests {
         // An odd total, so that shards of both sizes (and odd ones) are covered on any machine.
         let (senders, _receivers) = record_queue(MAX_SHARDS * 5 + 3);
         let own = &senders.shards[thread_shard() % senders.shards.len()];
-        let size = own.sender.max_capacity();
+        let size = own.capacity;
         let mut wakes = Vec::new();
         while let Sent::Queued { wake } = senders.send(record()) {
             wakes.push(wake);
@@ -246,5 +340,58 @@ mod tests {
         let first = wakes.iter().position(|wake| *wake);
         assert_eq!(first, Some(size - size / 2), "{wakes:?}");
         assert_eq!(senders.send(record()), Sent::Dropped, "a full shard drops");
+    }
+
+    /// The number of the run a record stands for, kept in its duration.
+    fn numbered(number: u64) -> Record {
+        Record::Run(RunRecord {
+            duration: Duration::from_millis(number),
+            ..match record() {
+                Record::Run(run) => run,
+            }
+        })
+    }
+
+    fn number(record: &Record) -> u64 {
+        match record {
+            Record::Run(run) => run.duration.as_millis() as u64,
+        }
+    }
+
+    #[test]
+    fn records_the_worker_took_but_has_not_collected_still_count_against_the_capacity() {
+        let (senders, mut receivers) = record_queue(MAX_SHARDS * 8);
+        let size = senders.shards[thread_shard() % senders.shards.len()].capacity;
+        for index in 0..size as u64 {
+            assert!(matches!(senders.send(numbered(index)), Sent::Queued { .. }));
+        }
+        // The worker collects a few: the rest of what it took out is still the queue's.
+        let mut taken = Vec::new();
+        assert_eq!(receivers.drain(&mut taken, 3), Drained::More);
+        assert_eq!(receivers.len(), size - 3);
+        assert_eq!(
+            senders.send(numbered(1_000)),
+            Sent::Dropped,
+            "the shard is full until the worker has collected what it took"
+        );
+        assert_eq!(receivers.drain(&mut taken, usize::MAX), Drained::Empty);
+        assert_eq!(
+            taken.iter().map(number).collect::<Vec<_>>(),
+            (0..size as u64).collect::<Vec<_>>(),
+            "in the order they were recorded"
+        );
+        // Collected: there is room again, in the buffer the worker gave back.
+        assert!(matches!(senders.send(numbered(1_001)), Sent::Queued { .. }));
+        taken.clear();
+        assert_eq!(receivers.drain(&mut taken, usize::MAX), Drained::Empty);
+        assert_eq!(taken.iter().map(number).collect::<Vec<_>>(), [1_001]);
+    }
+
+    #[test]
+    fn without_the_worker_records_are_dropped_and_counted_as_such() {
+        let (senders, receivers) = record_queue(64);
+        assert!(matches!(senders.send(record()), Sent::Queued { .. }));
+        drop(receivers);
+        assert_eq!(senders.send(record()), Sent::Dropped);
     }
 }

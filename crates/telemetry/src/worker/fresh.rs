@@ -51,6 +51,16 @@ enum Leftover {
     SendWithSummary,
 }
 
+/// What a drain's direct delivery left to do.
+#[derive(Default)]
+pub(super) struct Fresh {
+    /// Events built and not delivered (a batch that failed or ran out of time): to be stored.
+    pub(super) unsent: Vec<EncodedEvent>,
+    /// Whether every record queued when direct delivery began was taken (and delivered, or
+    /// is in `unsent`).
+    pub(super) took_queue: bool,
+}
+
 impl Worker {
     /// Sends full batches of queued records from memory until `store_by`, and returns the
     /// events that must be stored instead (a batch that failed or ran out of time). What the
@@ -66,7 +76,13 @@ impl Worker {
     /// claim, reading back and checking again, acknowledgement), which was most of what a
     /// steady rate cost the process once full batches went directly. A drain that fills no
     /// batch stores its records as before, so a slow trickle still waits for the interval.
-    pub(super) async fn deliver_fresh(&mut self, store_by: Instant) -> Vec<EncodedEvent> {
+    ///
+    /// Also says whether it took everything that was queued when it began: the records queued
+    /// since (during the requests, a few at most) are then left for the next drain, as if
+    /// they had come a moment after this one, rather than stored on their own. Stored, they
+    /// cost this drain an append and a later round a claim, a read back and an
+    /// acknowledgement, for two or three events.
+    pub(super) async fn deliver_fresh(&mut self, store_by: Instant) -> Fresh {
         self.deliver_fresh_leaving(store_by, Leftover::Store).await
     }
 
@@ -78,13 +94,10 @@ impl Worker {
     ) -> Vec<EncodedEvent> {
         self.deliver_fresh_leaving(store_by, Leftover::SendWithSummary)
             .await
+            .unsent
     }
 
-    async fn deliver_fresh_leaving(
-        &mut self,
-        store_by: Instant,
-        leftover: Leftover,
-    ) -> Vec<EncodedEvent> {
+    async fn deliver_fresh_leaving(&mut self, store_by: Instant, leftover: Leftover) -> Fresh {
         let batch_size = self.delivery.batch_size;
         let queued = self.records.len();
         let summary_due = leftover == Leftover::SendWithSummary && self.summary;
@@ -97,14 +110,14 @@ impl Worker {
             || self.waiting_for_buffer()
             || !self.usage_allowed()
         {
-            return Vec::new();
+            return Fresh::default();
         }
         // The wait a destination imposed binds these requests as it binds rounds; the ledger is
         // read without a lock, so another process's write does not hold this up.
         let ledger = on_buffer(&self.buffer, store_by, |buffer| buffer.ledger()).await;
         match ledger {
             Ok(Ok(ledger)) if paused_until(&ledger, SystemTime::now()).is_none() => {}
-            _ => return Vec::new(),
+            _ => return Fresh::default(),
         }
         // A transport that takes several batches at once (a file) gets them in one send, up to
         // the size a flush writes at once.
@@ -148,13 +161,19 @@ impl Worker {
             if !events.is_empty()
                 && let Some(unsent) = self.send_fresh(events, store_by).await
             {
-                return unsent;
+                return Fresh {
+                    unsent,
+                    took_queue: false,
+                };
             }
             if last {
                 break;
             }
         }
-        Vec::new()
+        Fresh {
+            unsent: Vec::new(),
+            took_queue: budget == 0,
+        }
     }
 
     /// Sends one batch. Returns it when it must be stored instead, which also ends this

@@ -381,11 +381,21 @@ impl Worker {
             self.withdraw().await;
         }
         let deadline = Instant::now() + STORE_WAIT;
-        let unsent = self.deliver_fresh(deadline).await;
+        let fresh = self.deliver_fresh(deadline).await;
         // Storing what is left gets its own wait: direct delivery may have used up this one.
         let deadline = deadline.max(Instant::now() + STORE_WAIT / 5);
-        self.store_queued_after(unsent, deadline, MAX_DRAIN, false)
-            .await;
+        if fresh.took_queue {
+            // What was queued is taken; records queued since wait for the next drain, which
+            // comes within the drain interval, as for any record. The counts and what the
+            // requests did are written now.
+            self.settle_unsettled(deadline).await;
+            if !self.waiting_for_buffer() || !fresh.unsent.is_empty() {
+                self.write_with_counts(fresh.unsent, deadline).await;
+            }
+        } else {
+            self.store_queued_after(fresh.unsent, deadline, MAX_DRAIN, false)
+                .await;
+        }
         if self.pending >= self.delivery.batch_size {
             self.start_round(Amount::FullBatches);
         }
@@ -449,15 +459,7 @@ impl Worker {
                 }
             }
             if last {
-                let counts = self.take_counts();
-                let with_events = !events.is_empty();
-                self.write(events, counts, deadline).await;
-                if with_events && !self.unrecorded.is_empty() && !self.waiting_for_buffer() {
-                    // The events did not fit (a full disk): the counts alone, which say so,
-                    // may still fit.
-                    let counts = std::mem::take(&mut self.unrecorded);
-                    self.write(Vec::new(), counts, deadline).await;
-                }
+                self.write_with_counts(events, deadline).await;
                 return drained;
             }
             self.write(events, DeliveryLedger::default(), deadline)
@@ -465,6 +467,22 @@ impl Worker {
             if self.waiting_for_buffer() {
                 return Drained::More;
             }
+        }
+    }
+
+    /// Writes `events` with the counts only this process has seen; should the events not fit
+    /// (a full disk), the counts alone, which say so, may still fit.
+    async fn write_with_counts(
+        &mut self,
+        events: Vec<telemetry_model::EncodedEvent>,
+        deadline: Instant,
+    ) {
+        let counts = self.take_counts();
+        let with_events = !events.is_empty();
+        self.write(events, counts, deadline).await;
+        if with_events && !self.unrecorded.is_empty() && !self.waiting_for_buffer() {
+            let counts = std::mem::take(&mut self.unrecorded);
+            self.write(Vec::new(), counts, deadline).await;
         }
     }
 

@@ -124,6 +124,14 @@ pub trait Buffer: Send + Sync + fmt::Debug {
     /// a consistent snapshot without it), so that `status` never waits on a busy writer.
     fn ledger(&self) -> Result<DeliveryLedger, BufferError>;
 
+    /// Whether the ledger may hold a delivery pause in effect ([`DeliveryLedger::not_before`],
+    /// [`DeliveryLedger::circuit_open_until`]): `false` only when it certainly does not, so that
+    /// a sender about to make a request can skip reading the ledger. Answers at once, without
+    /// the buffer's lock or a trip to its storage; the default always says `true`.
+    fn may_be_paused(&self) -> bool {
+        true
+    }
+
     /// Applies `change` to the ledger atomically with respect to every other user of the buffer
     /// (another process sharing a durable buffer included) and returns the ledger as written.
     ///

@@ -275,7 +275,7 @@ impl SqliteSpool {
                 let mut after = before.clone();
                 change(&mut after);
                 let after = as_stored(&after);
-                write_ledger(&tx, &before, &after)?;
+                self.write_ledger_in(&tx, &before, &after)?;
                 Some(after)
             }
             None => None,

@@ -110,3 +110,28 @@ pub(super) fn write_ledger(
     }
     Ok(())
 }
+
+impl SqliteSpool {
+    /// [`write_ledger`] inside a write transaction, keeping the pause marker in step with what
+    /// the transaction leaves (see [`super::pause`]). A pause whose marker cannot be made fails
+    /// the transaction, so that no reader misses it.
+    pub(super) fn write_ledger_in(
+        &self,
+        tx: &Transaction<'_>,
+        before: &DeliveryLedger,
+        after: &DeliveryLedger,
+    ) -> SqlResult<()> {
+        if before == after {
+            return Ok(());
+        }
+        write_ledger(tx, before, after)?;
+        self.pause
+            .follow(before, after, (self.clock)())
+            .map_err(|error| {
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot make the pause marker beside the spool: {error}")),
+                )
+            })
+    }
+}

@@ -15,6 +15,7 @@ mod claims;
 mod clocks;
 mod ledger;
 mod migrations;
+mod pause;
 mod recovery;
 mod storage;
 mod types;
@@ -38,8 +39,9 @@ use crate::{
     to_unix_millis,
 };
 use claims::{claim_column, release_claims};
-use ledger::{as_stored, read_ledger, write_ledger};
+use ledger::{as_stored, read_ledger};
 use migrations::migrate;
+use pause::PauseMarker;
 use recovery::{OpenFailure, move_aside, open_connection};
 pub use types::{
     BUSY_TIMEOUT, DEFAULT_CLAIM_LEASE, Recovery, SCHEMA_VERSION, SPOOL_FILE_NAME, SpoolError,
@@ -99,6 +101,10 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// [`ledger`](Buffer::ledger) and [`stats`](Buffer::stats) only read: in WAL mode a reader takes
 /// no lock that a writer holds, so they answer at once while another process writes, with what
 /// was last committed.
+/// [`may_be_paused`](Buffer::may_be_paused) does not read the ledger: every write that leaves a
+/// delivery pause in effect makes an empty file `<spool>-paused` beside the spool, in its
+/// transaction, and a write that finds no pause in effect and leaves none removes it, so a
+/// sender learns with one `stat` that no pause binds it.
 ///
 /// The schema version is `PRAGMA user_version` ([`SCHEMA_VERSION`]); a newer file is refused
 /// with [`SpoolError::NewerSchema`] rather than misread. Opening an older file migrates it and
@@ -230,6 +236,11 @@ pub struct SqliteSpool {
     /// Counts kept beside the spool for when its disk is full.
     #[cfg(unix)]
     overflow: crate::overflow::OverflowCounts,
+    /// Exists while the ledger may hold a delivery pause (see [`pause`]).
+    pause: PauseMarker,
+    /// Cleared when the marker could not be made for a pause found at open: every question
+    /// about a pause is then answered from the ledger.
+    pause_marker_trusted: bool,
 }
 
 impl fmt::Debug for SqliteSpool {
@@ -285,7 +296,11 @@ impl SqliteSpool {
                 (connection, Some(recovery))
             }
         };
+        let pause = PauseMarker::beside(&path);
+        let pause_marker_trusted = pause_marker_at_open(&connection, &pause, clock());
         Ok(SqliteSpool {
+            pause,
+            pause_marker_trusted,
             limits: SpoolLimits {
                 max_events: limits.max_events.max(1),
                 ..limits
@@ -530,6 +545,11 @@ impl Buffer for SqliteSpool {
         Ok(ledger)
     }
 
+    /// Looks for the pause marker beside the file: no lock, no transaction.
+    fn may_be_paused(&self) -> bool {
+        !self.pause_marker_trusted || self.pause.may_be_paused()
+    }
+
     #[cfg(unix)]
     fn add_counts_when_full(&self, counts: &DeliveryLedger) -> Result<(), BufferError> {
         self.overflow.add(counts).map_err(|error| {
@@ -552,7 +572,7 @@ impl Buffer for SqliteSpool {
             change(&mut after);
             // What is returned is what every later `ledger` reads, field for field.
             let after = as_stored(&after);
-            write_ledger(&tx, &before, &after)?;
+            self.write_ledger_in(&tx, &before, &after)?;
             tx.commit()?;
             Ok(after)
         };
@@ -603,6 +623,18 @@ fn busy_detail(waited: Duration) -> String {
     format!(
         "the spool is busy: another process (or connection) kept it locked for longer than the {waited:?} this spool waits; try again later"
     )
+}
+
+/// Makes the pause marker for a pause the file holds already (written by a version of this
+/// library that kept no marker). Returns whether the marker can be trusted.
+fn pause_marker_at_open(connection: &Connection, pause: &PauseMarker, now: SystemTime) -> bool {
+    let ledger = connection
+        .unchecked_transaction()
+        .and_then(|tx| read_ledger(&tx));
+    match ledger {
+        Ok(ledger) => pause.follow_opened(&ledger, now).is_ok(),
+        Err(_) => false,
+    }
 }
 
 fn immediate(connection: &mut Connection) -> SqlResult<Transaction<'_>> {

@@ -41,7 +41,7 @@ impl SqliteSpool {
             let before = read_ledger(&tx)?;
             let mut after = before.clone();
             change(&mut after);
-            write_ledger(&tx, &before, &as_stored(&after))?;
+            self.write_ledger_in(&tx, &before, &as_stored(&after))?;
         }
         if events.is_empty() {
             return tx.commit();
@@ -105,7 +105,7 @@ impl SqliteSpool {
         let before = read_ledger(&tx)?;
         let mut after = before.clone();
         after.purged = after.purged.saturating_add(purged as u64);
-        write_ledger(&tx, &before, &as_stored(&after))?;
+        self.write_ledger_in(&tx, &before, &as_stored(&after))?;
         tx.commit()?;
         Ok(purged)
     }

@@ -11,6 +11,7 @@ mod claims;
 mod clocks;
 mod ledger;
 mod migrations;
+mod pause;
 mod recovery;
 mod storage;
 

@@ -17,8 +17,10 @@
 //!   as before. So a process killed at any moment loses at most what it would have lost
 //!   without direct delivery: what is in the queue, and what is being stored.
 //! - **What binds every process.** The ledger's `Retry-After` wait and open circuit are read
-//!   before the first request of every drain, and a process that is backing off, has a round
-//!   in flight, or waits for the buffer sends nothing directly. A failed request is written to
+//!   before the first request of every drain (unless the buffer knows that neither is in
+//!   effect: [`Buffer::may_be_paused`](telemetry_buffer::Buffer::may_be_paused)), and a
+//!   process that is backing off, has a round in flight, or waits for the buffer sends nothing
+//!   directly. A failed request is written to
 //!   the ledger (failed deliveries, the server's wait, the circuit) like a round's.
 //! - **Accounting.** Delivered events are counted in the ledger in the same transaction as the
 //!   next append, so `status` in any process shows them; refused batches are counted as
@@ -112,12 +114,16 @@ impl Worker {
         {
             return Fresh::default();
         }
-        // The wait a destination imposed binds these requests as it binds rounds; the ledger is
-        // read without a lock, so another process's write does not hold this up.
-        let ledger = on_buffer(&self.buffer, store_by, |buffer| buffer.ledger()).await;
-        match ledger {
-            Ok(Ok(ledger)) if paused_until(&ledger, SystemTime::now()).is_none() => {}
-            _ => return Fresh::default(),
+        // The wait a destination imposed binds these requests as it binds rounds. The buffer
+        // says at once when no pause can be in effect (for the spool, no pause marker beside
+        // it); otherwise the ledger is read, without a lock, so another process's write does
+        // not hold this up.
+        if self.buffer.may_be_paused() {
+            let ledger = on_buffer(&self.buffer, store_by, |buffer| buffer.ledger()).await;
+            match ledger {
+                Ok(Ok(ledger)) if paused_until(&ledger, SystemTime::now()).is_none() => {}
+                _ => return Fresh::default(),
+            }
         }
         // A transport that takes several batches at once (a file) gets them in one send, up to
         // the size a flush writes at once.

@@ -7,16 +7,16 @@
 //! threads that record at once mostly write to different memory. The worker collects from
 //! every shard.
 //!
-//! A shard is a vector behind a mutex that the worker swaps for an empty one with room to
-//! spare, so a record is one uncontended lock and one write into memory that is already there.
-//! What matters is a record on a thread that has just slept (a flow's task waiting for I/O):
-//! its caches are cold, and every distinct cache line it touches costs a miss. A channel
-//! touched five (its free-slot count, its tail, the block's ready bits, the slot, the
-//! receiver's wake-up state) and allocated a new block every 32 records; a shard touches its
-//! lock's line and the slot's.
+//! A shard is a ring of records behind a mutex, so a record is one uncontended lock and one
+//! write into memory that is already there. What matters is a record on a thread that has just
+//! slept (a flow's task waiting for I/O): its caches are cold, and every distinct cache line it
+//! touches costs a miss. A channel touched five (its free-slot count, its tail, the block's
+//! ready bits, the slot, the receiver's wake-up state) and allocated a new block every 32
+//! records; a shard touches its lock's line and the slot's. The worker takes records out in
+//! chunks, each under one short hold of the lock.
 //!
 //! The capacity is split evenly, so the queue never holds more than its configured number of
-//! records in all, counting those the worker has taken out of a shard but not yet collected;
+//! records in all, and no more memory than that many records (and the ring's rounding up);
 //! one thread alone can fill only its own shard.
 
 use std::cell::Cell;
@@ -30,8 +30,8 @@ use crate::record::Record;
 /// The most shards a queue is split into.
 pub(crate) const MAX_SHARDS: usize = 8;
 
-/// The most records of room an emptied vector keeps for the next swap; beyond it (after a
-/// flood) the room is given back.
+/// The most records of room an empty shard keeps; beyond it (after a flood) the room is given
+/// back.
 const KEPT_ROOM: usize = 1_024;
 
 thread_local! {
@@ -71,8 +71,7 @@ pub(crate) fn record_queue(capacity: usize) -> (RecordSenders, RecordReceivers) 
             let size = capacity / count + usize::from(index < capacity % count);
             Shard {
                 slots: Mutex::new(Slots {
-                    records: Vec::new(),
-                    taken: 0,
+                    records: VecDeque::new(),
                     worker_gone: false,
                 }),
                 capacity: size,
@@ -86,7 +85,6 @@ pub(crate) fn record_queue(capacity: usize) -> (RecordSenders, RecordReceivers) 
             closed: Arc::clone(&closed),
         },
         RecordReceivers {
-            taken: (0..count).map(|_| Taken::new()).collect(),
             shards,
             closed,
             next: 0,
@@ -99,24 +97,21 @@ pub(crate) fn record_queue(capacity: usize) -> (RecordSenders, RecordReceivers) 
 #[repr(align(128))]
 struct Shard {
     slots: Mutex<Slots>,
-    /// The most records the shard holds, those the worker has taken out included.
+    /// The most records the shard holds.
     capacity: usize,
 }
 
 impl Shard {
     fn lock(&self) -> MutexGuard<'_, Slots> {
-        // A panic while the lock was held cannot leave the vector half changed (a push either
-        // happened or not), so a poisoned lock is used as it is.
+        // A panic while the lock was held cannot leave the ring half changed (a push or a
+        // drain either happened or not), so a poisoned lock is used as it is.
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 struct Slots {
     /// Recorded and not yet taken by the worker, oldest first.
-    records: Vec<Record>,
-    /// How many the worker took out with its last swap and may not have collected yet; they
-    /// still count against the capacity.
-    taken: usize,
+    records: VecDeque<Record>,
     /// Set when the worker's side is dropped: nothing sent would be collected.
     worker_gone: bool,
 }
@@ -141,11 +136,11 @@ impl RecordSenders {
     pub(crate) fn send(&self, record: Record) -> Sent {
         let shard = &self.shards[thread_shard() % self.shards.len()];
         let mut slots = shard.lock();
-        let held = slots.records.len() + slots.taken;
+        let held = slots.records.len();
         if held >= shard.capacity || slots.worker_gone {
             return Sent::Dropped;
         }
-        slots.records.push(record);
+        slots.records.push_back(record);
         // More than half full: fewer than half of the slots free.
         Sent::Queued {
             wake: shard.capacity - (held + 1) < shard.capacity / 2,
@@ -170,15 +165,9 @@ pub(crate) enum Drained {
     Closed,
 }
 
-/// What the worker took out of one shard and has not collected yet, oldest first. Its buffer
-/// goes back to the shard, emptied, at the next swap, so that only two buffers take turns and
-/// recording threads find room without allocating.
-type Taken = VecDeque<Record>;
-
 /// The worker's side.
 pub(crate) struct RecordReceivers {
     shards: Arc<[Shard]>,
-    taken: Vec<Taken>,
     closed: Arc<AtomicBool>,
     /// The shard to start from next time, so that no shard waits behind a busy one.
     next: usize,
@@ -189,8 +178,7 @@ impl RecordReceivers {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .zip(&self.taken)
-            .map(|(shard, taken)| shard.lock().records.len() + taken.len())
+            .map(|shard| shard.lock().records.len())
             .sum()
     }
 
@@ -201,48 +189,21 @@ impl RecordReceivers {
         let count = self.shards.len();
         for offset in 0..count {
             let index = (self.next + offset) % count;
-            loop {
-                let taken = &mut self.taken[index];
-                let room = max.saturating_sub(into.len());
-                if room == 0 {
-                    self.next = index;
-                    return Drained::More;
+            let room = max.saturating_sub(into.len());
+            let mut slots = self.shards[index].lock();
+            let take = room.min(slots.records.len());
+            into.extend(slots.records.drain(..take));
+            if slots.records.is_empty() {
+                if slots.records.capacity() > KEPT_ROOM {
+                    slots.records.shrink_to(KEPT_ROOM);
                 }
-                if !taken.is_empty() {
-                    let take = room.min(taken.len());
-                    into.extend(taken.drain(..take));
-                    continue;
-                }
-                if !self.swap(index) {
-                    break;
-                }
+            } else {
+                self.next = index;
+                return Drained::More;
             }
         }
         self.next = (self.next + 1) % count;
         if closed { Drained::Closed } else { Drained::Empty }
-    }
-
-    /// Takes shard `index`'s records (when all taken before are collected), giving it the
-    /// emptied buffer in exchange. Returns whether there were any.
-    fn swap(&mut self, index: usize) -> bool {
-        let taken = &mut self.taken[index];
-        debug_assert!(taken.is_empty());
-        let mut spare = Vec::from(std::mem::take(taken));
-        if spare.capacity() > KEPT_ROOM {
-            spare = Vec::new();
-        }
-        let mut slots = self.shards[index].lock();
-        if slots.records.is_empty() {
-            slots.taken = 0;
-            drop(slots);
-            *taken = VecDeque::from(spare);
-            return false;
-        }
-        let records = std::mem::replace(&mut slots.records, spare);
-        slots.taken = records.len();
-        drop(slots);
-        *taken = VecDeque::from(records);
-        true
     }
 }
 
@@ -251,7 +212,7 @@ impl Drop for RecordReceivers {
         for shard in self.shards.iter() {
             let mut slots = shard.lock();
             slots.worker_gone = true;
-            slots.records = Vec::new();
+            slots.records = VecDeque::new();
         }
     }
 }
@@ -359,32 +320,27 @@ mod tests {
     }
 
     #[test]
-    fn records_the_worker_took_but_has_not_collected_still_count_against_the_capacity() {
+    fn records_come_out_in_the_order_they_went_in_and_free_their_slots_at_once() {
         let (senders, mut receivers) = record_queue(MAX_SHARDS * 8);
         let size = senders.shards[thread_shard() % senders.shards.len()].capacity;
         for index in 0..size as u64 {
             assert!(matches!(senders.send(numbered(index)), Sent::Queued { .. }));
         }
-        // The worker collects a few: the rest of what it took out is still the queue's.
+        assert_eq!(senders.send(numbered(1_000)), Sent::Dropped, "full");
+        // The worker collects a few: their slots are free again.
         let mut taken = Vec::new();
         assert_eq!(receivers.drain(&mut taken, 3), Drained::More);
         assert_eq!(receivers.len(), size - 3);
-        assert_eq!(
-            senders.send(numbered(1_000)),
-            Sent::Dropped,
-            "the shard is full until the worker has collected what it took"
-        );
+        for index in size as u64..size as u64 + 3 {
+            assert!(matches!(senders.send(numbered(index)), Sent::Queued { .. }));
+        }
+        assert_eq!(senders.send(numbered(1_001)), Sent::Dropped, "full again");
         assert_eq!(receivers.drain(&mut taken, usize::MAX), Drained::Empty);
         assert_eq!(
             taken.iter().map(number).collect::<Vec<_>>(),
-            (0..size as u64).collect::<Vec<_>>(),
+            (0..size as u64 + 3).collect::<Vec<_>>(),
             "in the order they were recorded"
         );
-        // Collected: there is room again, in the buffer the worker gave back.
-        assert!(matches!(senders.send(numbered(1_001)), Sent::Queued { .. }));
-        taken.clear();
-        assert_eq!(receivers.drain(&mut taken, usize::MAX), Drained::Empty);
-        assert_eq!(taken.iter().map(number).collect::<Vec<_>>(), [1_001]);
     }
 
     #[test]

@@ -90,31 +90,10 @@ pub(super) fn read_ledger(tx: &Transaction<'_>) -> SqlResult<DeliveryLedger> {
     Ok(ledger)
 }
 
-/// Writes the rows of `after` that differ from `before`.
-pub(super) fn write_ledger(
-    tx: &Transaction<'_>,
-    before: &DeliveryLedger,
-    after: &DeliveryLedger,
-) -> SqlResult<()> {
-    if before == after {
-        return Ok(());
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?;
-    for ((key, old), (_, new)) in ledger_rows(before).into_iter().zip(ledger_rows(after)) {
-        if old != new {
-            upsert.execute(params![key, new])?;
-        }
-    }
-    Ok(())
-}
-
 impl SqliteSpool {
-    /// [`write_ledger`] inside a write transaction, keeping the pause marker in step with what
-    /// the transaction leaves (see [`super::pause`]). A pause whose marker cannot be made fails
-    /// the transaction, so that no reader misses it.
+    /// Writes the rows of `after` that differ from `before`, inside a write transaction, and
+    /// keeps the pause marker in step with what the transaction leaves (see [`super::pause`]).
+    /// A pause whose marker cannot be made fails the transaction, so that no reader misses it.
     pub(super) fn write_ledger_in(
         &self,
         tx: &Transaction<'_>,
@@ -124,7 +103,15 @@ impl SqliteSpool {
         if before == after {
             return Ok(());
         }
-        write_ledger(tx, before, after)?;
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?;
+        for ((key, old), (_, new)) in ledger_rows(before).into_iter().zip(ledger_rows(after)) {
+            if old != new {
+                upsert.execute(params![key, new])?;
+            }
+        }
         self.pause
             .follow(before, after, (self.clock)())
             .map_err(|error| {

@@ -203,7 +203,11 @@ impl RecordReceivers {
             }
         }
         self.next = (self.next + 1) % count;
-        if closed { Drained::Closed } else { Drained::Empty }
+        if closed {
+            Drained::Closed
+        } else {
+            Drained::Empty
+        }
     }
 }
 
@@ -239,11 +243,7 @@ mod tests {
     fn capacities_add_up_to_the_configured_total() {
         for capacity in [1, 2, 3, 7, 8, 9, 100, 8_192] {
             let (senders, _receivers) = record_queue(capacity);
-            let total: usize = senders
-                .shards
-                .iter()
-                .map(|shard| shard.capacity)
-                .sum();
+            let total: usize = senders.shards.iter().map(|shard| shard.capacity).sum();
             assert_eq!(total, capacity);
             assert!(senders.shards.len() <= MAX_SHARDS);
         }

@@ -117,7 +117,9 @@ impl SqliteSpool {
             .map_err(|error| {
                 rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(format!("cannot make the pause marker beside the spool: {error}")),
+                    Some(format!(
+                        "cannot make the pause marker beside the spool: {error}"
+                    )),
                 )
             })
     }

@@ -18,7 +18,9 @@ fn marker(dir: &SpoolDir) -> PathBuf {
 fn a_pause_one_connection_writes_is_seen_by_another_until_a_later_write_finds_it_over() {
     type SetPause = fn(&mut DeliveryLedger, Option<SystemTime>);
     let pauses: [(&str, SetPause); 2] = [
-        ("the server's wait", |ledger, until| ledger.not_before = until),
+        ("the server's wait", |ledger, until| {
+            ledger.not_before = until
+        }),
         ("an open circuit", |ledger, until| {
             ledger.circuit_open_until = until;
         }),
@@ -32,7 +34,9 @@ fn a_pause_one_connection_writes_is_seen_by_another_until_a_later_write_finds_it
         assert!(!sender.may_be_paused(), "{pause}: a new spool");
 
         let until = in_seconds(&clock, 30);
-        writer.update_ledger(&mut |ledger| set(ledger, until)).unwrap();
+        writer
+            .update_ledger(&mut |ledger| set(ledger, until))
+            .unwrap();
         assert!(sender.may_be_paused(), "{pause}: written by the other");
         assert!(writer.may_be_paused(), "{pause}: written by itself");
 
@@ -45,7 +49,10 @@ fn a_pause_one_connection_writes_is_seen_by_another_until_a_later_write_finds_it
 
         // Over: the next write that changes the ledger removes the marker.
         clock.advance(2);
-        assert!(sender.may_be_paused(), "{pause}: over, but nothing wrote since");
+        assert!(
+            sender.may_be_paused(),
+            "{pause}: over, but nothing wrote since"
+        );
         writer
             .update_ledger(&mut |ledger| ledger.failed_deliveries += 1)
             .unwrap();
@@ -85,7 +92,11 @@ fn a_file_that_holds_a_pause_without_a_marker_gets_one_when_opened() {
     let raw = dir.raw();
     raw.execute(
         "INSERT INTO meta (key, value) VALUES ('not_before_ms', ?1)",
-        [until.unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64],
+        [until
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64],
     )
     .unwrap();
     drop(raw);

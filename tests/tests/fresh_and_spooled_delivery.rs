@@ -78,6 +78,9 @@ impl Buffer for CountingBuffer {
     fn ledger(&self) -> Result<DeliveryLedger, BufferError> {
         self.inner.ledger()
     }
+    fn may_be_paused(&self) -> bool {
+        self.inner.may_be_paused()
+    }
     fn update_ledger(
         &self,
         change: &mut dyn FnMut(&mut DeliveryLedger),
@@ -97,6 +100,20 @@ struct WatchedTransport {
     merged: bool,
     exported: Mutex<u64>,
     changed: Condvar,
+    /// Holds the first send until the test releases it.
+    gate: Mutex<Gate>,
+    gate_changed: Condvar,
+}
+
+/// Where a held first send stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// No send is held.
+    Open,
+    /// The first send will wait until released.
+    Closed,
+    /// The first send has begun and waits.
+    Holding,
 }
 
 impl WatchedTransport {
@@ -106,6 +123,8 @@ impl WatchedTransport {
             merged,
             exported: Mutex::new(0),
             changed: Condvar::new(),
+            gate: Mutex::new(Gate::Open),
+            gate_changed: Condvar::new(),
         }
     }
 
@@ -115,7 +134,25 @@ impl WatchedTransport {
             merged: false,
             exported: Mutex::new(0),
             changed: Condvar::new(),
+            gate: Mutex::new(Gate::Open),
+            gate_changed: Condvar::new(),
         }
+    }
+
+    /// Waits until the held first send has begun, for at most `timeout`.
+    fn wait_until_holding(&self, timeout: Duration) {
+        let gate = self.gate.lock().unwrap();
+        let (gate, _) = self
+            .gate_changed
+            .wait_timeout_while(gate, timeout, |gate| *gate != Gate::Holding)
+            .unwrap();
+        assert_eq!(*gate, Gate::Holding, "no send began");
+    }
+
+    /// Lets the held send go on.
+    fn release(&self) {
+        *self.gate.lock().unwrap() = Gate::Open;
+        self.gate_changed.notify_all();
     }
 
     /// Waits until at least `events` were exported, for at most `timeout`.
@@ -153,6 +190,20 @@ impl Transport for WatchedTransport {
                 retry_after: None,
             });
         };
+        {
+            let mut gate = self.gate.lock().unwrap();
+            if *gate == Gate::Closed {
+                *gate = Gate::Holding;
+                self.gate_changed.notify_all();
+                // Blocks the worker's thread, as a slow disk would; the test releases it.
+                let _open = self
+                    .gate_changed
+                    .wait_timeout_while(gate, Duration::from_secs(20), |gate| {
+                        *gate == Gate::Holding
+                    })
+                    .unwrap();
+            }
+        }
         inner.send(events).await?;
         *self.exported.lock().unwrap() += events.len() as u64;
         self.changed.notify_all();
@@ -348,4 +399,32 @@ fn a_destination_that_takes_merged_batches_gets_the_partial_batch_of_a_drain_too
         assert_eq!(status.delivered_events, 26, "merged: {merged}: {status:#?}");
         assert_eq!(status.pending_events, Some(0), "{status:#?}");
     }
+}
+
+#[test]
+fn records_queued_during_a_direct_send_wait_for_the_next_drain_instead_of_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let (watched_spool, export, kit) = watched_flowkit(dir.path(), true);
+    *export.gate.lock().unwrap() = Gate::Closed;
+    // A full batch reaches the first drain, which sends it directly; the send is held.
+    workload(&kit, 10);
+    export.wait_until_holding(Duration::from_secs(20));
+    // Runs recorded while the request is out: the drain took the queue before they came.
+    workload(&kit, 13);
+    export.release();
+    assert_eq!(export.wait_for(10, Duration::from_secs(20)), 10);
+    // They wait in the queue for the next drain, which finds a full batch and sends them too.
+    assert_eq!(export.wait_for(23, Duration::from_secs(20)), 23);
+    assert_eq!(
+        watched_spool.appended.load(Ordering::SeqCst),
+        0,
+        "records queued during the send were stored on their own"
+    );
+    drop(kit);
+    assert_eq!(watched_spool.appended.load(Ordering::SeqCst), 0);
+    assert_eq!(exported_lines(&dir.path().join("export")).len(), 24);
+    let status = config(dir.path()).status();
+    assert_eq!(status.delivered_events, 24, "{status:#?}");
+    assert_eq!(status.pending_events, Some(0), "{status:#?}");
 }

@@ -13,14 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventId};
 use crate::stored::StoredEvent;
 
-thread_local! {
-    /// Where [`EncodedEvent::with_id`] assembles a copy before sharing it.
-    static COPY_BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
+/// How every JSON object [`EncodedEvent::encode`] writes begins: its id comes first.
+const ID_PREFIX: &str = "{\"event_id\":\"";
 
-/// The largest [`COPY_BUFFER`] kept between copies; an unusually large event does not pin
-/// its size for the thread's life.
-const MAX_KEPT_COPY_BUFFER: usize = 16 * 1024;
+/// The most bytes of copies [`EncodedEvent::copies`] writes into one shared block: about a
+/// hundred typical events, and half of glibc's default threshold (128 KiB) above which an
+/// allocation is mapped, zeroed and unmapped on its own.
+const SHARED_BLOCK: usize = 64 * 1024;
 
 /// The version of the wire format this crate writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -40,10 +39,18 @@ pub struct WireBatch {
 ///
 /// Buffers and transports only ever move these bytes: they never see an [`Event`] and never
 /// decide anything about consent.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// The JSON lives in a shared allocation, so a clone costs a reference count. Copies made
+/// together by [`copies`](EncodedEvent::copies) share one allocation between them.
+#[derive(Clone)]
 pub struct EncodedEvent {
     id: EventId,
-    json: Arc<str>,
+    /// The text that holds this event's JSON: the JSON alone, or the JSON of several copies
+    /// written one after another.
+    text: Arc<String>,
+    /// Where this event's JSON lies in `text`.
+    start: usize,
+    end: usize,
 }
 
 impl EncodedEvent {
@@ -53,11 +60,20 @@ impl EncodedEvent {
         // step; the text is then copied once into its shared allocation.
         let mut json = Vec::with_capacity(1_024);
         serde_json::to_writer(&mut json, event)?;
-        let json = String::from_utf8(json).map_err(serde::ser::Error::custom)?;
-        Ok(EncodedEvent {
-            id: event.event_id,
-            json: json.into(),
-        })
+        let mut json = String::from_utf8(json).map_err(serde::ser::Error::custom)?;
+        // The room left over would otherwise live as long as the event.
+        json.shrink_to_fit();
+        Ok(EncodedEvent::whole(event.event_id, json))
+    }
+
+    /// An event whose JSON is all of `json`.
+    fn whole(id: EventId, json: String) -> EncodedEvent {
+        EncodedEvent {
+            id,
+            start: 0,
+            end: json.len(),
+            text: Arc::new(json),
+        }
     }
 
     /// The same event under another id: a copy of the JSON with only the `event_id` value
@@ -69,42 +85,89 @@ impl EncodedEvent {
     /// layout (from [`from_stored`](EncodedEvent::from_stored), say) is decoded and encoded
     /// again instead.
     pub fn with_id(&self, id: EventId) -> Result<EncodedEvent, serde_json::Error> {
-        const PREFIX: &str = "{\"event_id\":\"";
-        let json: &str = &self.json;
-        // `encode`'s layout: the prefix, the id's text, its closing quote. The id in it is
-        // this event's (from `encode`, or checked by `from_stored`), so the layout is all
-        // there is to check, without formatting the old id to compare.
-        let id_end = PREFIX.len() + EventId::TEXT_LEN;
-        let rest = json
-            .strip_prefix(PREFIX)
-            .filter(|_| json.as_bytes().get(id_end) == Some(&b'"'))
-            .and_then(|_| json.get(id_end..));
-        match rest {
-            Some(rest) => {
-                let mut text = [0u8; EventId::TEXT_LEN];
-                let new_id = id.encode(&mut text);
-                // Built in a buffer this thread keeps, so the shared text is allocated and
-                // written once, not built in a `String` and copied again.
-                let json = COPY_BUFFER.with(|buffer| {
-                    let mut copy = buffer.borrow_mut();
-                    copy.clear();
-                    copy.push_str(PREFIX);
-                    copy.push_str(new_id);
-                    copy.push_str(rest);
-                    let shared = Arc::<str>::from(copy.as_str());
-                    if copy.capacity() > MAX_KEPT_COPY_BUFFER {
-                        *copy = String::new();
-                    }
-                    shared
-                });
-                Ok(EncodedEvent { id, json })
+        EncodedEvent::copies(&[(self, id)])
+            .pop()
+            .unwrap_or_else(|| Err(serde::ser::Error::custom("no copy was made")))
+    }
+
+    /// Copies of events under new ids, each exactly what [`with_id`](EncodedEvent::with_id)
+    /// gives, in the order asked.
+    ///
+    /// The copies of events in [`encode`](EncodedEvent::encode)'s layout are written one after
+    /// another into shared blocks of at most 64 KiB (an event larger than that
+    /// gets a block of its own): a producer that turns a batch of records into alike events
+    /// makes one allocation per hundred or so events instead of one per event. A copy keeps
+    /// its whole block alive while it lives, so a holder that takes events in order and lets
+    /// them go in order (every buffer of this workspace) holds at most one partly used block
+    /// beyond the events it holds. Blocks stay below the allocator's usual threshold for
+    /// mapping memory of its own, so they come from and go back to the heap like the
+    /// per-event allocations they replace.
+    pub fn copies(
+        requests: &[(&EncodedEvent, EventId)],
+    ) -> Vec<Result<EncodedEvent, serde_json::Error>> {
+        let copy_len = ID_PREFIX.len() + EventId::TEXT_LEN;
+        let mut left: usize = requests
+            .iter()
+            .filter_map(|(event, _)| event.after_id().map(|rest| copy_len + rest.len()))
+            .sum();
+        let mut blocks: Vec<String> = Vec::new();
+        // Where each copy lies (block, start, end), or `None` for an event in another layout.
+        let mut spans: Vec<Option<(usize, usize, usize)>> = Vec::with_capacity(requests.len());
+        for (event, id) in requests {
+            let Some(rest) = event.after_id() else {
+                spans.push(None);
+                continue;
+            };
+            let len = copy_len + rest.len();
+            let fits = blocks
+                .last()
+                .is_some_and(|block| block.len() + len <= SHARED_BLOCK);
+            if !fits {
+                blocks.push(String::with_capacity(left.min(SHARED_BLOCK).max(len)));
             }
-            None => {
-                let mut event = self.decode()?;
-                event.event_id = id;
-                EncodedEvent::encode(&event)
-            }
+            let index = blocks.len() - 1;
+            let Some(block) = blocks.last_mut() else {
+                spans.push(None);
+                continue;
+            };
+            let start = block.len();
+            let mut id_text = [0u8; EventId::TEXT_LEN];
+            block.push_str(ID_PREFIX);
+            block.push_str(id.encode(&mut id_text));
+            block.push_str(rest);
+            spans.push(Some((index, start, block.len())));
+            left -= len;
         }
+        let blocks: Vec<Arc<String>> = blocks.into_iter().map(Arc::new).collect();
+        requests
+            .iter()
+            .zip(spans)
+            .map(|(&(event, id), span)| match span {
+                Some((index, start, end)) => Ok(EncodedEvent {
+                    id,
+                    text: Arc::clone(&blocks[index]),
+                    start,
+                    end,
+                }),
+                None => {
+                    let mut decoded = event.decode()?;
+                    decoded.event_id = id;
+                    EncodedEvent::encode(&decoded)
+                }
+            })
+            .collect()
+    }
+
+    /// The JSON after the id's closing quote, when the JSON is in `encode`'s layout: the
+    /// prefix, the id's text, its closing quote. The id in it is this event's (from `encode`,
+    /// or checked by `from_stored`), so the layout is all there is to check, without
+    /// formatting the old id to compare.
+    fn after_id(&self) -> Option<&str> {
+        let json = self.json();
+        let id_end = ID_PREFIX.len() + EventId::TEXT_LEN;
+        json.strip_prefix(ID_PREFIX)
+            .filter(|_| json.as_bytes().get(id_end) == Some(&b'"'))
+            .and_then(|_| json.get(id_end..))
     }
 
     /// Checks that `json` is one event object with the given id, for buffers that read
@@ -117,10 +180,7 @@ impl EncodedEvent {
                 "stored event id does not match its key",
             ));
         }
-        Ok(EncodedEvent {
-            id,
-            json: json.into(),
-        })
+        Ok(EncodedEvent::whole(id, json.to_owned()))
     }
 
     /// The event's id.
@@ -130,20 +190,28 @@ impl EncodedEvent {
 
     /// The event as one line of compact JSON (no newline inside).
     pub fn json(&self) -> &str {
-        &self.json
+        self.text.get(self.start..self.end).unwrap_or_default()
     }
 
     /// The event decoded again, for previews and tests.
     pub fn decode(&self) -> Result<Event, serde_json::Error> {
-        serde_json::from_str(&self.json)
+        serde_json::from_str(self.json())
     }
 }
+
+impl PartialEq for EncodedEvent {
+    fn eq(&self, other: &EncodedEvent) -> bool {
+        self.id == other.id && self.json() == other.json()
+    }
+}
+
+impl Eq for EncodedEvent {}
 
 impl fmt::Debug for EncodedEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EncodedEvent")
             .field("id", &self.id)
-            .field("bytes", &self.json.len())
+            .field("bytes", &self.json().len())
             .finish()
     }
 }
@@ -151,7 +219,7 @@ impl fmt::Debug for EncodedEvent {
 /// Writes the HTTPS body `{"schema_version":1,"events":[…]}` around already serialized events,
 /// without parsing them again.
 pub fn encode_batch(events: &[EncodedEvent]) -> Vec<u8> {
-    let payload: usize = events.iter().map(|event| event.json.len() + 1).sum();
+    let payload: usize = events.iter().map(|event| event.json().len() + 1).sum();
     let mut body = Vec::with_capacity(payload + 40);
     body.extend_from_slice(b"{\"schema_version\":");
     body.extend_from_slice(SCHEMA_VERSION.to_string().as_bytes());
@@ -160,7 +228,7 @@ pub fn encode_batch(events: &[EncodedEvent]) -> Vec<u8> {
         if index > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(event.json.as_bytes());
+        body.extend_from_slice(event.json().as_bytes());
     }
     body.extend_from_slice(b"]}");
     body

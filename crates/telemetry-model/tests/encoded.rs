@@ -1,5 +1,6 @@
-//! `EncodedEvent::with_id`: a copy of a serialized event under another id is exactly what
-//! serializing the event with that id gives, whatever the event holds.
+//! `EncodedEvent::with_id` and `EncodedEvent::copies`: a copy of a serialized event under
+//! another id is exactly what serializing the event with that id gives, whatever the event
+//! holds.
 
 // Test helpers may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -61,6 +62,84 @@ proptest! {
         // The original is untouched.
         prop_assert_eq!(original.decode().unwrap(), event);
     }
+}
+
+proptest! {
+    /// Copies made together are each what `with_id` makes alone, in the order asked, whatever
+    /// mix of events and layouts they come from.
+    #[test]
+    fn copies_made_together_are_each_the_event_serialized_with_its_id(
+        originals in prop::collection::vec(events(), 1..4),
+        picks in prop::collection::vec((0usize..4, any::<bool>()), 0..12),
+    ) {
+        let encoded: Vec<EncodedEvent> = originals
+            .iter()
+            .map(|event| EncodedEvent::encode(event).unwrap())
+            .collect();
+        // Some from storage in another layout, which is decoded and encoded again.
+        let pretty: Vec<EncodedEvent> = originals
+            .iter()
+            .map(|event| {
+                let text = serde_json::to_string_pretty(event).unwrap();
+                EncodedEvent::from_stored(event.event_id, &text).unwrap()
+            })
+            .collect();
+        let requests: Vec<(&EncodedEvent, EventId)> = picks
+            .iter()
+            .map(|&(index, stored)| {
+                let index = index % originals.len();
+                let source = if stored { &pretty[index] } else { &encoded[index] };
+                (source, EventId::random())
+            })
+            .collect();
+        let copies = EncodedEvent::copies(&requests);
+        prop_assert_eq!(copies.len(), requests.len());
+        for ((source, id), copy) in requests.iter().zip(&copies) {
+            let copy = copy.as_ref().unwrap();
+            let alone = source.with_id(*id).unwrap();
+            prop_assert_eq!(copy.id(), *id);
+            prop_assert_eq!(copy.json(), alone.json());
+            prop_assert_eq!(copy, &alone);
+            let mut expected = source.decode().unwrap();
+            expected.event_id = *id;
+            prop_assert_eq!(copy.decode().unwrap(), expected);
+        }
+    }
+}
+
+#[test]
+fn copies_in_the_encoded_layout_share_blocks_of_at_most_64_kib() {
+    let event = EncodedEvent::encode(&run_event()).unwrap();
+    let ids: Vec<EventId> = (0..250).map(|_| EventId::random()).collect();
+    let requests: Vec<(&EncodedEvent, EventId)> = ids.iter().map(|&id| (&event, id)).collect();
+    let copies: Vec<EncodedEvent> = EncodedEvent::copies(&requests)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // Each copy's text starts where the one before it ends, in blocks of at most 64 KiB:
+    // a handful of blocks, not fifty allocations.
+    let mut blocks = 1;
+    let mut block_bytes = copies[0].json().len();
+    for pair in copies.windows(2) {
+        let end = pair[0].json().as_ptr() as usize + pair[0].json().len();
+        if pair[1].json().as_ptr() as usize == end {
+            block_bytes += pair[1].json().len();
+        } else {
+            blocks += 1;
+            block_bytes = pair[1].json().len();
+        }
+        assert!(
+            block_bytes <= 64 * 1024,
+            "a block grew to {block_bytes} bytes"
+        );
+    }
+    let per_block = (64 * 1024) / event.json().len();
+    assert_eq!(blocks, 250_usize.div_ceil(per_block), "{blocks} blocks");
+    // Dropping all but one leaves that one intact.
+    let last = copies.last().unwrap().clone();
+    drop(copies);
+    assert_eq!(last.id(), ids[249]);
+    assert_eq!(last.decode().unwrap().event_id, ids[249]);
 }
 
 #[test]

@@ -45,8 +45,16 @@ enum Checked {
     Unencodable,
 }
 
+/// What a record becomes, before the copies of a drain are made together.
+enum Planned {
+    /// This checked event.
+    Checked(Checked),
+    /// A copy of this event, which passed, under this id.
+    Copy(EncodedEvent, EventId),
+}
+
 /// The checked result of recent run shapes, so that runs alike are serialized and scrubbed
-/// once and then issued as copies under fresh ids ([`EncodedEvent::with_id`]), which the
+/// once and then issued as copies under fresh ids ([`EncodedEvent::copies`]), which the
 /// scrubber would judge exactly as the original: it exempts the id's value and nothing else
 /// differs.
 ///
@@ -169,25 +177,45 @@ impl EventBuilder {
 
     /// The events for `records`, each checked; the ones that fail are counted and left out.
     pub(crate) fn events(&mut self, records: Vec<Record>) -> Vec<EncodedEvent> {
-        let mut events = Vec::with_capacity(records.len());
-        for record in records {
-            let checked = match record {
-                Record::Run(run) => self.checked_run(run),
+        let planned: Vec<Planned> = records
+            .into_iter()
+            .map(|record| match record {
+                Record::Run(run) => self.plan_run(run),
+            })
+            .collect();
+        // The copies of earlier shapes, made together in one allocation.
+        let requests: Vec<(&EncodedEvent, EventId)> = planned
+            .iter()
+            .filter_map(|planned| match planned {
+                Planned::Copy(earlier, id) => Some((earlier, *id)),
+                Planned::Checked(_) => None,
+            })
+            .collect();
+        let mut copies = EncodedEvent::copies(&requests).into_iter();
+        drop(requests);
+        let mut events = Vec::with_capacity(planned.len());
+        for planned in planned {
+            let checked = match planned {
+                Planned::Checked(checked) => checked,
+                Planned::Copy(..) => match copies.next() {
+                    Some(Ok(copy)) => Checked::Passed(copy),
+                    Some(Err(_)) | None => Checked::Unencodable,
+                },
             };
             events.extend(self.accept(checked));
         }
         events
     }
 
-    /// The checked event for one run: a copy of an earlier run of the same shape under a new
-    /// id, or a new event serialized and scrubbed.
-    fn checked_run(&mut self, run: RunRecord) -> Checked {
+    /// What one run becomes: a copy of an earlier run of the same shape under a new id, or a
+    /// new event serialized and scrubbed.
+    fn plan_run(&mut self, run: RunRecord) -> Planned {
         self.count_run(&run);
         let hour = HourTimestamp::now();
         let Some(integrations) = self.usage.integrations_installed.snapshot() else {
             // More integrations than one shape can hold: check every such event in full.
             let integrations = self.installed_integrations();
-            return self.check(&self.run_event(run, hour, integrations));
+            return Planned::Checked(self.check(&self.run_event(run, hour, integrations)));
         };
         let shape = RunShape {
             hour,
@@ -198,17 +226,14 @@ impl EventBuilder {
             integrations,
         };
         match self.run_shapes.get(&shape) {
-            Some(Checked::Passed(earlier)) => match earlier.with_id(EventId::random()) {
-                Ok(copy) => Checked::Passed(copy),
-                Err(_) => Checked::Unencodable,
-            },
-            Some(rejected) => rejected.clone(),
+            Some(Checked::Passed(earlier)) => Planned::Copy(earlier.clone(), EventId::random()),
+            Some(rejected) => Planned::Checked(rejected.clone()),
             None => {
                 let slots = (0..128).filter(|slot| integrations & (1u128 << slot) != 0);
                 let integrations = self.allowlisted_slots(slots, Section::Integrations);
                 let checked = self.check(&self.run_event(run, hour, integrations));
                 self.run_shapes.insert(shape, checked.clone());
-                checked
+                Planned::Checked(checked)
             }
         }
     }

@@ -68,28 +68,44 @@ impl OverflowCounts {
         }
     }
 
-    /// Makes the file at its full size if it does not exist yet (best effort: without it, a
-    /// full disk can still lose counts, as it did before).
+    /// Makes the file at its full size if it is missing or shorter (best effort: without it,
+    /// a full disk can still lose counts, as it did before). Bytes it already holds are kept.
+    ///
+    /// Not synced: writing the bytes reserves the file's blocks at once, and a file that a
+    /// crash lost or cut short is completed at the next open. (A file cut short used to stay
+    /// short, and `add` refused it for good.) The sync was one of the few that the first start
+    /// in every new state directory paid.
     pub(crate) fn prepare(&self) {
-        if self.path.exists() {
-            return;
-        }
-        // Private to the user, like the spool beside it.
-        let made = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&self.path)
-            .and_then(|file| {
-                file.write_all_at(&[0; LEN as usize], 0)?;
-                file.sync_all()
-            });
-        if let Err(error) = made {
-            // Another process made it first, or the disk is already full.
-            if error.kind() != io::ErrorKind::AlreadyExists {
-                let _ = std::fs::remove_file(&self.path);
+        let have = match std::fs::symlink_metadata(&self.path) {
+            // Only ever a regular file of ours: a link or anything else is left alone, and
+            // `open` refuses what is too short.
+            Ok(metadata) if !metadata.is_file() => return,
+            Ok(metadata) if metadata.len() >= LEN => return,
+            Ok(metadata) => Some(metadata.len()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(_) => return,
+        };
+        let mut options = OpenOptions::new();
+        options.write(true);
+        match have {
+            // Private to the user, like the spool beside it.
+            None => options.create_new(true).mode(0o600),
+            Some(_) => &mut options,
+        };
+        let made = options.open(&self.path).and_then(|file| {
+            // Another process may have completed it meanwhile: only the missing tail is
+            // written, with zeros, so no count is ever overwritten.
+            let len = file.metadata()?.len();
+            match usize::try_from(len) {
+                Ok(len) if len < LEN as usize => {
+                    file.write_all_at(&[0; LEN as usize][len..], len as u64)
+                }
+                _ => Ok(()),
             }
-        }
+        });
+        // Another process made it first, or the disk is already full: then `open` refuses
+        // the short file until a later start completes it.
+        let _ = made;
     }
 
     fn open(&self) -> io::Result<File> {
@@ -176,5 +192,37 @@ mod tests {
             .map(|m| m.len())
             .unwrap_or(0);
         assert_eq!(len, LEN, "the file keeps the size it was made with");
+    }
+
+    #[test]
+    fn a_file_cut_short_is_completed_with_what_it_held() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let overflow = OverflowCounts::beside(&dir.path().join("spool.sqlite3"));
+        // A crash after the first counter was written, before the rest reached the disk.
+        std::fs::write(&overflow.path, 5u64.to_le_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(overflow.read().is_err(), "a short file is refused");
+        overflow.prepare();
+        let len = std::fs::metadata(&overflow.path).map_or(0, |m| m.len());
+        assert_eq!(len, LEN);
+        let read = overflow.read().unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(read.delivered, 5, "the bytes it held are kept");
+        overflow
+            .add(&DeliveryLedger {
+                delivered: 1,
+                ..DeliveryLedger::default()
+            })
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(overflow.read().map(|read| read.delivered).ok(), Some(6));
+    }
+
+    #[test]
+    fn a_link_in_the_files_place_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let overflow = OverflowCounts::beside(&dir.path().join("spool.sqlite3"));
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"x").unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&target, &overflow.path).unwrap_or_else(|e| panic!("{e}"));
+        overflow.prepare();
+        assert_eq!(std::fs::read(&target).ok(), Some(b"x".to_vec()));
     }
 }

@@ -36,6 +36,17 @@ pub fn binaries() -> Option<PathBuf> {
     found.pop()
 }
 
+/// How many ports a server tries before its start fails.
+const START_ATTEMPTS: usize = 5;
+
+/// A port of 127.0.0.1 that nothing listened on when asked.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A running private server.
 #[derive(Debug)]
 pub struct PrivatePostgres {
@@ -50,6 +61,15 @@ impl PrivatePostgres {
     /// Starts a server with the binaries in `bin` (see [`binaries`]). Panics when it cannot:
     /// a test or benchmark that needs it cannot go on.
     pub fn start(bin: PathBuf, durability: Durability) -> PrivatePostgres {
+        PrivatePostgres::start_on(bin, durability, std::iter::repeat_with(free_port))
+    }
+
+    /// [`start`](PrivatePostgres::start) on the first of `ports` that the server can bind.
+    fn start_on(
+        bin: PathBuf,
+        durability: Durability,
+        mut ports: impl Iterator<Item = u16>,
+    ) -> PrivatePostgres {
         let as_postgres = nix::unistd::Uid::effective().is_root();
         let dir = tempfile::tempdir().expect("a temporary directory");
         if as_postgres {
@@ -60,14 +80,10 @@ impl PrivatePostgres {
             std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), Some(user.gid.as_raw()))
                 .expect("chown the server's directory");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let server = PrivatePostgres {
+        let mut server = PrivatePostgres {
             dir,
             bin,
-            port,
+            port: ports.next().expect("a port to try"),
             as_postgres,
             durability,
         };
@@ -85,8 +101,25 @@ impl PrivatePostgres {
                 "UTF8",
             ],
         );
-        server.pg_ctl("start");
+        // The port was free when it was asked for, but tests start servers and listeners in
+        // parallel, and one of them can take it in the second initdb takes: a server that
+        // cannot bind its port starts again on another.
+        for attempt in 1.. {
+            match server.try_pg_ctl("start") {
+                Ok(()) => break,
+                Err(_) if attempt < START_ATTEMPTS && server.port_was_taken() => {
+                    server.port = ports.next().expect("a port to try");
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
         server
+    }
+
+    /// Whether the server's log says its port was in use.
+    fn port_was_taken(&self) -> bool {
+        std::fs::read_to_string(self.dir.path().join("server.log"))
+            .is_ok_and(|log| log.contains("Address already in use"))
     }
 
     fn data(&self) -> String {
@@ -105,20 +138,35 @@ impl PrivatePostgres {
     }
 
     fn run(&self, program: &str, args: &[&str]) {
+        if let Err(failure) = self.try_run(program, args) {
+            panic!("{failure}");
+        }
+    }
+
+    /// Runs a server tool; a failure says what ran and what it printed.
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let output = self
             .command(program)
             .args(args)
             .output()
             .expect("the PostgreSQL tool runs");
-        assert!(
-            output.status.success(),
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "{program} {args:?} failed: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        );
+        ))
     }
 
     fn pg_ctl(&self, action: &str) {
+        if let Err(failure) = self.try_pg_ctl(action) {
+            panic!("{failure}");
+        }
+    }
+
+    fn try_pg_ctl(&self, action: &str) -> Result<(), String> {
         let durability = match self.durability {
             Durability::Throwaway => "-c fsync=off",
             Durability::Production => "-c fsync=on -c synchronous_commit=on -c full_page_writes=on",
@@ -135,7 +183,7 @@ impl PrivatePostgres {
             "start" => args.extend(["-o", options.as_str(), action]),
             _ => args.extend(["-m", "fast", action]),
         }
-        self.run("pg_ctl", &args);
+        self.try_run("pg_ctl", &args)
     }
 
     /// Creates a database.
@@ -183,5 +231,30 @@ impl Drop for PrivatePostgres {
             .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .output();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_taken_before_the_server_binds_it_is_given_up_for_another() {
+        let Some(bin) = binaries() else {
+            assert!(
+                std::env::var("CI").map_or(true, |ci| ci.is_empty() || ci == "false" || ci == "0"),
+                "no PostgreSQL server binaries: CI must run this test"
+            );
+            return;
+        };
+        // Another test's listener took the port the server was given.
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let taken = squatter.local_addr().expect("its address").port();
+        let spare = free_port();
+        let server =
+            PrivatePostgres::start_on(bin, Durability::Throwaway, [taken, spare].into_iter());
+        assert_eq!(server.port, spare);
+        server.createdb("reached");
+        drop(squatter);
     }
 }

@@ -57,7 +57,7 @@ impl EncodedEvent {
     /// Serializes an event.
     pub fn encode(event: &Event) -> Result<EncodedEvent, serde_json::Error> {
         // Room for a typical event up front, so serializing does not grow the buffer step by
-        // step; the text is then copied once into its shared allocation.
+        // step; what is left over is given back before the text is shared.
         let mut json = Vec::with_capacity(1_024);
         serde_json::to_writer(&mut json, event)?;
         let mut json = String::from_utf8(json).map_err(serde::ser::Error::custom)?;
@@ -126,10 +126,7 @@ impl EncodedEvent {
                 blocks.push(String::with_capacity(left.min(SHARED_BLOCK).max(len)));
             }
             let index = blocks.len() - 1;
-            let Some(block) = blocks.last_mut() else {
-                spans.push(None);
-                continue;
-            };
+            let block = &mut blocks[index];
             let start = block.len();
             let mut id_text = [0u8; EventId::TEXT_LEN];
             block.push_str(ID_PREFIX);

@@ -183,7 +183,7 @@ impl EventBuilder {
                 Record::Run(run) => self.plan_run(run),
             })
             .collect();
-        // The copies of earlier shapes, made together in one allocation.
+        // The copies of earlier shapes, made together in shared blocks.
         let requests: Vec<(&EncodedEvent, EventId)> = planned
             .iter()
             .filter_map(|planned| match planned {

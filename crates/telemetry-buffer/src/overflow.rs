@@ -76,32 +76,25 @@ impl OverflowCounts {
     /// short, and `add` refused it for good.) The sync was one of the few that the first start
     /// in every new state directory paid.
     pub(crate) fn prepare(&self) {
-        let have = match std::fs::symlink_metadata(&self.path) {
+        let missing = match std::fs::symlink_metadata(&self.path) {
             // Only ever a regular file of ours: a link or anything else is left alone, and
             // `open` refuses what is too short.
-            Ok(metadata) if !metadata.is_file() => return,
-            Ok(metadata) if metadata.len() >= LEN => return,
-            Ok(metadata) => Some(metadata.len()),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Ok(metadata) if !metadata.is_file() || metadata.len() >= LEN => return,
+            Ok(_) => false,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => true,
             Err(_) => return,
         };
         let mut options = OpenOptions::new();
         options.write(true);
-        match have {
+        if missing {
             // Private to the user, like the spool beside it.
-            None => options.create_new(true).mode(0o600),
-            Some(_) => &mut options,
-        };
+            options.create_new(true).mode(0o600);
+        }
         let made = options.open(&self.path).and_then(|file| {
             // Another process may have completed it meanwhile: only the missing tail is
             // written, with zeros, so no count is ever overwritten.
-            let len = file.metadata()?.len();
-            match usize::try_from(len) {
-                Ok(len) if len < LEN as usize => {
-                    file.write_all_at(&[0; LEN as usize][len..], len as u64)
-                }
-                _ => Ok(()),
-            }
+            let len = file.metadata()?.len().min(LEN);
+            file.write_all_at(&[0; LEN as usize][len as usize..], len)
         });
         // Another process made it first, or the disk is already full: then `open` refuses
         // the short file until a later start completes it.

@@ -132,6 +132,14 @@ pub trait Buffer: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Whether every method answers at once: the buffer lives in this process's memory and
+    /// never waits for a disk, a file lock or another process. A caller that must not block
+    /// (an async runtime's thread) may then call it directly rather than hand each call to a
+    /// thread of its own, which costs more than the call. The default says `false`.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+
     /// Applies `change` to the ledger atomically with respect to every other user of the buffer
     /// (another process sharing a durable buffer included) and returns the ledger as written.
     ///

@@ -63,6 +63,12 @@ impl Buffer for MemoryBuffer {
         "memory"
     }
 
+    /// Every operation takes the buffer's mutex for the time it needs to move or count a
+    /// batch in memory, and nothing else.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn append(&self, events: Vec<EncodedEvent>) -> Result<(), BufferError> {
         let mut inner = self.lock();
         let room_for_unclaimed = self.capacity.saturating_sub(inner.claimed_len);

@@ -152,18 +152,21 @@ pub(crate) enum Amount {
     Everything,
 }
 
-/// Runs a buffer operation on the runtime's blocking pool and waits for it at most until
-/// `deadline`. A durable buffer may wait for another process's write lock; doing that here
-/// rather than on the worker's own thread keeps every deadline of the worker, and the worker
-/// keeps storing and answering while it waits.
+/// Runs a buffer operation and waits for it at most until `deadline`: on the runtime's
+/// blocking pool, or at once for a buffer that never blocks. A durable buffer may wait for
+/// another process's write lock; doing that on the blocking pool rather than on the worker's
+/// own thread keeps every deadline of the worker, and the worker keeps storing and answering
+/// while it waits.
 pub(crate) async fn on_buffer<T: Send + 'static>(
     buffer: &Arc<dyn Buffer>,
     deadline: Instant,
     operation: impl FnOnce(&dyn Buffer) -> T + Send + 'static,
 ) -> Result<T, Stopped> {
+    if buffer.never_blocks() {
+        return Ok(operation(&**buffer));
+    }
     let kind = buffer.kind();
-    let buffer = Arc::clone(buffer);
-    let task = tokio::task::spawn_blocking(move || operation(&*buffer));
+    let task = spawn_on_buffer(buffer, Blocking::BufferOnly, operation);
     match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), task).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) => Err(Stopped::Storage(
@@ -172,6 +175,32 @@ pub(crate) async fn on_buffer<T: Send + 'static>(
         Err(_) => Err(Stopped::Storage(format!(
             "the telemetry buffer ({kind}) did not answer in time; another process may be holding it"
         ))),
+    }
+}
+
+/// What an operation handed to [`spawn_on_buffer`] may wait for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocking {
+    /// Only the buffer: it runs on the worker's own thread when the buffer never blocks.
+    BufferOnly,
+    /// Files besides the buffer (the consent state): always on the blocking pool.
+    Files,
+}
+
+/// Starts a buffer operation as a task: on the runtime's blocking pool, or, when neither the
+/// buffer nor the operation can block, on the worker's own thread, where it costs a fraction
+/// of the hand-off to another thread and back (for the memory buffer, most of what storing and
+/// claiming a batch cost).
+pub(crate) fn spawn_on_buffer<T: Send + 'static>(
+    buffer: &Arc<dyn Buffer>,
+    blocking: Blocking,
+    operation: impl FnOnce(&dyn Buffer) -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let buffer = Arc::clone(buffer);
+    if blocking == Blocking::BufferOnly && buffer.never_blocks() {
+        tokio::task::spawn(async move { operation(&*buffer) })
+    } else {
+        tokio::task::spawn_blocking(move || operation(&*buffer))
     }
 }
 
@@ -299,11 +328,12 @@ impl Drop for ClaimGuard {
         let release = move || {
             let _ = buffer.release(claim);
         };
-        // On the blocking pool, like every buffer operation: the round is dropped at a
-        // deadline, and a release that waits for another process's lock must not stretch it.
+        // On the blocking pool, like every buffer operation that may wait: the round is
+        // dropped at a deadline, and a release that waits for another process's lock must not
+        // stretch it.
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(release)),
-            Err(_) => release(),
+            Ok(runtime) if !self.buffer.never_blocks() => drop(runtime.spawn_blocking(release)),
+            _ => release(),
         }
     }
 }
@@ -357,10 +387,16 @@ impl Delivery {
                 return Err(Stopped::Deadline);
             }
             self.settle_orphan(deadline).await?;
-            let consent = self.consent.clone();
-            let buffer = Arc::clone(&self.buffer);
-            let mut task = tokio::task::spawn_blocking(move || {
-                if check_pause && consent.is_some_and(|withdrawn| withdrawn()) {
+            let consent = self.consent.clone().filter(|_| check_pause);
+            // The consent check reads the state file: the first trip of a round goes to the
+            // blocking pool whatever the buffer.
+            let blocking = if consent.is_some() {
+                Blocking::Files
+            } else {
+                Blocking::BufferOnly
+            };
+            let mut task = spawn_on_buffer(&self.buffer, blocking, move |buffer| {
+                if consent.is_some_and(|withdrawn| withdrawn()) {
                     return Ok(Claimed::Withdrawn);
                 }
                 if check_pause

@@ -39,7 +39,9 @@ use telemetry_transport::Transport;
 use tokio::sync::{Notify, mpsc};
 
 pub(crate) use delivery::ConsentCheck;
-use delivery::{Amount, Attempt, Backoffs, Delivery, Stopped, on_buffer};
+use delivery::{
+    Amount, Attempt, Backoffs, Blocking, Delivery, Stopped, on_buffer, spawn_on_buffer,
+};
 pub use delivery::{FlushError, FlushReport, PauseReason};
 pub(crate) use delivery::{TimeOfDay, paused_until};
 pub(crate) use events::{EventBuilder, MessageSink};
@@ -529,7 +531,7 @@ impl Worker {
             queue_full_taken: self.queue_full_taken,
             refused_taken: self.refused_taken,
             counts: kept,
-            task: spawn_on_buffer(&self.buffer, move |buffer| {
+            task: spawn_on_buffer(&self.buffer, Blocking::BufferOnly, move |buffer| {
                 buffer.append_and_record(events, &mut |ledger| {
                     ledger.add_counts(&counts);
                     for attempt in &attempts {
@@ -749,15 +751,6 @@ struct Unsettled {
     /// Foreign-handle refusals taken into the counts when it was made.
     refused_taken: u64,
     task: tokio::task::JoinHandle<Result<BufferStats, BufferError>>,
-}
-
-/// Starts a buffer operation on the runtime's blocking pool (see [`delivery::on_buffer`]).
-fn spawn_on_buffer<T: Send + 'static>(
-    buffer: &Arc<dyn Buffer>,
-    operation: impl FnOnce(&dyn Buffer) -> T + Send + 'static,
-) -> tokio::task::JoinHandle<T> {
-    let buffer = Arc::clone(buffer);
-    tokio::task::spawn_blocking(move || operation(&*buffer))
 }
 
 /// The round in flight's result; never ready when there is none.

@@ -9,10 +9,12 @@
 //! an id the user asked to forget never leaves; any other failure is dropped and counted.
 //!
 //! Runs alike are judged once: the verdict is kept by the event's text without its id (runs
-//! of one shape differ only there), for a bounded number of shapes.
+//! of one shape differ only there), for a bounded number of shapes. The text itself is the key,
+//! so two shapes never share a verdict; it is hashed with foldhash, as every event delivered
+//! from a buffer is looked up and SipHash over a few hundred bytes was a tenth of the memory
+//! path's time.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
+use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use telemetry_model::{Catalog, EncodedEvent, Event, Section, catalog::OTHER};
@@ -36,13 +38,23 @@ pub(crate) enum Verdict {
 /// The most verdicts remembered at once.
 const VERDICTS: usize = 1_024;
 
+/// The most bytes of event text kept as the verdicts' keys.
+const VERDICT_BYTES: usize = 1_024 * 1_024;
+
 /// Judges events read back from a buffer.
 pub(crate) struct ReadBackCheck {
     template: EventTemplate,
     names: HashSet<String>,
     scrubber: Scrubber,
-    verdicts: Mutex<HashMap<u64, Verdict>>,
-    hasher: std::collections::hash_map::RandomState,
+    verdicts: Mutex<Verdicts>,
+}
+
+/// Verdicts by the event's text without its id.
+#[derive(Default)]
+struct Verdicts {
+    by_shape: foldhash::HashMap<Box<str>, Verdict>,
+    /// The bytes of the keys.
+    bytes: usize,
 }
 
 impl ReadBackCheck {
@@ -61,8 +73,7 @@ impl ReadBackCheck {
             template,
             names,
             scrubber,
-            verdicts: Mutex::new(HashMap::new()),
-            hasher: std::collections::hash_map::RandomState::new(),
+            verdicts: Mutex::new(Verdicts::default()),
         }
     }
 
@@ -71,18 +82,16 @@ impl ReadBackCheck {
         let Some(shape) = shape_of(event.json()) else {
             return self.judge_in_full(event);
         };
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(shape.as_bytes());
-        let key = hasher.finish();
         let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(verdict) = verdicts.get(&key) {
+        if let Some(verdict) = verdicts.by_shape.get(shape) {
             return *verdict;
         }
         let verdict = self.judge_in_full(event);
-        if verdicts.len() >= VERDICTS {
-            verdicts.clear();
+        if verdicts.by_shape.len() >= VERDICTS || verdicts.bytes + shape.len() > VERDICT_BYTES {
+            *verdicts = Verdicts::default();
         }
-        verdicts.insert(key, verdict);
+        verdicts.bytes += shape.len();
+        verdicts.by_shape.insert(shape.into(), verdict);
         verdict
     }
 
@@ -133,4 +142,69 @@ fn shape_of(json: &str) -> Option<&str> {
     let rest = json.strip_prefix(PREFIX)?;
     let after_id = rest.get(telemetry_model::EventId::TEXT_LEN..)?;
     after_id.strip_prefix('"')
+}
+
+#[cfg(test)]
+mod tests {
+    use telemetry_model::{EventId, HourTimestamp, Name, SessionId};
+    use telemetry_policy::{EnvSnapshot, MachineIdentity};
+    use telemetry_testkit::fixtures;
+
+    use super::*;
+
+    fn check(event: &Event) -> ReadBackCheck {
+        let template = EventTemplate {
+            session_id: event.session_id,
+            sdk_name: event.sdk_name.clone(),
+            sdk_version: event.sdk_version.clone(),
+            library_version: event.library_version.clone(),
+            runtime: event.runtime.clone(),
+            runtime_version: event.runtime_version.clone(),
+            os: event.os,
+            arch: event.arch,
+            interface: event.interface,
+            ci: event.ci,
+            deployment: event.deployment,
+        };
+        let catalog = Catalog::from_toml(include_str!("../../../flowkit/catalog.toml"))
+            .expect("flowkit's catalog");
+        let identity = MachineIdentity::detect(&EnvSnapshot::from_pairs([("HOME", "/home/x")]));
+        let allowed = ["flowkit", "rust", "retries"].map(str::to_owned);
+        ReadBackCheck::new(template, &catalog, Scrubber::new(identity, allowed))
+    }
+
+    fn encoded(event: &Event) -> EncodedEvent {
+        EncodedEvent::encode(event).expect("encodes")
+    }
+
+    /// Three times as many shapes as the cache holds, each in turn with two that must be
+    /// refused: a cleared or full cache never lends one shape's verdict to another, and its
+    /// keys' bytes are counted exactly.
+    #[test]
+    fn verdicts_stay_per_shape_however_many_shapes_pass() {
+        let ours = fixtures::run_event();
+        let check = check(&ours);
+        let mut undeclared = ours.clone();
+        undeclared
+            .features
+            .insert(Name::new("not_in_the_catalog").expect("a name"));
+        let mut other_session = ours.clone();
+        other_session.session_id = SessionId::random();
+        let base = ours.timestamp.unix_seconds();
+        for hour in 0..(VERDICTS as u64 * 3) {
+            let mut event = ours.clone();
+            event.event_id = EventId::random();
+            event.timestamp = HourTimestamp::from_unix_seconds(base + hour * 3_600);
+            assert_eq!(check.judge(&encoded(&event)), Verdict::Send, "hour {hour}");
+            undeclared.event_id = EventId::random();
+            assert_eq!(check.judge(&encoded(&undeclared)), Verdict::Invalid);
+            other_session.event_id = EventId::random();
+            assert_eq!(check.judge(&encoded(&other_session)), Verdict::OtherSession);
+        }
+        let verdicts = check.verdicts.lock().expect("not poisoned");
+        assert!(verdicts.by_shape.len() <= VERDICTS);
+        assert!(verdicts.bytes <= VERDICT_BYTES);
+        let bytes: usize = verdicts.by_shape.keys().map(|shape| shape.len()).sum();
+        assert_eq!(bytes, verdicts.bytes);
+    }
 }

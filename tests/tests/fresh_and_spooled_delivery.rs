@@ -100,6 +100,8 @@ struct WatchedTransport {
     merged: bool,
     exported: Mutex<u64>,
     changed: Condvar,
+    /// Every send begun, delivered or not.
+    requests: AtomicU64,
     /// Holds the first send until the test releases it.
     gate: Mutex<Gate>,
     gate_changed: Condvar,
@@ -123,6 +125,7 @@ impl WatchedTransport {
             merged,
             exported: Mutex::new(0),
             changed: Condvar::new(),
+            requests: AtomicU64::new(0),
             gate: Mutex::new(Gate::Open),
             gate_changed: Condvar::new(),
         }
@@ -134,6 +137,7 @@ impl WatchedTransport {
             merged: false,
             exported: Mutex::new(0),
             changed: Condvar::new(),
+            requests: AtomicU64::new(0),
             gate: Mutex::new(Gate::Open),
             gate_changed: Condvar::new(),
         }
@@ -184,6 +188,7 @@ impl Transport for WatchedTransport {
             .map_or_else(|| "nowhere".to_owned(), FileTransport::destination)
     }
     async fn send(&self, events: &[EncodedEvent]) -> Result<(), SendError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         let Some(inner) = &self.inner else {
             return Err(SendError::Retryable {
                 message: "the destination is down".to_owned(),
@@ -243,11 +248,21 @@ fn watched_flowkit(
     dir: &Path,
     merged: bool,
 ) -> (Arc<CountingBuffer>, Arc<WatchedTransport>, FlowKit) {
+    let export = WatchedTransport::exporting_to(&dir.join("export"), merged);
+    watched_flowkit_to(dir, export)
+}
+
+/// flowkit started on the spool in `dir`, counting what is appended to it, delivering to
+/// `export`.
+fn watched_flowkit_to(
+    dir: &Path,
+    export: WatchedTransport,
+) -> (Arc<CountingBuffer>, Arc<WatchedTransport>, FlowKit) {
     let watched_spool = Arc::new(CountingBuffer {
         inner: open_spool(dir),
         appended: AtomicU64::new(0),
     });
-    let export = Arc::new(WatchedTransport::exporting_to(&dir.join("export"), merged));
+    let export = Arc::new(export);
     let config_now = config(dir)
         .buffer(Arc::clone(&watched_spool) as Arc<dyn Buffer>)
         .transport(Arc::clone(&export) as Arc<dyn Transport>);
@@ -427,4 +442,49 @@ fn records_queued_during_a_direct_send_wait_for_the_next_drain_instead_of_the_sp
     let status = config(dir.path()).status();
     assert_eq!(status.delivered_events, 24, "{status:#?}");
     assert_eq!(status.pending_events, Some(0), "{status:#?}");
+}
+
+#[test]
+fn a_flush_sends_what_is_queued_directly_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let (watched_spool, export, kit) = watched_flowkit(dir.path(), false);
+    // A batch and a half, flushed before the worker's first drain would collect them.
+    workload(&kit, 15);
+    let report = kit.telemetry().flush(Duration::from_secs(20)).unwrap();
+    assert_eq!((report.delivered, report.pending), (15, 0), "{report:?}");
+    assert_eq!(export.wait_for(15, Duration::ZERO), 15);
+    assert_eq!(
+        watched_spool.appended.load(Ordering::SeqCst),
+        0,
+        "the flush stored what it could send at once"
+    );
+    drop(kit);
+    let status = config(dir.path()).status();
+    assert_eq!(status.delivered_events, 16, "{status:#?}");
+    assert_eq!(status.pending_events, Some(0), "{status:#?}");
+}
+
+#[test]
+fn a_flush_whose_direct_request_fails_stores_the_events_and_does_not_try_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    let (watched_spool, down, kit) = watched_flowkit_to(dir.path(), WatchedTransport::failing());
+    workload(&kit, 15);
+    let error = kit.telemetry().flush(Duration::from_secs(20)).unwrap_err();
+    assert!(
+        error.to_string().contains("the destination is down"),
+        "{error}"
+    );
+    assert_eq!(
+        down.requests.load(Ordering::SeqCst),
+        1,
+        "one request per flush"
+    );
+    assert_eq!(watched_spool.appended.load(Ordering::SeqCst), 15);
+    let status = config(dir.path()).status();
+    assert_eq!(status.pending_events, Some(15), "{status:#?}");
+    assert_eq!(status.delivered_events, 0, "{status:#?}");
+    assert_eq!(status.failed_deliveries, 1, "{status:#?}");
+    drop(kit);
 }

@@ -107,7 +107,7 @@ impl fmt::Display for TimeOfDay {
 }
 
 /// Why a round stopped before the buffer was empty. Undelivered events stay buffered.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Stopped {
     /// The deadline passed.
     Deadline,

@@ -48,8 +48,10 @@ enum Leftover {
     /// A transport that takes merged batches gets it with the drain's full batches instead,
     /// in the same write (see [`Worker::deliver_fresh`]).
     Store,
-    /// Sent as a last, smaller batch with the `sdk_usage` summary: at shutdown everything is
-    /// delivered now in any case, and sending it directly spares a trip through the buffer.
+    /// Sent as a last, smaller batch: a flush delivers everything now in any case, and
+    /// sending it directly spares a trip through the buffer.
+    Send,
+    /// Sent as a last, smaller batch with the `sdk_usage` summary, at shutdown.
     SendWithSummary,
 }
 
@@ -61,6 +63,11 @@ pub(super) struct Fresh {
     /// Whether every record queued when direct delivery began was taken (and delivered, or
     /// is in `unsent`).
     pub(super) took_queue: bool,
+    /// Events the destination accepted.
+    pub(super) delivered: u64,
+    /// The destination failed a request (its events are in `unsent`): a flush reports that
+    /// rather than trying again at once.
+    pub(super) failure: Option<Stopped>,
 }
 
 impl Worker {
@@ -88,6 +95,13 @@ impl Worker {
         self.deliver_fresh_leaving(store_by, Leftover::Store).await
     }
 
+    /// For a flush: [`deliver_fresh`](Worker::deliver_fresh), then what is left in the queue as
+    /// one last, smaller batch. Events read back from the buffer (another process's, or left
+    /// by a failure) are still sent by the flush's round, after the second look.
+    pub(super) async fn deliver_fresh_all(&mut self, store_by: Instant) -> Fresh {
+        self.deliver_fresh_leaving(store_by, Leftover::Send).await
+    }
+
     /// At shutdown: [`deliver_fresh`](Worker::deliver_fresh), then what is left in the queue
     /// and the `sdk_usage` summary as one last batch, which then no longer needs storing.
     pub(super) async fn deliver_fresh_and_summary(
@@ -103,8 +117,8 @@ impl Worker {
         let batch_size = self.delivery.batch_size;
         let queued = self.records.len();
         let summary_due = leftover == Leftover::SendWithSummary && self.summary;
-        let enough = queued >= batch_size
-            || (leftover == Leftover::SendWithSummary && (queued > 0 || summary_due));
+        let enough =
+            queued >= batch_size || (leftover != Leftover::Store && (queued > 0 || summary_due));
         if !self.direct_delivery
             || !enough
             || self.round.is_some()
@@ -134,6 +148,7 @@ impl Worker {
             batch_size
         };
         let mut budget = queued;
+        let mut delivered = 0;
         // An opt-out through a running handle stops the next request, not only the next drain.
         while Instant::now() < store_by && self.usage_allowed() {
             let last = budget < batch_size;
@@ -164,31 +179,42 @@ impl Worker {
                 self.summary = false;
                 events.extend(self.events.summary());
             }
-            if !events.is_empty()
-                && let Some(unsent) = self.send_fresh(events, store_by).await
-            {
-                return Fresh {
-                    unsent,
-                    took_queue: false,
-                };
+            let count = events.len() as u64;
+            if !events.is_empty() {
+                match self.send_fresh(events, store_by).await {
+                    Sent::Delivered => delivered += count,
+                    Sent::Dropped => {}
+                    Sent::Store(unsent) => {
+                        return Fresh {
+                            unsent,
+                            delivered,
+                            ..Fresh::default()
+                        };
+                    }
+                    Sent::Failed(unsent, failure) => {
+                        return Fresh {
+                            unsent,
+                            delivered,
+                            failure: Some(failure),
+                            ..Fresh::default()
+                        };
+                    }
+                }
             }
             if last {
                 break;
             }
         }
         Fresh {
-            unsent: Vec::new(),
             took_queue: budget == 0,
+            delivered,
+            ..Fresh::default()
         }
     }
 
-    /// Sends one batch. Returns it when it must be stored instead, which also ends this
-    /// drain's direct delivery.
-    async fn send_fresh(
-        &mut self,
-        events: Vec<EncodedEvent>,
-        store_by: Instant,
-    ) -> Option<Vec<EncodedEvent>> {
+    /// Sends one batch. A batch that must be stored instead also ends this drain's direct
+    /// delivery.
+    async fn send_fresh(&mut self, events: Vec<EncodedEvent>, store_by: Instant) -> Sent {
         let count = events.len() as u64;
         self.delivery.note_first_attempt().await;
         let sent = tokio::time::timeout_at(
@@ -201,17 +227,17 @@ impl Worker {
                 self.attempts
                     .push(Attempt::Delivered(count, ReadBack::default()));
                 self.backoffs.record(&Ok(FlushReport::default()));
-                None
+                Sent::Delivered
             }
             Ok(Err(SendError::TooLarge)) => {
                 // Rounds from the buffer split batches the destination finds too large.
-                Some(events)
+                Sent::Store(events)
             }
             Ok(Err(SendError::Rejected { message })) => {
                 tracing::warn!(%message, events = count, "the destination rejected a batch; it was dropped");
                 self.attempts
                     .push(Attempt::Rejected(count, ReadBack::default()));
-                None
+                Sent::Dropped
             }
             Ok(Err(SendError::Retryable {
                 message,
@@ -219,19 +245,32 @@ impl Worker {
             })) => {
                 tracing::debug!(%message, "delivery failed; events kept for a retry");
                 self.attempts.push(Attempt::Failed { retry_after });
-                self.backoffs.record(&Err(Stopped::Failed {
+                let failure = Stopped::Failed {
                     message,
                     retry_after,
-                }));
-                Some(events)
+                };
+                self.backoffs.record(&Err(failure.clone()));
+                Sent::Failed(events, failure)
             }
             Err(_elapsed) => {
                 tracing::debug!(
                     "the destination did not answer before events had to be stored; they are buffered and sent from there"
                 );
                 self.direct_delivery = false;
-                Some(events)
+                Sent::Store(events)
             }
         }
     }
+}
+
+/// What became of one batch sent directly.
+enum Sent {
+    /// The destination accepted it.
+    Delivered,
+    /// The destination refused it for good; it is counted as rejected.
+    Dropped,
+    /// It must be stored, and sent from the buffer later.
+    Store(Vec<EncodedEvent>),
+    /// The destination failed; it must be stored, and sent from the buffer later.
+    Failed(Vec<EncodedEvent>, Stopped),
 }

@@ -612,13 +612,24 @@ impl Worker {
         if !self.usage_allowed() {
             return Err(FlushError::ConsentWithdrawn);
         }
-        self.store_queued_all(Vec::new(), deadline, false).await;
+        // What is queued goes straight out, within the wait any store may take, as a drain's
+        // full batches do; what did not go is stored, and delivered with what the buffer holds.
+        let direct_by = (Instant::now() + STORE_WAIT).min(deadline);
+        let fresh = self.deliver_fresh_all(direct_by).await;
+        self.store_queued_all(fresh.unsent, deadline, false).await;
         // A round in flight finishes first (or is dropped at the deadline); what it sent is
         // its own, and the flush reports what it sends itself.
-        let result = match self.finish_round(deadline).await {
-            Some(Err(stopped @ (Stopped::Deadline | Stopped::Storage(_)))) => Err(stopped),
+        let result = match (self.finish_round(deadline).await, fresh.failure) {
+            (Some(Err(stopped @ (Stopped::Deadline | Stopped::Storage(_)))), _) => Err(stopped),
+            // The destination just failed this flush's request; the events are stored for a
+            // later try, with the backoff (and any wait it asked for) that the failure set.
+            (_, Some(failure)) => Err(failure),
             _ => self.deliver_within(deadline).await,
-        };
+        }
+        .map(|report| FlushReport {
+            delivered: report.delivered + fresh.delivered,
+            ..report
+        });
         self.backoffs.record(&result);
         match result {
             Ok(report) => Ok(report),

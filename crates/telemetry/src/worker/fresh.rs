@@ -38,8 +38,8 @@ use telemetry_model::EncodedEvent;
 use telemetry_transport::SendError;
 
 use crate::queue::Drained;
+use crate::worker::Worker;
 use crate::worker::delivery::{Attempt, FlushReport, ReadBack, Stopped, on_buffer, paused_until};
-use crate::worker::{FINAL_CHUNK, Worker};
 
 /// What direct delivery does with the records that do not fill a batch.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl Worker {
         // the size a flush writes at once.
         let merged = self.delivery.transport.takes_merged_batches();
         let per_send = if merged {
-            batch_size.max(FINAL_CHUNK / batch_size * batch_size)
+            batch_size.max(self.final_chunk() / batch_size * batch_size)
         } else {
             batch_size
         };

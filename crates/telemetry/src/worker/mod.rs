@@ -172,9 +172,12 @@ const MIN_BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// transaction.
 pub(crate) const MAX_DRAIN: usize = 256;
 
-/// How many events a flush or a shutdown writes at once: fewer, larger writes than the steady
-/// state's, because then every process of the user may be writing to one spool and each write
-/// waits for its lock; 2,048 events of a few hundred bytes are under a megabyte.
+/// How many events a flush or a shutdown writes at once to a buffer that may block: fewer,
+/// larger writes than the steady state's, because then every process of the user may be
+/// writing to one spool and each write waits for its lock; 2,048 events of a few hundred bytes
+/// are under a megabyte. A buffer that never blocks (memory) has no lock or transaction to
+/// share, and keeps [`MAX_DRAIN`], so its bound holds at a flush too: see
+/// [`Worker::final_chunk`].
 pub(crate) const FINAL_CHUNK: usize = 2_048;
 
 /// How often the worker collects queued records when no handle has signalled.
@@ -412,6 +415,19 @@ impl Worker {
         self.round = Some(Box::pin(self.delivery.round(deadline, amount)));
     }
 
+    /// How many events a flush or a shutdown builds and writes at once ([`FINAL_CHUNK`] or,
+    /// for a buffer that never blocks, [`MAX_DRAIN`]). The events of one write exist beside a
+    /// buffer that may be full; a memory buffer's bound is what telemetry may take, so those
+    /// stay as few as in the steady state (a flush of 2,048 events took the memory benchmark's
+    /// peak past its bound).
+    pub(super) fn final_chunk(&self) -> usize {
+        if self.buffer.never_blocks() {
+            MAX_DRAIN
+        } else {
+            FINAL_CHUNK
+        }
+    }
+
     /// Whether collecting is still allowed: after `Telemetry::disable` nothing more is stored.
     fn usage_allowed(&self) -> bool {
         !self.opted_out.load(Ordering::Relaxed)
@@ -645,10 +661,12 @@ impl Worker {
         summary: bool,
     ) {
         let mut drained = self
-            .store_queued_after(unsent, deadline, FINAL_CHUNK, summary)
+            .store_queued_after(unsent, deadline, self.final_chunk(), summary)
             .await;
         while drained == Drained::More && Instant::now() < deadline {
-            drained = self.store_queued(deadline, FINAL_CHUNK, summary).await;
+            drained = self
+                .store_queued(deadline, self.final_chunk(), summary)
+                .await;
         }
     }
 

@@ -425,6 +425,32 @@ fn flush_and_shutdown_return_at_their_deadline_when_the_destination_hangs() {
     assert!(fixture.exported().is_empty());
 }
 
+/// A shutdown with no time at all still leaves every record counted in a memory buffer: the
+/// writes of a buffer that never blocks are done when they are made, so a deadline that has
+/// passed cannot leave one behind.
+#[test]
+fn a_shutdown_without_time_still_counts_every_record_in_a_memory_buffer() {
+    let fixture = Fixture::new();
+    let (transport, _batches) = Observed::new(&fixture.export(), Mode::FailTimes(u32::MAX));
+    let telemetry = fixture
+        .config(&[("TESTSDK_SDK_TELEMETRY_ENABLED", "1")])
+        .transport(transport)
+        .buffer(Arc::new(telemetry::MemoryBuffer::new(1_000)))
+        .start();
+    for _ in 0..50 {
+        run(&telemetry, RunOutcome::Completed);
+    }
+    telemetry.shutdown(Duration::ZERO);
+    let status = telemetry.status();
+    // The 50 runs and the summary: pending (stored) or counted as dropped for storage.
+    assert_eq!(
+        status.pending_events.unwrap() + status.dropped_events,
+        51,
+        "{status:#?}"
+    );
+    assert_eq!(status.delivered_events, 0, "{status:#?}");
+}
+
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
     let fixture = Fixture::new();

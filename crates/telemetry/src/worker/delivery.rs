@@ -157,19 +157,16 @@ pub(crate) enum Amount {
 /// another process's write lock; doing that on the blocking pool rather than on the worker's
 /// own thread keeps every deadline of the worker, and the worker keeps storing and answering
 /// while it waits.
-pub(crate) async fn on_buffer<T: Send + 'static>(
+pub(crate) async fn on_buffer<T: Send + Unpin + 'static>(
     buffer: &Arc<dyn Buffer>,
     deadline: Instant,
     operation: impl FnOnce(&dyn Buffer) -> T + Send + 'static,
 ) -> Result<T, Stopped> {
-    if buffer.never_blocks() {
-        return Ok(operation(&**buffer));
-    }
     let kind = buffer.kind();
     let task = spawn_on_buffer(buffer, Blocking::BufferOnly, operation);
     match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), task).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(_)) => Err(Stopped::Storage(
+        Ok(Err(TaskFailed)) => Err(Stopped::Storage(
             "the telemetry buffer failed unexpectedly".to_owned(),
         )),
         Err(_) => Err(Stopped::Storage(format!(
@@ -187,20 +184,52 @@ pub(crate) enum Blocking {
     Files,
 }
 
-/// Starts a buffer operation as a task: on the runtime's blocking pool, or, when neither the
-/// buffer nor the operation can block, on the worker's own thread, where it costs a fraction
-/// of the hand-off to another thread and back (for the memory buffer, most of what storing and
-/// claiming a batch cost).
+/// A buffer operation that panicked (or whose thread was lost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TaskFailed;
+
+/// A buffer operation started by [`spawn_on_buffer`]: finished already, or running on the
+/// blocking pool. A finished one is ready at its first poll, whatever deadline it is awaited
+/// with, so a write made at a deadline that has passed still counts.
+pub(crate) enum BufferTask<T> {
+    Done(Option<Result<T, TaskFailed>>),
+    Running(tokio::task::JoinHandle<T>),
+}
+
+impl<T: Unpin> Future for BufferTask<T> {
+    type Output = Result<T, TaskFailed>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            BufferTask::Done(result) => {
+                std::task::Poll::Ready(result.take().unwrap_or(Err(TaskFailed)))
+            }
+            BufferTask::Running(task) => std::pin::Pin::new(task)
+                .poll(context)
+                .map(|joined| joined.map_err(|_| TaskFailed)),
+        }
+    }
+}
+
+/// Starts a buffer operation: on the runtime's blocking pool, or, when neither the buffer nor
+/// the operation can block, at once on the worker's own thread, which costs a fraction of the
+/// hand-off to another thread and back (for the memory buffer, that hand-off was most of what
+/// storing and claiming a batch cost). A panic in the operation is caught either way and
+/// comes back as [`TaskFailed`].
 pub(crate) fn spawn_on_buffer<T: Send + 'static>(
     buffer: &Arc<dyn Buffer>,
     blocking: Blocking,
     operation: impl FnOnce(&dyn Buffer) -> T + Send + 'static,
-) -> tokio::task::JoinHandle<T> {
+) -> BufferTask<T> {
     let buffer = Arc::clone(buffer);
     if blocking == Blocking::BufferOnly && buffer.never_blocks() {
-        tokio::task::spawn(async move { operation(&*buffer) })
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(&*buffer)));
+        BufferTask::Done(Some(result.map_err(|_| TaskFailed)))
     } else {
-        tokio::task::spawn_blocking(move || operation(&*buffer))
+        BufferTask::Running(tokio::task::spawn_blocking(move || operation(&*buffer)))
     }
 }
 
@@ -333,7 +362,10 @@ impl Drop for ClaimGuard {
         // stretch it.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) if !self.buffer.never_blocks() => drop(runtime.spawn_blocking(release)),
-            _ => release(),
+            // A panic here, perhaps while a round unwinds, must not become an abort.
+            _ => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                release,
+            ))),
         }
     }
 }
@@ -359,9 +391,8 @@ pub(crate) struct Delivery {
     pub(crate) orphan: std::sync::Mutex<Option<OrphanClaim>>,
 }
 
-/// A claim still running on the blocking pool after its round gave up on it.
-pub(crate) type OrphanClaim =
-    tokio::task::JoinHandle<Result<Claimed, telemetry_buffer::BufferError>>;
+/// A claim that had not answered when its round gave up on it (on the blocking pool).
+pub(crate) type OrphanClaim = BufferTask<Result<Claimed, telemetry_buffer::BufferError>>;
 
 impl Delivery {
     /// A round that sends batches until none are left (or, for [`Amount::FullBatches`], until
@@ -380,7 +411,7 @@ impl Delivery {
         let mut report = FlushReport::default();
         let mut limit = self.batch_size;
         let batch_size = self.batch_size;
-        // The ledger is read with the first claim, in one trip to the buffer's thread.
+        // The ledger is read with the first claim, in one trip to the buffer.
         let mut check_pause = true;
         loop {
             if Instant::now() >= deadline {
@@ -593,7 +624,7 @@ impl Delivery {
     }
 
     /// Acknowledges or releases a claim and writes the attempt to the ledger, in one trip to
-    /// the buffer's thread.
+    /// the buffer.
     async fn settle(
         &self,
         guard: &mut ClaimGuard,

@@ -9,8 +9,9 @@
 //! Deadlines: a flush or a shutdown carries one deadline, and everything it does (storing,
 //! waiting for a round in flight, delivering) fits inside it; a round still running at the
 //! deadline is dropped, which abandons its request and releases its claim. Buffer operations
-//! run on the runtime's blocking pool ([`delivery::on_buffer`]), so a spool that waits on
-//! another process's lock cannot stretch a deadline either.
+//! that may block run on the runtime's blocking pool ([`delivery::on_buffer`]), so a spool that
+//! waits on another process's lock cannot stretch a deadline either; a buffer that never
+//! blocks (memory) is called on this thread.
 //!
 //! Shutdown stores everything first (the queue, then the `sdk_usage` summary), then delivers
 //! with what is left of its deadline. The worker ends only on a shutdown message, or when every
@@ -40,11 +41,13 @@ use tokio::sync::{Notify, mpsc};
 
 pub(crate) use delivery::ConsentCheck;
 use delivery::{
-    Amount, Attempt, Backoffs, Blocking, Delivery, Stopped, on_buffer, spawn_on_buffer,
+    Amount, Attempt, Backoffs, Blocking, BufferTask, Delivery, Stopped, TaskFailed, on_buffer,
+    spawn_on_buffer,
 };
 pub use delivery::{FlushError, FlushReport, PauseReason};
 pub(crate) use delivery::{TimeOfDay, paused_until};
 pub(crate) use events::{EventBuilder, MessageSink};
+use fresh::Fresh;
 pub(crate) use recheck::ReadBackCheck;
 
 use crate::queue::{Drained, RecordReceivers};
@@ -592,7 +595,7 @@ impl Worker {
     fn apply(
         &mut self,
         write: Unsettled,
-        result: Result<Result<BufferStats, BufferError>, tokio::task::JoinError>,
+        result: Result<Result<BufferStats, BufferError>, TaskFailed>,
     ) {
         let result = result.unwrap_or_else(|_| {
             Err(BufferError::Storage(
@@ -619,8 +622,8 @@ impl Worker {
         }
     }
 
-    /// Stores what is queued, lets a round in flight finish, then delivers everything, all
-    /// within `deadline`.
+    /// Sends what is queued directly and stores what did not go, lets a round in flight
+    /// finish, then delivers everything the buffer holds, all within `deadline`.
     async fn flush(&mut self, deadline: Instant) -> Result<FlushReport, FlushError> {
         if self.consent_withdrawn() {
             self.withdraw().await;
@@ -630,8 +633,15 @@ impl Worker {
         }
         // What is queued goes straight out, within the wait any store may take, as a drain's
         // full batches do; what did not go is stored, and delivered with what the buffer holds.
-        let direct_by = (Instant::now() + STORE_WAIT).min(deadline);
-        let fresh = self.deliver_fresh_all(direct_by).await;
+        // A flush shorter than that wait stores first, as before: a request it abandoned would
+        // be sent again from the buffer, and would turn direct delivery off for good.
+        let now = Instant::now();
+        let fresh = if deadline.saturating_duration_since(now) >= STORE_WAIT {
+            self.deliver_fresh_all(now + STORE_WAIT).await
+        } else {
+            Fresh::default()
+        };
+        let failed_directly = fresh.failure.is_some();
         self.store_queued_all(fresh.unsent, deadline, false).await;
         // A round in flight finishes first (or is dropped at the deadline); what it sent is
         // its own, and the flush reports what it sends itself.
@@ -646,7 +656,10 @@ impl Worker {
             delivered: report.delivered + fresh.delivered,
             ..report
         });
-        self.backoffs.record(&result);
+        if !failed_directly {
+            // A failed direct request set the backoff already.
+            self.backoffs.record(&result);
+        }
         match result {
             Ok(report) => Ok(report),
             Err(stopped) => Err(stopped.into_flush_error(self.count_pending().await)),
@@ -779,7 +792,7 @@ struct Unsettled {
     queue_full_taken: u64,
     /// Foreign-handle refusals taken into the counts when it was made.
     refused_taken: u64,
-    task: tokio::task::JoinHandle<Result<BufferStats, BufferError>>,
+    task: BufferTask<Result<BufferStats, BufferError>>,
 }
 
 /// The round in flight's result; never ready when there is none.

@@ -12,7 +12,7 @@
 //! of one shape differ only there), for a bounded number of shapes. The text itself is the key,
 //! so two shapes never share a verdict; it is hashed with foldhash, as every event delivered
 //! from a buffer is looked up and SipHash over a few hundred bytes was a tenth of the memory
-//! path's time.
+//! path's time. The keys are bounded in number and in bytes ([`VERDICTS`], [`VERDICT_BYTES`]).
 
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
@@ -38,8 +38,12 @@ pub(crate) enum Verdict {
 /// The most verdicts remembered at once.
 const VERDICTS: usize = 1_024;
 
-/// The most bytes of event text kept as the verdicts' keys.
-const VERDICT_BYTES: usize = 1_024 * 1_024;
+/// The most bytes of event text kept as the verdicts' keys: this is memory telemetry holds
+/// for as long as it runs, beside its buffer. About 450 shapes of a typical `run` event.
+const VERDICT_BYTES: usize = 256 * 1_024;
+
+/// The longest shape whose verdict is kept; longer ones are judged in full every time.
+const LONGEST_KEPT: usize = 16 * 1_024;
 
 /// Judges events read back from a buffer.
 pub(crate) struct ReadBackCheck {
@@ -79,7 +83,7 @@ impl ReadBackCheck {
 
     /// The verdict on one event.
     pub(crate) fn judge(&self, event: &EncodedEvent) -> Verdict {
-        let Some(shape) = shape_of(event.json()) else {
+        let Some(shape) = shape_of(event.json()).filter(|shape| shape.len() <= LONGEST_KEPT) else {
             return self.judge_in_full(event);
         };
         let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -177,9 +181,23 @@ mod tests {
         EncodedEvent::encode(event).expect("encodes")
     }
 
-    /// Three times as many shapes as the cache holds, each in turn with two that must be
-    /// refused: a cleared or full cache never lends one shape's verdict to another, and its
-    /// keys' bytes are counted exactly.
+    /// Runs of one shape differ only in their ids, and share one verdict.
+    #[test]
+    fn runs_of_one_shape_are_judged_once() {
+        let ours = fixtures::run_event();
+        let check = check(&ours);
+        for _ in 0..3 {
+            let mut event = ours.clone();
+            event.event_id = EventId::random();
+            assert_eq!(check.judge(&encoded(&event)), Verdict::Send);
+        }
+        let verdicts = check.verdicts.lock().expect("not poisoned");
+        assert_eq!(verdicts.by_shape.len(), 1);
+    }
+
+    /// Three times as many shapes as the cache holds by count, and more than its bytes allow,
+    /// each in turn with two that must be refused: a cleared or full cache never lends one
+    /// shape's verdict to another, and its keys' bytes are counted exactly.
     #[test]
     fn verdicts_stay_per_shape_however_many_shapes_pass() {
         let ours = fixtures::run_event();
@@ -201,6 +219,8 @@ mod tests {
             other_session.event_id = EventId::random();
             assert_eq!(check.judge(&encoded(&other_session)), Verdict::OtherSession);
         }
+        let shape_bytes = encoded(&ours).json().len() as u64;
+        assert!(shape_bytes * VERDICTS as u64 > VERDICT_BYTES as u64);
         let verdicts = check.verdicts.lock().expect("not poisoned");
         assert!(verdicts.by_shape.len() <= VERDICTS);
         assert!(verdicts.bytes <= VERDICT_BYTES);

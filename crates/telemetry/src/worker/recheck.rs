@@ -220,35 +220,24 @@ mod tests {
         // cache's bytes run out before its count does.
         let mut ours = fixtures::run_event();
         let catalog = catalog();
-        let name = |text: &String| Name::new(text).expect("a declared name");
-        ours.features = declared(&catalog, &[Section::Features])
-            .iter()
-            .map(name)
-            .collect();
-        ours.integrations = declared(&catalog, &[Section::Integrations])
-            .iter()
-            .map(name)
-            .collect();
-        ours.block_types = declared(&catalog, &[Section::BlockTypes])
-            .iter()
-            .map(name)
-            .collect();
-        ours.commands = declared(&catalog, &[Section::Commands])
-            .iter()
-            .map(name)
-            .collect();
-        ours.metrics = declared(&catalog, &[Section::Metrics])
-            .iter()
-            .map(|metric| (name(metric), CountBucket::One))
-            .collect();
-        ours.errors.config_errors = declared(&catalog, &[Section::ConfigErrors])
-            .iter()
-            .map(name)
-            .collect();
-        ours.errors.exception_types = declared(&catalog, &[Section::ExceptionTypes])
-            .iter()
-            .map(|exception| (name(exception), CountBucket::One))
-            .collect();
+        let names = |section| -> std::collections::BTreeSet<Name> {
+            declared(&catalog, &[section])
+                .iter()
+                .map(|text| Name::new(text).expect("a declared name"))
+                .collect()
+        };
+        let counted = |section| {
+            names(section)
+                .into_iter()
+                .map(|name| (name, CountBucket::One))
+        };
+        ours.features = names(Section::Features);
+        ours.integrations = names(Section::Integrations);
+        ours.block_types = names(Section::BlockTypes);
+        ours.commands = names(Section::Commands);
+        ours.errors.config_errors = names(Section::ConfigErrors);
+        ours.metrics = counted(Section::Metrics).collect();
+        ours.errors.exception_types = counted(Section::ExceptionTypes).collect();
         let check = check(&ours);
         let mut undeclared = ours.clone();
         undeclared

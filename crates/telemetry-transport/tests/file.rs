@@ -137,8 +137,8 @@ mod full_file_system {
         let dir = tempfile::tempdir().unwrap();
         let transport = transport(dir.path());
         let batches = numbered_batches();
-        // A limit three quarters into batch 4, so that its append is cut off part way, in a
-        // later one of the several writes a batch this large takes.
+        // A limit three quarters into batch 4, so that its append is cut off part way: a write
+        // takes what fits, and the one after it fails.
         let failing = 4;
         let before: u64 = batches[..failing]
             .iter()
@@ -225,13 +225,14 @@ mod full_file_system {
         assert_eq!(written, expected, "{step}");
     }
 
-    /// The same batches in the parent and in the child: 8 batches of 400 events (about 150 KB
-    /// each, more than the export writes at once) whose ids are their numbers.
+    /// The same batches in the parent and in the child: 8 batches of 600 events (about 230 KB
+    /// each; with a newline after each event, 1,200 slices, more than one vectored write takes,
+    /// so every batch is written in more than one call) whose ids are their numbers.
     fn numbered_batches() -> Vec<Vec<EncodedEvent>> {
         let session_id = "00000000-0000-4000-8000-000000000000".parse().unwrap();
         (0..8u64)
             .map(|batch| {
-                (1..=400u64)
+                (1..=600u64)
                     .map(|index| {
                         let event = Event {
                             event_id: format!(

@@ -4,9 +4,14 @@
 //! The criterion benchmarks time the recording thread; this one also counts the worker thread,
 //! the blocking pool that writes the SQLite spool, the export and the start and stop of
 //! telemetry, because all of them are CPU the user's machine spends. It runs the release
-//! `flowkit simulate` as a child process with telemetry on and off, alternately, each child in
-//! a fresh `FLOWKIT_HOME` with the default SQLite spool and an offline file export, and
-//! subtracts.
+//! `flowkit simulate` as a child process with telemetry on and off, alternately, with the default
+//! SQLite spool and an offline file export, and subtracts. A telemetry-on child runs in a copy of
+//! a home that an earlier telemetry-on process used (its state file holds a session id, its spool
+//! exists), as every process of a user does but the first; what the first process in a new home
+//! adds (creating the state file and the spool) is measured apart, with one-run processes in a
+//! new home and in a used one. A telemetry-off child runs in a new home, which it never creates:
+//! in a used one it would forget the session id, which is not what a process without telemetry
+//! costs.
 //!
 //! The CPU of a child is the growth of this process's `getrusage(RUSAGE_CHILDREN)` (user plus
 //! system time) across spawning and waiting for it: the kernel adds a child's CPU, all its
@@ -75,8 +80,20 @@ fn pairs() -> anyhow::Result<usize> {
 /// least this much (the note records how much).
 const CONFIDENCE: f64 = 0.95;
 
-/// Pairs of one-run processes: the cost of starting and stopping telemetry alone.
+/// Pairs of one-run processes: the cost of starting and stopping telemetry alone, in a new home
+/// and in a used one.
 const START_STOP_PAIRS: usize = 15;
+
+/// The `FLOWKIT_HOME` a telemetry-on child starts with.
+#[derive(Clone, Copy)]
+enum Home<'a> {
+    /// A directory that does not exist yet: the child creates the state file and the spool, as
+    /// the first process after opting in does.
+    New,
+    /// A copy of this home, which an earlier telemetry-on process used, as every later process
+    /// finds its home.
+    CopyOf(&'a Path),
+}
 
 /// What one child process cost and left behind.
 struct ChildRun {
@@ -108,21 +125,27 @@ pub(crate) fn run(cargo: &mut Command, target_dir: &Path, notes_dir: &Path) -> a
     // The first processes read the binary from disk and fault its pages in; neither side of a
     // pair should pay for that.
     for telemetry_on in [true, false] {
-        run_child(&flowkit, &scratch, "warm-up", 1, telemetry_on)?;
+        run_child(&flowkit, &scratch, "warm-up", 1, telemetry_on, Home::New)?;
     }
+    let used_home = prepare_used_home(&flowkit, &scratch)?;
+    let used = Home::CopyOf(&used_home);
     let load_before = load_average();
-    let start_stop = measure_pairs(&flowkit, &scratch, 1, START_STOP_PAIRS)?;
-    let main = measure_pairs(&flowkit, &scratch, RUNS, pairs)?;
+    let start_stop = measure_pairs(&flowkit, &scratch, 1, START_STOP_PAIRS, Home::New)?;
+    let start_stop_used = measure_pairs(&flowkit, &scratch, 1, START_STOP_PAIRS, used)?;
+    let main = measure_pairs(&flowkit, &scratch, RUNS, pairs, used)?;
     let load_after = load_average();
-    let instructions = count_instructions(&flowkit, &scratch)?;
+    let instructions = count_instructions(&flowkit, &scratch, &used_home)?;
 
     let mut note = String::new();
-    note.push_str(&format!("runs={RUNS}\ntask_millis={TASK_MILLIS}\n"));
+    note.push_str(&format!(
+        "runs={RUNS}\ntask_millis={TASK_MILLIS}\nhome=used\n"
+    ));
     if let Some((before, after)) = load_before.zip(load_after) {
         note.push_str(&format!("load_before={before:.2}\nload_after={after:.2}\n"));
     }
     main.write_note(&mut note, "");
     start_stop.write_note(&mut note, "start_stop_");
+    start_stop_used.write_note(&mut note, "start_stop_used_");
     match instructions {
         Some(counts) => counts.write_note(&mut note),
         None => note.push_str("callgrind_skipped=1\n"),
@@ -134,25 +157,60 @@ pub(crate) fn run(cargo: &mut Command, target_dir: &Path, notes_dir: &Path) -> a
     Ok(())
 }
 
+/// The home of one telemetry-on process with one flow run, kept for the children that start
+/// in a used home. Its export is checked, so that a home whose process failed to deliver is
+/// not copied.
+fn prepare_used_home(flowkit: &Path, scratch: &ScratchDir) -> anyhow::Result<PathBuf> {
+    let dir = scratch.path.join("used");
+    let export = dir.join("export");
+    std::fs::create_dir_all(&export)
+        .with_context(|| format!("cannot create {}", export.display()))?;
+    let mut command = Command::new(flowkit);
+    simulate_in(&mut command, &dir, &export, 1, true);
+    let output = command
+        .output()
+        .with_context(|| format!("could not start {}", flowkit.display()))?;
+    if !output.status.success() {
+        bail!(
+            "flowkit simulate failed making a used home ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let exported = count_lines(&export)?;
+    if exported != 2 {
+        bail!("the process that made the used home exported {exported} events; expected 2");
+    }
+    Ok(dir.join("home"))
+}
+
 /// `pairs` processes with telemetry on and as many with it off, `runs` flow runs each.
 fn measure_pairs(
     flowkit: &Path,
     scratch: &ScratchDir,
     runs: u32,
     pairs: usize,
+    home: Home<'_>,
 ) -> anyhow::Result<Measurement> {
+    let kind = match home {
+        Home::New => "new home",
+        Home::CopyOf(_) => "used home",
+    };
     let mut measured = Vec::with_capacity(pairs);
     for pair in 0..pairs {
         let label = format!("{runs}-{pair}");
         let (on, off) = if pair % 2 == 0 {
-            let on = run_child(flowkit, scratch, &label, runs, true)?;
-            (on, run_child(flowkit, scratch, &label, runs, false)?)
+            let on = run_child(flowkit, scratch, &label, runs, true, home)?;
+            (
+                on,
+                run_child(flowkit, scratch, &label, runs, false, Home::New)?,
+            )
         } else {
-            let off = run_child(flowkit, scratch, &label, runs, false)?;
-            (run_child(flowkit, scratch, &label, runs, true)?, off)
+            let off = run_child(flowkit, scratch, &label, runs, false, Home::New)?;
+            (run_child(flowkit, scratch, &label, runs, true, home)?, off)
         };
         eprintln!(
-            "{runs} runs, pair {}: on {:.1} ms CPU, off {:.1} ms CPU, {} events exported",
+            "{runs} runs, {kind}, pair {}: on {:.1} ms CPU, off {:.1} ms CPU, {} events exported",
             pair + 1,
             millis(on.cpu),
             millis(off.cpu),
@@ -169,19 +227,24 @@ fn measure_pairs(
     Ok(Measurement { runs, measured })
 }
 
-/// One `flowkit simulate` in a fresh state directory, with its CPU time and its export.
+/// One `flowkit simulate` in a new home or a copy of a used one, with its CPU time and its
+/// export (always a new, empty directory).
 fn run_child(
     flowkit: &Path,
     scratch: &ScratchDir,
     label: &str,
     runs: u32,
     telemetry_on: bool,
+    home: Home<'_>,
 ) -> anyhow::Result<ChildRun> {
     let side = if telemetry_on { "on" } else { "off" };
     let dir = scratch.path.join(format!("{label}-{side}"));
     let export = dir.join("export");
     std::fs::create_dir_all(&export)
         .with_context(|| format!("cannot create {}", export.display()))?;
+    if let Home::CopyOf(used) = home {
+        copy_dir(used, &dir.join("home"))?;
+    }
     let mut command = Command::new(flowkit);
     simulate_in(&mut command, &dir, &export, runs, telemetry_on);
     let cpu_before = children_cpu()?;
@@ -223,8 +286,8 @@ fn simulate_in(command: &mut Command, dir: &Path, export: &Path, runs: u32, tele
             "1",
         ])
         // Only these variables: a `DO_NOT_TRACK` or `FLOWKIT_SDK_TELEMETRY_*` of the caller's
-        // shell must not change what is measured. `FLOWKIT_HOME` does not exist yet, so the
-        // spool is created by the child, as on a first run.
+        // shell must not change what is measured. `FLOWKIT_HOME` is a copy of a used home, or
+        // does not exist yet, and then the child creates the spool, as on a first run.
         .env_clear()
         .env("FLOWKIT_HOME", dir.join("home"))
         .env(
@@ -238,6 +301,30 @@ fn simulate_in(command: &mut Command, dir: &Path, export: &Path, runs: u32, tele
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+}
+
+/// Copies the files of directory `from` into a new directory `to`, and its subdirectories in
+/// the same way.
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))?
+    {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).with_context(|| {
+                format!(
+                    "cannot copy {} to {}",
+                    entry.path().display(),
+                    target.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The 1-minute load average, from `/proc/loadavg` (Linux only).
@@ -279,6 +366,7 @@ impl InstructionCounts {
 fn count_instructions(
     flowkit: &Path,
     scratch: &ScratchDir,
+    used_home: &Path,
 ) -> anyhow::Result<Option<InstructionCounts>> {
     let found = Command::new("valgrind")
         .arg("--version")
@@ -303,6 +391,10 @@ fn count_instructions(
             let export = dir.join("export");
             std::fs::create_dir_all(&export)
                 .with_context(|| format!("cannot create {}", export.display()))?;
+            // As in the main measurement: telemetry on in a used home, off in a new one.
+            if telemetry_on {
+                copy_dir(used_home, &dir.join("home"))?;
+            }
             let mut command = Command::new("valgrind");
             command.args([
                 "--tool=callgrind",

@@ -33,6 +33,19 @@ pub(super) fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenF
             })
         }
     };
+    // The spool holds its user's events: a new file is made readable by its owner only, before
+    // SQLite opens it, and the log and index SQLite makes beside it take the file's permissions
+    // (the log outlives each process, see below). An existing file, or a symbolic link, is left
+    // as it is (`create_new` fails on both).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
     // No SQLITE_OPEN_URI: the path is a file name, never a `file:` URI with options.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -118,6 +131,15 @@ pub(super) fn open_connection(path: &Path, now: i64) -> Result<Connection, OpenF
             supported: SCHEMA_VERSION,
         }),
     })?;
+    // The log outlives the connection: closing the last connection would otherwise fold the log
+    // into the file (syncing both) and delete it, and the next process's first write would
+    // create it again (syncing its header and the directory). Short processes, the kind a CLI
+    // runs, paid those four syncs each, about a quarter of what starting and stopping telemetry
+    // cost in a home used before. A log left behind is what a crash leaves, which WAL mode is
+    // made for: the next connection replays it. Its size is bounded at close
+    // (`SqliteSpool::bound_log`). Best effort: without the setting, closing checkpoints as
+    // before. Set last, so that a file refused above (a newer schema) is closed as it was found.
+    let _ = connection.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
     Ok(connection)
 }
 

@@ -10,6 +10,7 @@ mod bounds;
 mod claims;
 mod clocks;
 mod ledger;
+mod log;
 mod migrations;
 mod pause;
 mod recovery;

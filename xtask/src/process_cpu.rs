@@ -4,7 +4,7 @@
 //! The criterion benchmarks time the recording thread; this one also counts the worker thread,
 //! the blocking pool that writes the SQLite spool, the export and the start and stop of
 //! telemetry, because all of them are CPU the user's machine spends. It runs the release
-//! `flowkit simulate` as a child process with telemetry on and off, alternately, with the default
+//! `flowkit simulate` as child processes with telemetry on and off, in pairs, with the default
 //! SQLite spool and an offline file export, and subtracts. A telemetry-on child runs in a copy of
 //! a home that an earlier telemetry-on process used (its state file holds a session id, its spool
 //! exists), as every process of a user does but the first; what the first process in a new home
@@ -49,15 +49,16 @@ const TASK_MILLIS: u64 = 1;
 /// The target for telemetry's CPU per flow run, in microseconds.
 pub(crate) const TARGET_US: f64 = 5.0;
 
-/// On and off processes in the main measurement, run in pairs whose order alternates, so that
-/// a drift of the machine over the two minutes this takes falls on both sides. Fifteen pairs
+/// On and off processes in the main measurement, run in pairs, the two of a pair at the same
+/// time, so that both meet the same state of the machine (on this shared virtual machine the
+/// CPU of identical processes drifts by a quarter within seconds). Fifteen pairs
 /// give a confidence interval for the median from the 4th to the 12th smallest difference
 /// (96.5%); seven gave only the smallest to the largest (98.4%), which on a shared machine
 /// spans several times the target.
 const PAIRS: usize = 15;
 
 /// Set to a number of pairs (15 to 400) to measure with more than [`PAIRS`] where there is
-/// time: the interval narrows with the square root of the pairs, about 9 s a pair.
+/// time: the interval narrows with the square root of the pairs, about 5 s a pair.
 const PAIRS_VARIABLE: &str = "XTASK_PROCESS_CPU_PAIRS";
 
 /// The pairs of the main measurement: [`PAIRS`], or what [`PAIRS_VARIABLE`] asks for.
@@ -199,15 +200,20 @@ fn measure_pairs(
     let mut measured = Vec::with_capacity(pairs);
     for pair in 0..pairs {
         let label = format!("{runs}-{pair}");
-        let (on, off) = if pair % 2 == 0 {
-            let on = run_child(flowkit, scratch, &label, runs, true, home)?;
-            (
-                on,
-                run_child(flowkit, scratch, &label, runs, false, Home::New)?,
-            )
+        // Both children of a pair run at the same time, so that both meet the same state of
+        // the machine; which one starts first alternates.
+        let on_first = pair % 2 == 0;
+        let start = |telemetry_on: bool| {
+            let child_home = if telemetry_on { home } else { Home::New };
+            start_child(flowkit, scratch, &label, runs, telemetry_on, child_home)
+        };
+        let first = start(on_first)?;
+        let second = start(!on_first)?;
+        let (first, second) = (first.finish()?, second.finish()?);
+        let (on, off) = if on_first {
+            (first, second)
         } else {
-            let off = run_child(flowkit, scratch, &label, runs, false, Home::New)?;
-            (run_child(flowkit, scratch, &label, runs, true, home)?, off)
+            (second, first)
         };
         eprintln!(
             "{runs} runs, {kind}, pair {}: on {:.1} ms CPU, off {:.1} ms CPU, {} events exported",
@@ -237,6 +243,26 @@ fn run_child(
     telemetry_on: bool,
     home: Home<'_>,
 ) -> anyhow::Result<ChildRun> {
+    start_child(flowkit, scratch, label, runs, telemetry_on, home)?.finish()
+}
+
+/// A child started and not yet waited for.
+struct StartedChild {
+    child: std::process::Child,
+    dir: PathBuf,
+    started: Instant,
+}
+
+/// Starts one `flowkit simulate` (see [`run_child`]); its standard error goes to a file in its
+/// directory, so that nothing waits on a pipe while another child is waited for.
+fn start_child(
+    flowkit: &Path,
+    scratch: &ScratchDir,
+    label: &str,
+    runs: u32,
+    telemetry_on: bool,
+    home: Home<'_>,
+) -> anyhow::Result<StartedChild> {
     let side = if telemetry_on { "on" } else { "off" };
     let dir = scratch.path.join(format!("{label}-{side}"));
     let export = dir.join("export");
@@ -245,31 +271,47 @@ fn run_child(
     if let Home::CopyOf(used) = home {
         copy_dir(used, &dir.join("home"))?;
     }
+    let stderr_path = dir.join("stderr");
+    let stderr = std::fs::File::create(&stderr_path)
+        .with_context(|| format!("cannot create {}", stderr_path.display()))?;
     let mut command = Command::new(flowkit);
     simulate_in(&mut command, &dir, &export, runs, telemetry_on);
-    let cpu_before = children_cpu()?;
+    command.stderr(stderr);
     let started = Instant::now();
-    let output = command
-        .output()
+    let child = command
+        .spawn()
         .with_context(|| format!("could not start {}", flowkit.display()))?;
-    let wall = started.elapsed();
-    let cpu = children_cpu()?.saturating_sub(cpu_before);
-    if !output.status.success() {
-        bail!(
-            "flowkit simulate failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let exported_lines = count_lines(&export)?;
-    // The spool and the export of one child are a few megabytes; thirty of them at once
-    // would be litter.
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(ChildRun {
-        cpu,
-        wall,
-        exported_lines,
+    Ok(StartedChild {
+        child,
+        dir,
+        started,
     })
+}
+
+impl StartedChild {
+    /// Waits for the child and measures it. Its CPU is the growth of `getrusage(RUSAGE_CHILDREN)`
+    /// across waiting for it alone: the kernel adds a child's CPU when it is waited for, so a
+    /// second child still running (or exited and not yet waited for) is not counted here. Its
+    /// wall time runs from its start to the end of this wait.
+    fn finish(mut self) -> anyhow::Result<ChildRun> {
+        let cpu_before = children_cpu()?;
+        let status = self.child.wait().context("waiting for flowkit simulate")?;
+        let wall = self.started.elapsed();
+        let cpu = children_cpu()?.saturating_sub(cpu_before);
+        if !status.success() {
+            let stderr = std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default();
+            bail!("flowkit simulate failed ({status}): {}", stderr.trim());
+        }
+        let exported_lines = count_lines(&self.dir.join("export"))?;
+        // The spool and the export of one child are a few megabytes; hundreds of them would
+        // be litter.
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(ChildRun {
+            cpu,
+            wall,
+            exported_lines,
+        })
+    }
 }
 
 /// Adds the arguments and the environment of the measured `flowkit simulate` to `command`

@@ -132,6 +132,13 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// operating-system crash may lose the last few transactions; it never corrupts the file.
 /// For telemetry, losing a few seconds of events on power loss is worth not paying an
 /// `fsync` per batch.
+/// The log outlives the process: a closing spool does not fold it into the file (SQLite's
+/// checkpoint on close, four syncs with the log's re-creation by the next process), unless it
+/// has grown past 256 KiB; the next connection replays it, as after a crash. So the last
+/// transactions of a process are, like every commit, on disk once the operating system writes
+/// them back (within seconds), not synced at exit.
+/// A new file is created with mode 0600 before SQLite opens it, and the log and its index
+/// take the file's permissions.
 /// `PRAGMA busy_timeout` ([`BUSY_TIMEOUT`], or what [`SqliteSpool::with_busy_timeout`] sets)
 /// lets two processes share one file: a writer waits for the other's short transaction instead
 /// of failing. When the wait runs out, the operation fails with a [`BufferError::Storage`] (a

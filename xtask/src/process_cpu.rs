@@ -13,14 +13,16 @@
 //! in a used one it would forget the session id, which is not what a process without telemetry
 //! costs.
 //!
-//! The CPU of a child is the growth of this process's `getrusage(RUSAGE_CHILDREN)` (user plus
-//! system time) across spawning and waiting for it: the kernel adds a child's CPU, all its
-//! threads included, to that sum when the child is waited for, and nothing else is waited for
-//! in between. `/proc/self/stat` (fields 16 and 17, `cutime` and `cstime`) holds the same sums
-//! and needs no dependency, but in clock ticks of 10 ms: over 2,000 runs a tick is 5 µs a run,
-//! the size of the target itself. getrusage reports microseconds; nix wraps it without unsafe
-//! code of ours (the workspace denies it). Reading the child's own `/proc/<pid>/stat` just
-//! before it exits would be racy, and `/usr/bin/time` is not everywhere.
+//! The two children of a pair run at the same time, so that both meet the same state of the
+//! machine. The CPU of a child is the growth of this process's `getrusage(RUSAGE_CHILDREN)`
+//! (user plus system time) across waiting for it: the kernel adds a child's CPU, all its
+//! threads included, to that sum when the child is waited for, and the other child of the pair
+//! is waited for separately, before or after. `/proc/self/stat` (fields 16 and 17, `cutime`
+//! and `cstime`) holds the same sums and needs no dependency, but in clock ticks of 10 ms:
+//! over 2,000 runs a tick is 5 µs a run, the size of the target itself. getrusage reports
+//! microseconds; nix wraps it without unsafe code of ours (the workspace denies it). Reading
+//! the child's own `/proc/<pid>/stat` just before it exits would be racy, and `/usr/bin/time`
+//! is not everywhere.
 //!
 //! On a shared machine single pairs swing by more than the target, so the verdict reads a
 //! distribution-free 95% confidence interval for the median of the pairs' differences (the

@@ -913,3 +913,49 @@ fn a_spool_another_connection_keeps_locked_stretches_no_deadline_and_miscounts_n
     );
     assert_eq!(fixture.exported().len(), 9);
 }
+
+/// Deliveries that went out directly reach the shared ledger while the process still runs and
+/// keeps delivering, within the lag the worker allows itself (5 s) and a drain, not only at
+/// shutdown: `status` in another process sees them. Then every exported event is counted.
+#[test]
+fn direct_deliveries_reach_the_shared_ledger_while_the_process_runs() {
+    let fixture = Fixture::new();
+    let config = fixture.enabled_config();
+    let telemetry = config.start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // More than a batch every half second: every drain sends from memory, with no flush.
+    let recorder = {
+        let telemetry = telemetry.clone();
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..150 {
+                    run(&telemetry, RunOutcome::Completed);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut status = config.status();
+    // A contract, not a benchmark: the bound is the lag, a drain and a generous margin.
+    while status.delivered_events == 0 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+        status = config.status();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    recorder.join().unwrap();
+    assert!(status.delivered_events >= 150, "{status:#?}");
+    assert!(status.last_sent.is_some(), "{status:#?}");
+    assert!(telemetry.is_enabled(), "the process was still running");
+    drop(telemetry);
+    let status = config.status();
+    let exported = fixture.exported().len() as u64;
+    // Every run and the summary, each delivered once and counted once.
+    assert_eq!(exported % 150, 1, "{exported} events exported");
+    assert_eq!(
+        (status.delivered_events, status.pending_events),
+        (exported, Some(0)),
+        "{status:#?}"
+    );
+}

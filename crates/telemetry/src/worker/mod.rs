@@ -191,6 +191,15 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(1_000);
 /// answering a flush or a shutdown.
 const STORE_WAIT: Duration = Duration::from_millis(250);
 
+/// How long the ledger may lag behind this process's successful direct deliveries. A drain
+/// that delivered everything it took and has nothing else to write (no event to store, no count,
+/// no failure, no server's wait) leaves the delivered count and `last_sent` for the next write,
+/// at the latest this long after the first delivery it holds back, and at a flush or shutdown:
+/// a transaction on the spool per drain only to say "delivered" was about a fifth of what a
+/// short process's worker spent while it ran. `status` in another process sees those counts up
+/// to this much later; failures and a server's wait are never held back.
+const LEDGER_LAG: Duration = Duration::from_secs(5);
+
 /// The longest a scheduled round may run; a flush or shutdown brings its own deadline.
 const ROUND_LIMIT: Duration = Duration::from_secs(60);
 
@@ -254,6 +263,8 @@ struct Worker {
     /// What direct deliveries did and the ledger does not know yet; written with the next
     /// counts.
     attempts: Vec<Attempt>,
+    /// When deliveries held back in `attempts` must be written at the latest ([`LEDGER_LAG`]).
+    ledger_due: Option<Instant>,
 }
 
 impl Worker {
@@ -295,6 +306,7 @@ impl Worker {
             pending_at_finish: false,
             direct_delivery: true,
             attempts: Vec::new(),
+            ledger_due: None,
         }
     }
 
@@ -397,6 +409,13 @@ impl Worker {
             // comes within the drain interval, as for any record. The counts and what the
             // requests did are written now.
             self.settle_unsettled(deadline).await;
+            let counts = self.take_counts();
+            let nothing_else = fresh.unsent.is_empty() && counts.is_empty();
+            // Taken only to look: they go with the write below, or the next one.
+            self.unrecorded = counts;
+            if nothing_else && self.deliveries_may_wait(Instant::now()) {
+                return;
+            }
             if !self.waiting_for_buffer() || !fresh.unsent.is_empty() {
                 self.write_with_counts(fresh.unsent, deadline).await;
             }
@@ -407,6 +426,21 @@ impl Worker {
         if self.pending >= self.delivery.batch_size {
             self.start_round(Amount::FullBatches);
         }
+    }
+
+    /// Whether the ledger can wait for what direct deliveries did: only successful deliveries
+    /// are held back, for at most [`LEDGER_LAG`] after the first of them.
+    fn deliveries_may_wait(&mut self, now: Instant) -> bool {
+        let only_delivered = !self.attempts.is_empty()
+            && self
+                .attempts
+                .iter()
+                .all(|attempt| matches!(attempt, Attempt::Delivered(..)));
+        if !only_delivered {
+            return false;
+        }
+        let due = *self.ledger_due.get_or_insert(now + LEDGER_LAG);
+        now < due
     }
 
     /// Starts a scheduled round unless one is in flight or this process is backing off.
@@ -535,6 +569,7 @@ impl Worker {
         deadline: Instant,
     ) {
         let attempts = std::mem::take(&mut self.attempts);
+        self.ledger_due = None;
         if events.is_empty() && counts.is_empty() && attempts.is_empty() {
             return;
         }

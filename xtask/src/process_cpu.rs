@@ -128,7 +128,7 @@ pub(crate) fn run(cargo: &mut Command, target_dir: &Path, notes_dir: &Path) -> a
     // The first processes read the binary from disk and fault its pages in; neither side of a
     // pair should pay for that.
     for telemetry_on in [true, false] {
-        run_child(&flowkit, &scratch, "warm-up", 1, telemetry_on, Home::New)?;
+        start_child(&flowkit, &scratch, "warm-up", 1, telemetry_on, Home::New)?.finish()?;
     }
     let used_home = prepare_used_home(&flowkit, &scratch)?;
     let used = Home::CopyOf(&used_home);
@@ -165,9 +165,7 @@ pub(crate) fn run(cargo: &mut Command, target_dir: &Path, notes_dir: &Path) -> a
 /// not copied.
 fn prepare_used_home(flowkit: &Path, scratch: &ScratchDir) -> anyhow::Result<PathBuf> {
     let dir = scratch.path.join("used");
-    let export = dir.join("export");
-    std::fs::create_dir_all(&export)
-        .with_context(|| format!("cannot create {}", export.display()))?;
+    let export = child_dir(&dir, Home::New)?;
     let mut command = Command::new(flowkit);
     simulate_in(&mut command, &dir, &export, 1, true);
     let output = command
@@ -235,19 +233,6 @@ fn measure_pairs(
     Ok(Measurement { runs, measured })
 }
 
-/// One `flowkit simulate` in a new home or a copy of a used one, with its CPU time and its
-/// export (always a new, empty directory).
-fn run_child(
-    flowkit: &Path,
-    scratch: &ScratchDir,
-    label: &str,
-    runs: u32,
-    telemetry_on: bool,
-    home: Home<'_>,
-) -> anyhow::Result<ChildRun> {
-    start_child(flowkit, scratch, label, runs, telemetry_on, home)?.finish()
-}
-
 /// A child started and not yet waited for.
 struct StartedChild {
     child: std::process::Child,
@@ -255,8 +240,9 @@ struct StartedChild {
     started: Instant,
 }
 
-/// Starts one `flowkit simulate` (see [`run_child`]); its standard error goes to a file in its
-/// directory, so that nothing waits on a pipe while another child is waited for.
+/// Starts one `flowkit simulate` in a new home or a copy of a used one, exporting into a new,
+/// empty directory; its standard error goes to a file in its directory, so that nothing waits
+/// on a pipe while another child is waited for.
 fn start_child(
     flowkit: &Path,
     scratch: &ScratchDir,
@@ -267,12 +253,7 @@ fn start_child(
 ) -> anyhow::Result<StartedChild> {
     let side = if telemetry_on { "on" } else { "off" };
     let dir = scratch.path.join(format!("{label}-{side}"));
-    let export = dir.join("export");
-    std::fs::create_dir_all(&export)
-        .with_context(|| format!("cannot create {}", export.display()))?;
-    if let Home::CopyOf(used) = home {
-        copy_dir(used, &dir.join("home"))?;
-    }
+    let export = child_dir(&dir, home)?;
     let stderr_path = dir.join("stderr");
     let stderr = std::fs::File::create(&stderr_path)
         .with_context(|| format!("cannot create {}", stderr_path.display()))?;
@@ -345,6 +326,18 @@ fn simulate_in(command: &mut Command, dir: &Path, export: &Path, runs: u32, tele
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+}
+
+/// Makes a child's directory `dir` with an empty export directory in it (returned) and, for a
+/// used home, a copy of that home as `dir/home`; a new home is left for the child to make.
+fn child_dir(dir: &Path, home: Home<'_>) -> anyhow::Result<PathBuf> {
+    let export = dir.join("export");
+    std::fs::create_dir_all(&export)
+        .with_context(|| format!("cannot create {}", export.display()))?;
+    if let Home::CopyOf(used) = home {
+        copy_dir(used, &dir.join("home"))?;
+    }
+    Ok(export)
 }
 
 /// Copies the files of directory `from` into a new directory `to`, and its subdirectories in
@@ -432,13 +425,13 @@ fn count_instructions(
         .map(|&(runs, telemetry_on)| {
             let side = if telemetry_on { "on" } else { "off" };
             let dir = scratch.path.join(format!("callgrind-{runs}-{side}"));
-            let export = dir.join("export");
-            std::fs::create_dir_all(&export)
-                .with_context(|| format!("cannot create {}", export.display()))?;
             // As in the main measurement: telemetry on in a used home, off in a new one.
-            if telemetry_on {
-                copy_dir(used_home, &dir.join("home"))?;
-            }
+            let home = if telemetry_on {
+                Home::CopyOf(used_home)
+            } else {
+                Home::New
+            };
+            let export = child_dir(&dir, home)?;
             let mut command = Command::new("valgrind");
             command.args([
                 "--tool=callgrind",

@@ -599,7 +599,8 @@ impl SqliteSpool {
     /// opens the file: when the log file has grown beyond [`LOG_KEPT_AT_CLOSE`], its pages are
     /// folded into the file and the log is cut to nothing. Connections close without doing that
     /// themselves (see `open_connection`), so most short processes leave a log of a few pages
-    /// and skip four syncs; one in several pays for the checkpoint. Never waits: when another
+    /// and skip four syncs; about one in sixty (a process adds about one page) pays for the
+    /// checkpoint. Never waits: when another
     /// connection reads or writes, the checkpoint is left to a later close, or to SQLite's own
     /// checkpoint once the log reaches a thousand pages.
     fn bound_log(connection: &Connection, path: &Path) {
@@ -619,7 +620,7 @@ impl Drop for SqliteSpool {
     /// that a process that ends in order leaves no events held for a lease. Best effort, with a
     /// bounded wait (one second, or less when the spool waits less): a claim left behind is
     /// still a lease, and frees its events when it expires. Then bounds the write-ahead log
-    /// the connection leaves behind ([`SqliteSpool::bound_log`]).
+    /// the connection leaves behind (see `bound_log`).
     fn drop(&mut self) {
         let held = self.held.get_mut().unwrap_or_else(PoisonError::into_inner);
         let held: Vec<i64> = held.drain().map(claim_column).collect();

@@ -600,9 +600,8 @@ impl SqliteSpool {
     /// folded into the file and the log is cut to nothing. Connections close without doing that
     /// themselves (see `open_connection`), so most short processes leave a log of a few pages
     /// and skip four syncs; about one in sixty (a process adds about one page) pays for the
-    /// checkpoint. Never waits: when another
-    /// connection reads or writes, the checkpoint is left to a later close, or to SQLite's own
-    /// checkpoint once the log reaches a thousand pages.
+    /// checkpoint. Never waits: when another connection reads or writes, the checkpoint is left
+    /// to a later close, or to SQLite's own checkpoint once the log reaches a thousand pages.
     fn bound_log(connection: &Connection, path: &Path) {
         let log_len =
             std::fs::metadata(recovery::sibling(path, "-wal")).map_or(0, |meta| meta.len());

@@ -413,10 +413,8 @@ impl Worker {
             let nothing_else = fresh.unsent.is_empty() && counts.is_empty();
             // Taken only to look: they go with the write below, or the next one.
             self.unrecorded = counts;
-            if nothing_else && self.deliveries_may_wait(Instant::now()) {
-                return;
-            }
-            if !self.waiting_for_buffer() || !fresh.unsent.is_empty() {
+            let ledger_waits = nothing_else && self.deliveries_may_wait(Instant::now());
+            if !ledger_waits && (!self.waiting_for_buffer() || !fresh.unsent.is_empty()) {
                 self.write_with_counts(fresh.unsent, deadline).await;
             }
         } else {

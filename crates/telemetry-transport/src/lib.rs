@@ -74,8 +74,10 @@ pub enum SendError {
 /// Rules for implementations:
 /// - `send` is called by one sender at a time (the telemetry worker); it must not assume it is
 ///   never called concurrently from other processes that share a destination.
-/// - `send` returns only after the batch is durably handed over (written and synced, or
-///   acknowledged by a server); `Ok` means the sender may forget the events.
+/// - `send` returns only after the batch is handed over (written to the destination, where it
+///   outlives the process, or acknowledged by a server); `Ok` means the sender may forget the
+///   events. A destination on a local disk need not sync: the events come from a spool that
+///   does not sync each commit either (see [`FileTransport`]).
 /// - `send` must not block indefinitely: network transports enforce their own timeouts, and the
 ///   caller additionally races every call against its own deadline.
 /// - Errors never contain event contents, so they are safe to log.
@@ -93,7 +95,7 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Whether several batches may go in one `send`, as one larger batch. A destination that
     /// takes requests has limits of its own, which the batch size setting is there to respect,
     /// so the default is no; a local file has none, and appending several batches in one
-    /// write costs one sync instead of one per batch.
+    /// write costs one open, lock and write instead of one per batch.
     fn takes_merged_batches(&self) -> bool {
         false
     }

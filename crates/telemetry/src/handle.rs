@@ -191,14 +191,25 @@ impl TelemetryConfig {
         let opted_out = Arc::new(AtomicBool::new(false));
         let withdrawn = Arc::new(AtomicBool::new(false));
         let session = events.template.session_id;
+        // The state as the file holds it now: as resolved, when the file held this process's
+        // id then (a used home: nothing was written since); read again when the id was just
+        // made and written, or could not be (then the process runs under an id of its own).
+        let held_state = match &resolution.state {
+            Ok(state) if state.session_id == Some(session) => Some(state.clone()),
+            _ => self.state_store().and_then(|store| store.load().ok()),
+        };
         let consent = self.state_store().map(|store| {
-            // Compared with what the file holds now, which is this process's id unless the
-            // file could not be written (then the process runs under an id of its own).
-            let held = store.load().ok().and_then(|state| state.session_id);
+            let held = held_state.as_ref().and_then(|state| state.session_id);
             let watch = ConsentWatch::new(store, held, self.consent_version);
             Arc::new(move || watch.withdrawn()) as ConsentCheck
         });
-        let first_attempt = self.state_store().map(|store| {
+        // Marking the session used is written once per session id (the mark is cleared only
+        // with the id): a state that has it for this id needs no write, nor the lock and the
+        // hand-off to another thread before the first delivery.
+        let noted = held_state
+            .as_ref()
+            .is_some_and(|state| state.session_id == Some(session) && state.session_used);
+        let first_attempt = self.state_store().filter(|_| !noted).map(|store| {
             Box::new(move || {
                 // Opting out asks the destination to delete events only if some may have left.
                 let marked = store.update(|state| {

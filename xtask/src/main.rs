@@ -589,7 +589,7 @@ fn bench_rows(target_dir: &std::path::Path) -> Vec<BenchRow> {
             median("send_100/https_new_connection").map(|ns| (format_ns(ns), "info")),
         ),
         BenchRow::new(
-            "delivery of 100 events, offline file export (synced)",
+            "delivery of 100 events, offline file export (appended, not synced)",
             "report",
             median("send_100/file").map(|ns| (format_ns(ns), "info")),
         ),

@@ -9,7 +9,7 @@
 //!   `send_100/https_build_only` is building the transport alone (root store, extra CA, TLS
 //!   client), which is part of that.
 //! - `send_100/file`: `FileTransport` appending the batch to a JSONL file in a temporary
-//!   directory on disk, which it syncs (`sync_data`) before it reports success.
+//!   directory on disk (under a lock on the file, without a sync).
 //!
 //! `docs/performance.md` records the results. Run with
 //! `cargo bench -p telemetry-transport --features https --bench transport`.

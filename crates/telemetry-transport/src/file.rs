@@ -29,8 +29,7 @@ use crate::{SendError, Transport};
 /// commits (`PRAGMA synchronous = NORMAL`), and a power cut or an operating-system crash may
 /// lose the last seconds of the export, as it may the spool's last transactions. The events
 /// come from that spool or straight from memory, so a sync here would promise more than the
-/// path before it keeps; it cost the process about 70 µs of CPU per append, and the disk one
-/// write per batch instead of one per writeback.
+/// path before it keeps; it cost the process about 70 µs of CPU per append.
 ///
 /// The directory is created when missing. Every I/O failure (a full disk, a missing permission)
 /// is retryable: the events stay in the buffer.

@@ -80,8 +80,8 @@ impl Worker {
     /// merged batches at most what a flush stores at once.
     ///
     /// A transport that takes merged batches (a file) also gets the drain's partial batch in
-    /// its last send, when the drain fills at least one batch: it adds no append to
-    /// one that happens anyway, and spares those events the trip through the buffer (append,
+    /// its last send, when the drain fills at least one batch: it adds no append to one that
+    /// happens anyway, and spares those events the trip through the buffer (append,
     /// claim, reading back and checking again, acknowledgement), which was most of what a
     /// steady rate cost the process once full batches went directly. A drain that fills no
     /// batch stores its records as before, so a slow trickle still waits for the interval.

@@ -409,10 +409,8 @@ impl Worker {
             // comes within the drain interval, as for any record. The counts and what the
             // requests did are written now.
             self.settle_unsettled(deadline).await;
-            let counts = self.take_counts();
-            let nothing_else = fresh.unsent.is_empty() && counts.is_empty();
-            // Taken only to look: they go with the write below, or the next one.
-            self.unrecorded = counts;
+            self.gather_counts();
+            let nothing_else = fresh.unsent.is_empty() && self.unrecorded.is_empty();
             let ledger_waits = nothing_else && self.deliveries_may_wait(Instant::now());
             if !ledger_waits && (!self.waiting_for_buffer() || !fresh.unsent.is_empty()) {
                 self.write_with_counts(fresh.unsent, deadline).await;
@@ -541,6 +539,13 @@ impl Worker {
 
     /// The counts only this process has seen and not yet handed to a write.
     fn take_counts(&mut self) -> DeliveryLedger {
+        self.gather_counts();
+        std::mem::take(&mut self.unrecorded)
+    }
+
+    /// Moves the counts other threads keep (queue-full drops, scrubbed events, refused
+    /// records) into `unrecorded`.
+    fn gather_counts(&mut self) {
         let queue_full = self.dropped_queue_full.load(Ordering::Relaxed);
         self.unrecorded.dropped_queue_full += queue_full - self.queue_full_taken;
         self.queue_full_taken = queue_full;
@@ -552,7 +557,6 @@ impl Worker {
         let refused = self.events.usage.refused();
         self.unrecorded.refused_records += refused - self.refused_taken;
         self.refused_taken = refused;
-        std::mem::take(&mut self.unrecorded)
     }
 
     /// Appends events and adds counts, and what direct deliveries did, to the ledger in one
